@@ -1,0 +1,50 @@
+//! The command line: one file per verb, each a clap `Args` struct plus a handler that resolves
+//! the arguments and calls one library function.
+//!
+//! This module owns user-facing concerns only (help text, output formatting, exit codes).
+//! Exit codes: 0 all good, 1 some trials failed, 2 usage, configuration or input error.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
+/// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
+/// masks, cross-validation sweeps, a Parquet store and reports.
+#[derive(Debug, Parser)]
+#[command(name = "seglab", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {}
+}
+
+/// Logs go to stderr so that `--json` output on stdout stays machine-readable.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,21 @@
+//! seglab: a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
+//! nucleus–Golgi pairs.
+//!
+//! The crate follows the pipeline of one trial (see `DESIGN.md` in the project notes and the
+//! README): [`volume`] (arrays and TIFF) → [`dataset`] (dataset.toml, preprocessing, patches,
+//! splits) → [`models`] + [`train`] (burn networks and the training driver) → [`infer`]
+//! (sliding-window prediction) → [`metrics`] → [`tracking`] (the Parquet store, MLflow mirror)
+//! → [`report`]. [`synth`] makes synthetic masks and phantom datasets; [`experiment`] expands
+//! sweep specs into trials and runs them. [`cli`] is the command line on top.
+
+pub mod cli;
+pub mod dataset;
+pub mod experiment;
+pub mod infer;
+pub mod metrics;
+pub mod models;
+pub mod report;
+pub mod synth;
+pub mod tracking;
+pub mod train;
+pub mod volume;
