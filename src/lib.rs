@@ -14,6 +14,7 @@ pub mod experiment;
 pub mod infer;
 pub mod metrics;
 pub mod models;
+pub mod preset;
 pub mod report;
 pub mod synth;
 pub mod tracking;

@@ -12,7 +12,12 @@ use clap::{Parser, Subcommand};
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
 /// masks, cross-validation sweeps, a Parquet store and reports.
 #[derive(Debug, Parser)]
-#[command(name = "seglab", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "seglab",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -8,6 +8,10 @@
 
 use std::fmt;
 
+pub mod tiff;
+
+pub use tiff::{TiffError, read_tiff, write_mask, write_tiff};
+
 /// Voxel spacing (z, y, x) in micrometres.
 pub type Spacing = [f64; 3];
 
@@ -149,7 +153,9 @@ impl<T: Copy> Volume<T> {
 
     /// Iterates over the channels as slices.
     pub fn channel_slices(&self) -> impl Iterator<Item = &[T]> {
-        self.data.chunks_exact(self.voxels().max(1)).take(self.shape[0])
+        self.data
+            .chunks_exact(self.voxels().max(1))
+            .take(self.shape[0])
     }
 
     /// A new single- or multi-channel volume made of the listed channels, in that order.
@@ -173,7 +179,9 @@ impl<T: Copy> Volume<T> {
 
     /// Stacks volumes of equal spatial shape along the channel axis.
     pub fn stack_channels(parts: &[&Self]) -> Result<Self, VolumeError> {
-        let first = parts.first().expect("stack_channels needs at least one volume");
+        let first = parts
+            .first()
+            .expect("stack_channels needs at least one volume");
         let mut data = Vec::new();
         let mut channels = 0;
         for p in parts {

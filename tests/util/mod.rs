@@ -1,0 +1,96 @@
+//! Shared helpers of the integration tests: the reference Python, the shared real data, the
+//! seglab binary and fresh temporary directories.
+//!
+//! Tests that need something outside the repository (the Python reference environment, the
+//! real data under `../shared/data/`) skip with a message on a developer machine and fail in CI
+//! (`CI=true`), so a missing dependency can never hide a failure there.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// True when running under CI (`CI=true`), where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips the current test with `reason` outside CI; panics with it in CI.
+pub fn skip_or_fail(reason: &str) {
+    if in_ci() {
+        panic!("required test input missing in CI: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// The Python interpreter of the reference environment (`SEGLAB_PYTHON`, set by `scripts/test`).
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("SEGLAB_PYTHON") {
+        Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
+        _ => {
+            skip_or_fail("SEGLAB_PYTHON is not set (run the tests through scripts/test)");
+            None
+        }
+    }
+}
+
+/// Runs a Python script of `tests/python/` with the reference interpreter; panics with its
+/// stderr when it fails.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> Output {
+    let path = repo_root().join("tests/python").join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared data folder (`SEGLAB_SHARED_DATA`, default `../shared/data` next to the repository).
+pub fn shared_data_root() -> PathBuf {
+    std::env::var_os("SEGLAB_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data"))
+}
+
+/// A path under the shared data folder, or `None` (after skip_or_fail) when it is absent.
+pub fn shared_data(rel: &str) -> Option<PathBuf> {
+    let p = shared_data_root().join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        skip_or_fail(&format!("shared data {} not found", p.display()));
+        None
+    }
+}
+
+/// The seglab binary built for these tests.
+pub fn seglab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_seglab"))
+}
+
+/// Runs seglab with `args` and returns its output (whatever the exit status).
+pub fn run_seglab(args: &[&str]) -> Output {
+    seglab()
+        .args(args)
+        .output()
+        .expect("cannot start the seglab binary")
+}
+
+/// A fresh temporary directory, removed when the guard drops.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("seglab-test-")
+        .tempdir()
+        .expect("cannot create a temporary directory")
+}
