@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod mlflow;
+pub mod runs;
+
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
 /// masks, cross-validation sweeps, a Parquet store and reports.
@@ -30,11 +33,19 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Look at a sweep's store: list trials, compare test metrics, compact.
+    Runs(runs::RunsArgs),
+    /// Mirror a sweep's store into an MLflow tracking server.
+    Mlflow(mlflow::MlflowArgs),
+}
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Runs(args) => runs::run(args),
+        Command::Mlflow(args) => mlflow::run(args),
+    }
 }
 
 /// Logs go to stderr so that `--json` output on stdout stays machine-readable.

@@ -1,0 +1,573 @@
+//! `seglab runs ls` and `seglab runs compare`: readable tables straight from a sweep's store
+//! (the canonical view: one row per trial, its chosen attempt).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use polars::prelude::*;
+
+use crate::experiment::paths::SweepPaths;
+use crate::tracking::{Store, TrialEvent, TrialStatus, pooled_summary};
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List the trials of a sweep: status, attempts, times, swept values.
+    Ls(LsArgs),
+    /// Compare test metrics: mean ± std per model and class (or other keys).
+    Compare(CompareArgs),
+    /// Merge the store's small part files (of ended attempts) into one per
+    /// table, so that large sweeps read fast. Safe while a sweep runs.
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The sweep folder (experiments/<name>/) or its store/ folder.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Which trials to show.
+#[derive(Debug, Args)]
+pub struct TrialFilter {
+    /// Keep trials whose column or param KEY equals VALUE (repeatable, all
+    /// must match), e.g. --filter model=cyclegan --filter loss.golgi_weight=3.5
+    #[arg(long = "filter", value_name = "KEY=VALUE", value_parser = parse_key_value, display_order = 30)]
+    pub filters: Vec<(String, String)>,
+    /// Keep trials in this status: running, finished, failed, killed or
+    /// interrupted.
+    #[arg(long, value_name = "STATUS", display_order = 31)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The sweep folder (experiments/<name>/) or its store/ folder.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub filter: TrialFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The sweep folder (experiments/<name>/) or its store/ folder.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Test metrics to compare, comma-separated.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "dice",
+        display_order = 20
+    )]
+    pub metric: Vec<String>,
+    /// Group rows by these keys, comma-separated: model, class, volume,
+    /// fold, seed, preset, scale or a swept param such as loss.golgi_weight.
+    #[arg(
+        long,
+        value_name = "KEYS",
+        value_delimiter = ',',
+        default_value = "model,class",
+        display_order = 21
+    )]
+    pub by: Vec<String>,
+    #[command(flatten)]
+    pub filter: TrialFilter,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+pub fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        RunsCommand::Ls(a) => ls(a),
+        RunsCommand::Compare(a) => compare(a),
+        RunsCommand::Compact(a) => compact(a),
+    }
+}
+
+fn compact(args: CompactArgs) -> anyhow::Result<ExitCode> {
+    let (_, store) = open_sweep(&args.dir)?;
+    let report = store
+        .compact()
+        .with_context(|| format!("compacting {}", store.root().display()))?;
+    println!(
+        "{}: {} part file(s) -> {} ({} rows in compacted parts)",
+        store.root().display(),
+        report.parts_before,
+        report.parts_after,
+        report.rows_compacted
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store of a sweep folder (or a store folder given directly).
+pub(crate) fn open_sweep(dir: &Path) -> anyhow::Result<(SweepPaths, Store)> {
+    let as_sweep = SweepPaths::new(dir);
+    let (paths, store_dir) = if as_sweep.store().is_dir() {
+        let s = as_sweep.store();
+        (as_sweep, s)
+    } else if dir.join("trials").is_dir() && dir.join("epochs").is_dir() {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        (SweepPaths::new(parent), dir.to_path_buf())
+    } else if !dir.exists() {
+        bail!("{}: no such folder", dir.display());
+    } else {
+        bail!(
+            "{}: not a sweep folder (expected {} holding the sweep's store)",
+            dir.display(),
+            as_sweep.store().display()
+        );
+    };
+    let store =
+        Store::open(&store_dir).with_context(|| format!("opening {}", store_dir.display()))?;
+    Ok((paths, store))
+}
+
+/// The chosen attempt of each trial with its attempt count, filtered.
+fn chosen_trials(store: &Store, filter: &TrialFilter) -> anyhow::Result<Vec<(TrialEvent, u32)>> {
+    let df = store.chosen_trials()?;
+    let events = TrialEvent::from_frame(&df)?;
+    let attempts = df.column("attempts")?.u32()?.clone();
+    let status = filter
+        .status
+        .as_deref()
+        .map(str::parse::<TrialStatus>)
+        .transpose()?;
+    let mut out = Vec::new();
+    for (i, ev) in events.into_iter().enumerate() {
+        if status.is_some_and(|s| s != ev.status) {
+            continue;
+        }
+        let mut keep = true;
+        for (k, v) in &filter.filters {
+            match trial_value(&ev, k) {
+                Some(have) => keep &= have == *v,
+                None => bail!(
+                    "--filter {k}: no such column or param (known: {})",
+                    known_keys(std::slice::from_ref(&ev)).join(", ")
+                ),
+            }
+        }
+        if keep {
+            out.push((ev, attempts.get(i).unwrap_or(1)));
+        }
+    }
+    Ok(out)
+}
+
+/// The value of a trial column or param, as text (`loss.golgi_weight` and
+/// `param.loss.golgi_weight` both name a param).
+fn trial_value(ev: &TrialEvent, key: &str) -> Option<String> {
+    let v = match key {
+        "trial_id" => ev.trial_id.clone(),
+        "sweep" => ev.sweep.clone(),
+        "model" => ev.model.clone(),
+        "classes" => ev.classes.join(","),
+        "fold" => ev.fold.to_string(),
+        "seed" => ev.seed.to_string(),
+        "preset" => ev.preset.clone(),
+        "scale" => ev.scale.clone(),
+        "dataset" => ev.dataset.clone(),
+        "status" => ev.status.to_string(),
+        "attempt" => ev.attempt.to_string(),
+        "host" => ev.host.clone(),
+        "device" => ev.device.clone(),
+        "git_commit" => ev.git_commit.clone(),
+        _ => {
+            let k = key.strip_prefix("param.").unwrap_or(key);
+            return ev.params.get(k).cloned();
+        }
+    };
+    Some(v)
+}
+
+/// The trial columns and params `--filter` accepts.
+fn known_keys(events: &[TrialEvent]) -> Vec<String> {
+    let mut keys: Vec<String> = [
+        "model",
+        "classes",
+        "fold",
+        "seed",
+        "preset",
+        "scale",
+        "dataset",
+        "status",
+        "attempt",
+        "host",
+        "device",
+        "git_commit",
+        "trial_id",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    keys.extend(param_keys(events));
+    keys
+}
+
+/// Every param key of the trials, sorted.
+fn param_keys(events: &[TrialEvent]) -> Vec<String> {
+    let mut params: Vec<String> = events
+        .iter()
+        .flat_map(|e| e.params.keys().cloned())
+        .collect();
+    params.sort();
+    params.dedup();
+    params
+}
+
+fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
+    let (paths, store) = open_sweep(&args.dir)?;
+    let trials = chosen_trials(&store, &args.filter)?;
+    if trials.is_empty() {
+        println!("no trials in {} match", paths.root().display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut trials = trials;
+    trials.sort_by(|a, b| {
+        (&a.0.model, a.0.fold, a.0.seed, &a.0.trial_id).cmp(&(
+            &b.0.model,
+            b.0.fold,
+            b.0.seed,
+            &b.0.trial_id,
+        ))
+    });
+    let events: Vec<TrialEvent> = trials.iter().map(|(e, _)| e.clone()).collect();
+    // Values shared by every listed trial go above the table; varying ones become columns.
+    let mut candidates: Vec<String> = ["classes", "preset", "scale", "dataset"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    candidates.extend(param_keys(&events));
+    let (mut same, mut varying) = (Vec::new(), Vec::new());
+    for key in candidates {
+        let values: Vec<Option<String>> = events.iter().map(|e| trial_value(e, &key)).collect();
+        if values.iter().all(|v| *v == values[0]) {
+            if let Some(v) = &values[0] {
+                same.push(format!("{key}={v}"));
+            }
+        } else {
+            varying.push(key);
+        }
+    }
+    let mut headers: Vec<String> = [
+        "trial",
+        "model",
+        "fold",
+        "seed",
+        "status",
+        "attempt",
+        "started (UTC)",
+        "took",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    headers.extend(varying.iter().cloned());
+    let mut rows = Vec::new();
+    for (ev, attempts) in &trials {
+        let mut row = vec![
+            ev.trial_id.clone(),
+            ev.model.clone(),
+            ev.fold.to_string(),
+            ev.seed.to_string(),
+            ev.status.to_string(),
+            format!("{}/{}", ev.attempt, attempts),
+            format_utc(ev.started_ms),
+            ev.ended_ms
+                .map(|e| format_duration(e - ev.started_ms))
+                .unwrap_or_else(|| "-".into()),
+        ];
+        row.extend(
+            varying
+                .iter()
+                .map(|k| trial_value(ev, k).unwrap_or_else(|| "-".into())),
+        );
+        rows.push(row);
+    }
+    let numeric: Vec<bool> = headers
+        .iter()
+        .map(|h| matches!(h.as_str(), "fold" | "seed" | "attempt" | "took"))
+        .collect();
+    println!("sweep {} ({})", events[0].sweep, paths.root().display());
+    if !same.is_empty() {
+        println!("all listed trials: {}", same.join(", "));
+    }
+    print!("{}", render_table(&headers, &rows, &numeric));
+    let mut counts: BTreeMap<TrialStatus, usize> = BTreeMap::new();
+    for (ev, _) in &trials {
+        *counts.entry(ev.status).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("{} trials: {}", trials.len(), parts.join(", "));
+    let errors: Vec<&TrialEvent> = events.iter().filter(|e| e.error.is_some()).collect();
+    if !errors.is_empty() {
+        println!("\nerrors:");
+        for e in errors {
+            println!(
+                "  {} (attempt {}): {}",
+                e.trial_id,
+                e.attempt,
+                e.error.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let (paths, store) = open_sweep(&args.dir)?;
+    let mut filter_status = args.filter.status.clone();
+    if filter_status.is_none() {
+        filter_status = Some(TrialStatus::Finished.to_string());
+    }
+    let filter = TrialFilter {
+        filters: args.filter.filters.clone(),
+        status: filter_status,
+    };
+    let trials = chosen_trials(&store, &filter)?;
+    let canonical = store.canonical()?;
+    let trial_cols: Vec<String> = canonical
+        .trials
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let result_cols = ["volume", "class", "metric"];
+    // Resolve --by keys to result columns or trial columns (a bare param name is fine).
+    let mut by_cols: Vec<String> = Vec::new();
+    let mut join_cols: Vec<String> = Vec::new();
+    for key in &args.by {
+        let key = key.trim();
+        let col = if result_cols.contains(&key) {
+            key.to_string()
+        } else if trial_cols.iter().any(|c| c == key) && !key.starts_with("__") {
+            join_cols.push(key.to_string());
+            key.to_string()
+        } else if trial_cols.iter().any(|c| *c == format!("param.{key}")) {
+            join_cols.push(format!("param.{key}"));
+            format!("param.{key}")
+        } else {
+            let params: Vec<&str> = trial_cols
+                .iter()
+                .filter_map(|c| c.strip_prefix("param."))
+                .collect();
+            bail!(
+                "--by {key}: unknown key (use volume, class, model, fold, seed, preset, scale, classes, dataset{}{})",
+                if params.is_empty() {
+                    ""
+                } else {
+                    " or a param: "
+                },
+                params.join(", ")
+            );
+        };
+        if key != "metric" {
+            by_cols.push(col);
+        }
+    }
+    let join_refs: Vec<&str> = join_cols.iter().map(String::as_str).collect();
+    let results = canonical.results_with(&join_refs)?;
+    let ids: HashSet<&str> = trials.iter().map(|(e, _)| e.trial_id.as_str()).collect();
+    let metrics: HashSet<&str> = args.metric.iter().map(|m| m.trim()).collect();
+    let keep: BooleanChunked = results
+        .column("trial_id")?
+        .str()?
+        .iter()
+        .zip(results.column("metric")?.str()?.iter())
+        .map(|pair| match pair {
+            (Some(t), Some(m)) => ids.contains(t) && metrics.contains(m),
+            _ => false,
+        })
+        .collect();
+    let rows = results.filter(&keep)?;
+    if rows.height() == 0 {
+        println!(
+            "no results for metric(s) {} among the {} matching trial(s) in {}",
+            args.metric.join(", "),
+            trials.len(),
+            paths.root().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut group: Vec<&str> = by_cols.iter().map(String::as_str).collect();
+    group.push("metric");
+    let summary = pooled_summary(&rows, &group, "value")?;
+    let mut headers: Vec<String> = by_cols
+        .iter()
+        .map(|c| c.strip_prefix("param.").unwrap_or(c).to_string())
+        .collect();
+    headers.extend(["metric", "mean ± std", "n", "NaN"].map(String::from));
+    let mut table = Vec::new();
+    for i in 0..summary.height() {
+        let mut row = Vec::new();
+        for c in &group {
+            row.push(cell_text(summary.column(c)?.get(i)?));
+        }
+        let mean = summary.column("mean")?.f64()?.get(i);
+        let std = summary.column("std")?.f64()?.get(i);
+        row.push(match (mean, std) {
+            (None, _) => "NaN".into(),
+            (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
+            (Some(m), None) => format!("{m:.4}"),
+        });
+        row.push(summary.column("n")?.u32()?.get(i).unwrap_or(0).to_string());
+        row.push(
+            summary
+                .column("n_nan")?
+                .u32()?
+                .get(i)
+                .unwrap_or(0)
+                .to_string(),
+        );
+        table.push(row);
+    }
+    let numeric: Vec<bool> = headers
+        .iter()
+        .map(|h| matches!(h.as_str(), "mean ± std" | "n" | "NaN" | "fold" | "seed"))
+        .collect();
+    println!(
+        "{}: test metrics of {} {} trial(s), pooled over every (trial, test volume) row; NaN rows are left out of mean ± std (sample std) and counted",
+        paths.root().display(),
+        trials.len(),
+        filter.status.as_deref().unwrap_or("")
+    );
+    print!("{}", render_table(&headers, &table, &numeric));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cell_text(v: AnyValue<'_>) -> String {
+    match v {
+        AnyValue::Null => "-".into(),
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::StringOwned(s) => s.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders an aligned plain-text table (numbers right-aligned), never truncating a cell.
+pub(crate) fn render_table(headers: &[String], rows: &[Vec<String>], right: &[bool]) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - width(cell);
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if i + 1 < cells.len() {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(headers);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&line(&rule));
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds.
+pub(crate) fn format_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A short duration: `45s`, `12m05s`, `3h07m`.
+pub(crate) fn format_duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_and_durations() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(1_763_774_096_000), "2025-11-22 01:14:56");
+        assert_eq!(format_duration(59_999), "59s");
+        assert_eq!(format_duration(725_000), "12m05s");
+        assert_eq!(format_duration(11_220_000), "3h07m");
+    }
+
+    #[test]
+    fn tables_align_without_truncating() {
+        let t = render_table(
+            &["a".into(), "n".into()],
+            &[
+                vec!["long value".into(), "1".into()],
+                vec!["x".into(), "100".into()],
+            ],
+            &[false, true],
+        );
+        assert_eq!(
+            t,
+            "a             n\n----------  ---\nlong value    1\nx           100\n"
+        );
+    }
+
+    #[test]
+    fn filters_parse_as_key_value() {
+        assert_eq!(
+            parse_key_value("loss.golgi_weight=3.5").unwrap(),
+            ("loss.golgi_weight".into(), "3.5".into())
+        );
+        assert!(parse_key_value("model").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+}

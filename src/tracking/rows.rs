@@ -1,0 +1,600 @@
+//! The typed rows of the four store tables and their conversion to and from polars frames.
+//!
+//! The column names and types are the contract written in the module doc of `tracking`; the
+//! frame schemas built here ([`Table::schema`]) are the only place that spells them out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use polars::prelude::*;
+
+use super::frame::{self, Cols};
+use super::{Result, TrackingError};
+
+/// The four tables of a store (DESIGN.md "Store").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Trials,
+    Epochs,
+    Results,
+    Timings,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [Table::Trials, Table::Epochs, Table::Results, Table::Timings];
+
+    /// The folder name of the table inside the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Trials => "trials",
+            Table::Epochs => "epochs",
+            Table::Results => "results",
+            Table::Timings => "timings",
+        }
+    }
+
+    /// The fixed columns of the table, in order. `trials` parts may carry extra `param.*`
+    /// string columns after these.
+    pub fn schema(self) -> Schema {
+        use DataType::*;
+        let cols: &[(&str, DataType)] = match self {
+            Table::Trials => &[
+                ("sweep", String),
+                ("trial_id", String),
+                ("attempt", UInt32),
+                ("seq", UInt32),
+                ("status", String),
+                ("event_ms", Int64),
+                ("model", String),
+                ("classes", String),
+                ("fold", UInt32),
+                ("seed", UInt64),
+                ("preset", String),
+                ("scale", String),
+                ("dataset", String),
+                ("dataset_fingerprint", String),
+                ("config_json", String),
+                ("error", String),
+                ("started_ms", Int64),
+                ("ended_ms", Int64),
+                ("git_commit", String),
+                ("git_dirty", Boolean),
+                ("git_diff_sha256", String),
+                ("user", String),
+                ("host", String),
+                ("device", String),
+                ("seglab_version", String),
+                ("burn_version", String),
+                ("command", String),
+            ],
+            Table::Epochs => &[
+                ("trial_id", String),
+                ("attempt", UInt32),
+                ("epoch", UInt32),
+                ("split", String),
+                ("metric", String),
+                ("value", Float64),
+                ("wall_s", Float64),
+            ],
+            Table::Results => &[
+                ("trial_id", String),
+                ("attempt", UInt32),
+                ("volume", String),
+                ("class", String),
+                ("metric", String),
+                ("value", Float64),
+            ],
+            Table::Timings => &[
+                ("trial_id", String),
+                ("attempt", UInt32),
+                ("phase", String),
+                ("seconds", Float64),
+            ],
+        };
+        cols.iter()
+            .map(|(n, t)| Field::new((*n).into(), t.clone()))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The prefix of the flattened config columns of the `trials` table.
+pub const PARAM_PREFIX: &str = "param.";
+
+/// The status of a trial attempt, as recorded by its latest `trials` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrialStatus {
+    /// Started and not (yet) ended; also what a hard-killed attempt shows until the runner marks
+    /// it `interrupted`.
+    Running,
+    Finished,
+    /// Ended with an error (the `error` column says which); the sweep continues.
+    Failed,
+    /// Stopped on purpose (a signal, a SLURM time limit).
+    Killed,
+    /// Found `running` by a later run of the sweep whose process had died.
+    Interrupted,
+}
+
+impl TrialStatus {
+    pub const ALL: [TrialStatus; 5] = [
+        TrialStatus::Running,
+        TrialStatus::Finished,
+        TrialStatus::Failed,
+        TrialStatus::Killed,
+        TrialStatus::Interrupted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialStatus::Running => "running",
+            TrialStatus::Finished => "finished",
+            TrialStatus::Failed => "failed",
+            TrialStatus::Killed => "killed",
+            TrialStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// True once the attempt has ended (anything but `running`).
+    pub fn is_terminal(self) -> bool {
+        self != TrialStatus::Running
+    }
+}
+
+impl std::fmt::Display for TrialStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TrialStatus {
+    type Err = TrackingError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        TrialStatus::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| TrackingError::InvalidName {
+                what: "trial status",
+                value: s.to_string(),
+                expected: "one of running, finished, failed, killed, interrupted",
+            })
+    }
+}
+
+/// One status event of a trial attempt (a row of `trials`). The runner writes one when an
+/// attempt starts (`running`) and one when it ends; every event repeats the attempt's full
+/// description, so the latest event alone describes the attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrialEvent {
+    pub sweep: String,
+    pub trial_id: String,
+    pub attempt: u32,
+    pub status: TrialStatus,
+    /// When this event happened (Unix ms).
+    pub event_ms: i64,
+    pub model: String,
+    /// Task classes in mask-channel order (stored comma-joined).
+    pub classes: Vec<String>,
+    pub fold: u32,
+    pub seed: u64,
+    pub preset: String,
+    pub scale: String,
+    pub dataset: String,
+    pub dataset_fingerprint: String,
+    /// The fully resolved trial config as canonical JSON.
+    pub config_json: String,
+    pub error: Option<String>,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub git_commit: String,
+    pub git_dirty: bool,
+    pub git_diff_sha256: Option<String>,
+    pub user: String,
+    pub host: String,
+    pub device: String,
+    pub seglab_version: String,
+    pub burn_version: String,
+    /// The command line that ran the attempt.
+    pub command: String,
+    /// Swept and config values by dotted key (stored as `param.<key>` columns).
+    pub params: BTreeMap<String, String>,
+}
+
+impl TrialEvent {
+    /// The same attempt in a new status at `at_ms`: terminal statuses set `ended_ms`, `error`
+    /// is replaced.
+    pub fn with_status(&self, status: TrialStatus, at_ms: i64, error: Option<String>) -> Self {
+        TrialEvent {
+            status,
+            event_ms: at_ms,
+            ended_ms: if status.is_terminal() {
+                Some(at_ms)
+            } else {
+                None
+            },
+            error,
+            ..self.clone()
+        }
+    }
+
+    /// The events as a `trials` frame (without `seq`, which the store assigns).
+    pub(crate) fn to_frame(events: &[TrialEvent], seq: u32) -> Result<DataFrame> {
+        let n = events.len();
+        let s = |f: fn(&TrialEvent) -> &str| events.iter().map(f).collect::<Vec<_>>();
+        let mut cols = Cols::default();
+        cols.push("sweep", s(|e| &e.sweep));
+        cols.push("trial_id", s(|e| &e.trial_id));
+        cols.push(
+            "attempt",
+            events.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        );
+        cols.push("seq", vec![seq; n]);
+        cols.push("status", s(|e| e.status.as_str()));
+        cols.push(
+            "event_ms",
+            events.iter().map(|e| e.event_ms).collect::<Vec<_>>(),
+        );
+        cols.push("model", s(|e| &e.model));
+        cols.push(
+            "classes",
+            events
+                .iter()
+                .map(|e| e.classes.join(","))
+                .collect::<Vec<_>>(),
+        );
+        cols.push("fold", events.iter().map(|e| e.fold).collect::<Vec<_>>());
+        cols.push("seed", events.iter().map(|e| e.seed).collect::<Vec<_>>());
+        cols.push("preset", s(|e| &e.preset));
+        cols.push("scale", s(|e| &e.scale));
+        cols.push("dataset", s(|e| &e.dataset));
+        cols.push("dataset_fingerprint", s(|e| &e.dataset_fingerprint));
+        cols.push("config_json", s(|e| &e.config_json));
+        cols.push(
+            "error",
+            events
+                .iter()
+                .map(|e| e.error.as_deref())
+                .collect::<Vec<_>>(),
+        );
+        cols.push(
+            "started_ms",
+            events.iter().map(|e| e.started_ms).collect::<Vec<_>>(),
+        );
+        cols.push(
+            "ended_ms",
+            events.iter().map(|e| e.ended_ms).collect::<Vec<_>>(),
+        );
+        cols.push("git_commit", s(|e| &e.git_commit));
+        cols.push(
+            "git_dirty",
+            events.iter().map(|e| e.git_dirty).collect::<Vec<_>>(),
+        );
+        cols.push(
+            "git_diff_sha256",
+            events
+                .iter()
+                .map(|e| e.git_diff_sha256.as_deref())
+                .collect::<Vec<_>>(),
+        );
+        cols.push("user", s(|e| &e.user));
+        cols.push("host", s(|e| &e.host));
+        cols.push("device", s(|e| &e.device));
+        cols.push("seglab_version", s(|e| &e.seglab_version));
+        cols.push("burn_version", s(|e| &e.burn_version));
+        cols.push("command", s(|e| &e.command));
+        let keys: BTreeSet<&String> = events.iter().flat_map(|e| e.params.keys()).collect();
+        for key in keys {
+            let values: Vec<Option<&str>> = events
+                .iter()
+                .map(|e| e.params.get(key).map(String::as_str))
+                .collect();
+            cols.push(&format!("{PARAM_PREFIX}{key}"), values);
+        }
+        cols.finish(n)
+    }
+
+    /// Reads events back from a `trials` frame (any column order; `param.*` columns become
+    /// `params`, nulls are left out).
+    pub fn from_frame(df: &DataFrame) -> Result<Vec<TrialEvent>> {
+        let r = frame::Reader::new(df);
+        let (sweep, trial_id, status, model) = (
+            r.str("sweep")?,
+            r.str("trial_id")?,
+            r.str("status")?,
+            r.str("model")?,
+        );
+        let (attempt, fold, seed) = (r.u32("attempt")?, r.u32("fold")?, r.u64("seed")?);
+        let (event_ms, started_ms, ended_ms) =
+            (r.i64("event_ms")?, r.i64("started_ms")?, r.i64("ended_ms")?);
+        let (classes, preset, scale, dataset, fingerprint, config) = (
+            r.str("classes")?,
+            r.str("preset")?,
+            r.str("scale")?,
+            r.str("dataset")?,
+            r.str("dataset_fingerprint")?,
+            r.str("config_json")?,
+        );
+        let (error, git_commit, git_dirty, git_diff) = (
+            r.str("error")?,
+            r.str("git_commit")?,
+            r.bool("git_dirty")?,
+            r.str("git_diff_sha256")?,
+        );
+        let (user, host, device, sv, bv, command) = (
+            r.str("user")?,
+            r.str("host")?,
+            r.str("device")?,
+            r.str("seglab_version")?,
+            r.str("burn_version")?,
+            r.str("command")?,
+        );
+        let mut params = Vec::new();
+        for name in df.get_column_names() {
+            if let Some(key) = name.strip_prefix(PARAM_PREFIX) {
+                params.push((key.to_string(), r.str(name)?));
+            }
+        }
+        let own = |v: Option<&str>| v.unwrap_or_default().to_string();
+        (0..df.height())
+            .map(|i| {
+                Ok(TrialEvent {
+                    sweep: own(sweep.get(i)),
+                    trial_id: own(trial_id.get(i)),
+                    attempt: attempt.get(i).unwrap_or_default(),
+                    status: status.get(i).unwrap_or_default().parse()?,
+                    event_ms: event_ms.get(i).unwrap_or_default(),
+                    model: own(model.get(i)),
+                    classes: classes
+                        .get(i)
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    fold: fold.get(i).unwrap_or_default(),
+                    seed: seed.get(i).unwrap_or_default(),
+                    preset: own(preset.get(i)),
+                    scale: own(scale.get(i)),
+                    dataset: own(dataset.get(i)),
+                    dataset_fingerprint: own(fingerprint.get(i)),
+                    config_json: own(config.get(i)),
+                    error: error.get(i).map(str::to_string),
+                    started_ms: started_ms.get(i).unwrap_or_default(),
+                    ended_ms: ended_ms.get(i),
+                    git_commit: own(git_commit.get(i)),
+                    git_dirty: git_dirty.get(i).unwrap_or_default(),
+                    git_diff_sha256: git_diff.get(i).map(str::to_string),
+                    user: own(user.get(i)),
+                    host: own(host.get(i)),
+                    device: own(device.get(i)),
+                    seglab_version: own(sv.get(i)),
+                    burn_version: own(bv.get(i)),
+                    command: own(command.get(i)),
+                    params: params
+                        .iter()
+                        .filter_map(|(k, c)| c.get(i).map(|v| (k.clone(), v.to_string())))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// One per-epoch value of a training curve (a row of `epochs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRow {
+    pub trial_id: String,
+    pub attempt: u32,
+    pub epoch: u32,
+    /// `train` or `val`.
+    pub split: String,
+    /// A loss term or validation metric name, e.g. `loss`, `loss_g`, `dice_golgi`.
+    pub metric: String,
+    pub value: f64,
+    /// Cumulative training wall-clock seconds of the attempt at the end of this epoch.
+    pub wall_s: f64,
+}
+
+/// One test metric of one test volume and class (a row of `results`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultRow {
+    pub trial_id: String,
+    pub attempt: u32,
+    pub volume: String,
+    pub class: String,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// The wall-clock seconds of one phase of a trial attempt (a row of `timings`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimingRow {
+    pub trial_id: String,
+    pub attempt: u32,
+    pub phase: String,
+    pub seconds: f64,
+}
+
+/// What the store needs to know about a row to file it into a part.
+pub(crate) trait Row: Sized {
+    const TABLE: Table;
+    fn trial_id(&self) -> &str;
+    fn attempt(&self) -> u32;
+    fn to_frame(rows: &[Self]) -> Result<DataFrame>;
+}
+
+impl Row for EpochRow {
+    const TABLE: Table = Table::Epochs;
+    fn trial_id(&self) -> &str {
+        &self.trial_id
+    }
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
+        let mut c = Cols::default();
+        c.push(
+            "trial_id",
+            rows.iter().map(|r| r.trial_id.as_str()).collect::<Vec<_>>(),
+        );
+        c.push(
+            "attempt",
+            rows.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        );
+        c.push("epoch", rows.iter().map(|r| r.epoch).collect::<Vec<_>>());
+        c.push(
+            "split",
+            rows.iter().map(|r| r.split.as_str()).collect::<Vec<_>>(),
+        );
+        c.push(
+            "metric",
+            rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>(),
+        );
+        c.push("value", rows.iter().map(|r| r.value).collect::<Vec<_>>());
+        c.push("wall_s", rows.iter().map(|r| r.wall_s).collect::<Vec<_>>());
+        c.finish(rows.len())
+    }
+}
+
+impl EpochRow {
+    /// Reads rows back from an `epochs` frame.
+    pub fn from_frame(df: &DataFrame) -> Result<Vec<EpochRow>> {
+        let r = frame::Reader::new(df);
+        let (t, a, e, s, m, v, w) = (
+            r.str("trial_id")?,
+            r.u32("attempt")?,
+            r.u32("epoch")?,
+            r.str("split")?,
+            r.str("metric")?,
+            r.f64("value")?,
+            r.f64("wall_s")?,
+        );
+        Ok((0..df.height())
+            .map(|i| EpochRow {
+                trial_id: t.get(i).unwrap_or_default().to_string(),
+                attempt: a.get(i).unwrap_or_default(),
+                epoch: e.get(i).unwrap_or_default(),
+                split: s.get(i).unwrap_or_default().to_string(),
+                metric: m.get(i).unwrap_or_default().to_string(),
+                value: v.get(i).unwrap_or(f64::NAN),
+                wall_s: w.get(i).unwrap_or(f64::NAN),
+            })
+            .collect())
+    }
+}
+
+impl Row for ResultRow {
+    const TABLE: Table = Table::Results;
+    fn trial_id(&self) -> &str {
+        &self.trial_id
+    }
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
+        let mut c = Cols::default();
+        c.push(
+            "trial_id",
+            rows.iter().map(|r| r.trial_id.as_str()).collect::<Vec<_>>(),
+        );
+        c.push(
+            "attempt",
+            rows.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        );
+        c.push(
+            "volume",
+            rows.iter().map(|r| r.volume.as_str()).collect::<Vec<_>>(),
+        );
+        c.push(
+            "class",
+            rows.iter().map(|r| r.class.as_str()).collect::<Vec<_>>(),
+        );
+        c.push(
+            "metric",
+            rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>(),
+        );
+        c.push("value", rows.iter().map(|r| r.value).collect::<Vec<_>>());
+        c.finish(rows.len())
+    }
+}
+
+impl ResultRow {
+    /// Reads rows back from a `results` frame.
+    pub fn from_frame(df: &DataFrame) -> Result<Vec<ResultRow>> {
+        let r = frame::Reader::new(df);
+        let (t, a, vol, c, m, v) = (
+            r.str("trial_id")?,
+            r.u32("attempt")?,
+            r.str("volume")?,
+            r.str("class")?,
+            r.str("metric")?,
+            r.f64("value")?,
+        );
+        Ok((0..df.height())
+            .map(|i| ResultRow {
+                trial_id: t.get(i).unwrap_or_default().to_string(),
+                attempt: a.get(i).unwrap_or_default(),
+                volume: vol.get(i).unwrap_or_default().to_string(),
+                class: c.get(i).unwrap_or_default().to_string(),
+                metric: m.get(i).unwrap_or_default().to_string(),
+                value: v.get(i).unwrap_or(f64::NAN),
+            })
+            .collect())
+    }
+}
+
+impl Row for TimingRow {
+    const TABLE: Table = Table::Timings;
+    fn trial_id(&self) -> &str {
+        &self.trial_id
+    }
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
+        let mut c = Cols::default();
+        c.push(
+            "trial_id",
+            rows.iter().map(|r| r.trial_id.as_str()).collect::<Vec<_>>(),
+        );
+        c.push(
+            "attempt",
+            rows.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        );
+        c.push(
+            "phase",
+            rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>(),
+        );
+        c.push(
+            "seconds",
+            rows.iter().map(|r| r.seconds).collect::<Vec<_>>(),
+        );
+        c.finish(rows.len())
+    }
+}
+
+impl TimingRow {
+    /// Reads rows back from a `timings` frame.
+    pub fn from_frame(df: &DataFrame) -> Result<Vec<TimingRow>> {
+        let r = frame::Reader::new(df);
+        let (t, a, p, s) = (
+            r.str("trial_id")?,
+            r.u32("attempt")?,
+            r.str("phase")?,
+            r.f64("seconds")?,
+        );
+        Ok((0..df.height())
+            .map(|i| TimingRow {
+                trial_id: t.get(i).unwrap_or_default().to_string(),
+                attempt: a.get(i).unwrap_or_default(),
+                phase: p.get(i).unwrap_or_default().to_string(),
+                seconds: s.get(i).unwrap_or(f64::NAN),
+            })
+            .collect())
+    }
+}

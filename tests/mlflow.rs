@@ -1,0 +1,607 @@
+//! The MLflow mirror against a real MLflow tracking server (the pinned mlflow of the reference
+//! Python environment, `SEGLAB_PYTHON`): a live mirror that loses its server mid-sweep, then
+//! `seglab mlflow sync` run twice, checked through the REST API (runs/search,
+//! metrics/get-history, artifacts/list) so that every trial attempt, param and metric point of
+//! the store is in MLflow exactly once.
+
+mod util;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use seglab::experiment::paths::SweepPaths;
+use seglab::tracking::mlflow::{
+    Body, Method, MlflowClient, MlflowMirror, RetryPolicy, SyncOptions, sync_store,
+};
+use seglab::tracking::{
+    EpochRow, ResultRow, Store, Table, TimingRow, TrackingError, TrialEvent, TrialStatus,
+};
+use serde_json::{Value, json};
+use util::tracking::{TRIALS, epoch_rows, result_rows, start_event, timing_rows};
+
+/// A tracking server on a free loopback port with a sqlite backend and a temporary artifact
+/// folder; killed (with its worker processes) when dropped.
+struct MlflowServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl MlflowServer {
+    fn start(python: &Path, dir: &Path, port: u16) -> MlflowServer {
+        std::fs::create_dir_all(dir.join("artifacts")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--workers",
+                "1",
+            ])
+            .args(["--port", &port.to_string()])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+            .arg("--artifacts-destination")
+            .arg(dir.join("artifacts"))
+            // No background job runner: a plain tracking server starts faster.
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("cannot start mlflow server");
+        let mut server = MlflowServer {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn uri(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_healthy(&mut self) {
+        let client = MlflowClient::new(&self.uri(), fast_policy()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            if client.health().is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mlflow server exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("mlflow server not healthy after 300 s:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = -(child.id() as i32);
+        // SAFETY: signals the process group this guard created (process_group(0) above).
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: as above; makes sure no worker of the group survives.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn fast_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 1,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(100),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// Writes one attempt to the store and feeds the live mirror, as the sweep runner does.
+fn run_attempt(
+    store: &Store,
+    paths: &SweepPaths,
+    mirror: &mut MlflowMirror,
+    start: &TrialEvent,
+    epochs: u32,
+    status: TrialStatus,
+) {
+    store.write_trial_event(start).unwrap();
+    mirror.trial_event(start);
+    for epoch in 1..=epochs {
+        let rows = epoch_rows(&start.trial_id, start.attempt, epoch..=epoch);
+        store.write_epochs(&rows).unwrap();
+        mirror.epochs(&rows);
+    }
+    if status == TrialStatus::Running {
+        return; // killed hard: nothing more is written
+    }
+    if status == TrialStatus::Finished {
+        let results = result_rows(&start.trial_id, start.attempt);
+        store.write_results(&results).unwrap();
+        mirror.results(&results);
+        let timings = timing_rows(&start.trial_id, start.attempt);
+        store.write_timings(&timings).unwrap();
+        mirror.timings(&timings);
+        let pred = paths.trial_predictions(&start.trial_id);
+        std::fs::create_dir_all(&pred).unwrap();
+        std::fs::write(
+            pred.join("vol01 pred.tif"),
+            format!("mask of {}", start.trial_id),
+        )
+        .unwrap();
+    }
+    let error = (status == TrialStatus::Failed).then(|| "out of memory".to_string());
+    let end = start.with_status(status, start.started_ms + 30_000, error);
+    store.write_trial_event(&end).unwrap();
+    mirror.trial_event(&end);
+    mirror.trial_files(&start.trial_id, start.attempt);
+}
+
+/// The attempts of the test sweep, in run order: (trial, attempt, epochs, final status).
+fn plan() -> Vec<(&'static str, u32, u32, TrialStatus)> {
+    let mut plan = Vec::new();
+    for (id, ..) in TRIALS {
+        match id {
+            "unet3d-f1-s0" => {
+                plan.push((id, 1, 2, TrialStatus::Running));
+                plan.push((id, 2, 3, TrialStatus::Finished));
+            }
+            "vox2vox-f1-s0" => plan.push((id, 1, 1, TrialStatus::Failed)),
+            "cyclegan-f1-s0" => {
+                plan.push((id, 1, 1, TrialStatus::Interrupted));
+                plan.push((id, 2, 3, TrialStatus::Finished));
+            }
+            _ => plan.push((id, 1, 3, TrialStatus::Finished)),
+        }
+    }
+    plan
+}
+
+/// Raw REST calls for the checks (JSON values, not the client's own types).
+struct Rest(MlflowClient);
+
+impl Rest {
+    fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let bytes = self.0.call(Method::Get, path, query, Body::None).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        let bytes = self
+            .0
+            .call(Method::Post, path, &[], Body::Json(&body))
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn runs(&self, experiment_id: &str) -> Vec<Value> {
+        let v = self.post(
+            "/api/2.0/mlflow/runs/search",
+            json!({"experiment_ids": [experiment_id], "max_results": 1000}),
+        );
+        v["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn history(&self, run_id: &str, key: &str) -> Vec<(i64, f64)> {
+        let v = self.get(
+            "/api/2.0/mlflow/metrics/get-history",
+            &[("run_id", run_id), ("metric_key", key)],
+        );
+        v["metrics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                let value = match &m["value"] {
+                    Value::String(s) if s == "NaN" => f64::NAN,
+                    Value::Number(n) => n.as_f64().unwrap(),
+                    other => panic!("unexpected metric value {other}"),
+                };
+                (m["step"].as_i64().unwrap_or(0), value)
+            })
+            .collect()
+    }
+
+    fn artifacts(&self, run_id: &str, path: &str) -> Vec<String> {
+        let v = self.get(
+            "/api/2.0/mlflow/artifacts/list",
+            &[("run_id", run_id), ("path", path)],
+        );
+        v["files"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn tags(run: &Value) -> HashMap<String, String> {
+    run["data"]["tags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_string(),
+                t["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn params(run: &Value) -> BTreeMap<String, String> {
+    run["data"]["params"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            (
+                t["key"].as_str().unwrap().to_string(),
+                t["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every attempt, param and metric point of the store is in MLflow exactly once.
+fn check_mirror(rest: &Rest, store: &Store) {
+    let exp = rest.get(
+        "/api/2.0/mlflow/experiments/get-by-name",
+        &[("experiment_name", util::tracking::SWEEP)],
+    );
+    let exp_id = exp["experiment"]["experiment_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let runs = rest.runs(&exp_id);
+    let parents: Vec<&Value> = runs
+        .iter()
+        .filter(|r| tags(r).get("seglab.kind").map(String::as_str) == Some("sweep"))
+        .collect();
+    assert_eq!(parents.len(), 1, "one parent run per sweep");
+    let parent_id = parents[0]["info"]["run_id"].as_str().unwrap();
+    // One failed trial: the sweep's run is FAILED and ended.
+    assert_eq!(parents[0]["info"]["status"], "FAILED");
+    assert!(parents[0]["info"]["end_time"].as_i64().is_some());
+
+    let attempts = TrialEvent::from_frame(&store.attempts().unwrap()).unwrap();
+    let chosen: Vec<(String, u32)> = TrialEvent::from_frame(&store.chosen_trials().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.trial_id, e.attempt))
+        .collect();
+    let children: Vec<&Value> = runs
+        .iter()
+        .filter(|r| tags(r).get("seglab.kind").map(String::as_str) == Some("trial"))
+        .collect();
+    assert_eq!(children.len(), attempts.len(), "one run per trial attempt");
+    let epochs = EpochRow::from_frame(&store.read(Table::Epochs).unwrap()).unwrap();
+    let results = ResultRow::from_frame(&store.read(Table::Results).unwrap()).unwrap();
+    let timings = TimingRow::from_frame(&store.read(Table::Timings).unwrap()).unwrap();
+
+    for ev in &attempts {
+        let mine: Vec<&&Value> = children
+            .iter()
+            .filter(|r| {
+                let t = tags(r);
+                t["seglab.trial_id"] == ev.trial_id && t["seglab.attempt"] == ev.attempt.to_string()
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "{} a{}", ev.trial_id, ev.attempt);
+        let run = mine[0];
+        let run_id = run["info"]["run_id"].as_str().unwrap();
+        let t = tags(run);
+        assert_eq!(t["mlflow.parentRunId"], parent_id);
+        assert_eq!(t["mlflow.source.git.commit"], ev.git_commit);
+        assert_eq!(t["mlflow.user"], "tester");
+        assert_eq!(t["seglab.git_dirty"], "true");
+        let is_chosen = chosen.contains(&(ev.trial_id.clone(), ev.attempt));
+        assert_eq!(
+            t["seglab.chosen"],
+            is_chosen.to_string(),
+            "{} a{}",
+            ev.trial_id,
+            ev.attempt
+        );
+        let want_status = match ev.status {
+            TrialStatus::Finished => "FINISHED",
+            TrialStatus::Failed => "FAILED",
+            TrialStatus::Running => "RUNNING",
+            TrialStatus::Killed | TrialStatus::Interrupted => "KILLED",
+        };
+        assert_eq!(
+            run["info"]["status"], want_status,
+            "{} a{}",
+            ev.trial_id, ev.attempt
+        );
+        assert_eq!(run["info"]["end_time"].as_i64(), ev.ended_ms);
+
+        let mut want_params: BTreeMap<String, String> = [
+            ("model", ev.model.clone()),
+            ("classes", "golgi,nuclei".to_string()),
+            ("fold", ev.fold.to_string()),
+            ("seed", ev.seed.to_string()),
+            ("preset", "code".into()),
+            ("scale", "cpu-small".into()),
+            ("dataset", "data/phantom-easy".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        want_params.extend(ev.params.clone());
+        assert_eq!(params(run), want_params, "{} a{}", ev.trial_id, ev.attempt);
+
+        // Store rows of this attempt → (key, step, value); each exactly once in MLflow.
+        let mut want: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+        let mine_epochs = epochs
+            .iter()
+            .filter(|r| r.trial_id == ev.trial_id && r.attempt == ev.attempt);
+        for r in mine_epochs {
+            want.entry(format!("{}/{}", r.split, r.metric))
+                .or_default()
+                .push((i64::from(r.epoch), r.value));
+        }
+        let mine_results: Vec<&ResultRow> = results
+            .iter()
+            .filter(|r| r.trial_id == ev.trial_id && r.attempt == ev.attempt)
+            .collect();
+        for r in &mine_results {
+            want.entry(format!("test/{}/{}/{}", r.class, r.metric, r.volume))
+                .or_default()
+                .push((0, r.value));
+        }
+        for r in timings
+            .iter()
+            .filter(|r| r.trial_id == ev.trial_id && r.attempt == ev.attempt)
+        {
+            want.entry(format!("time/{}_s", r.phase))
+                .or_default()
+                .push((0, r.seconds));
+        }
+        for (key, mut points) in want {
+            let mut got = rest.history(run_id, &key);
+            got.sort_by_key(|a| a.0);
+            points.sort_by_key(|a| a.0);
+            assert_eq!(
+                got.len(),
+                points.len(),
+                "{} a{} {key}: {got:?}",
+                ev.trial_id,
+                ev.attempt
+            );
+            for (g, w) in got.iter().zip(&points) {
+                assert_eq!(g.0, w.0, "{key}");
+                assert!(
+                    (g.1.is_nan() && w.1.is_nan()) || g.1 == w.1,
+                    "{key}: {g:?} vs {w:?}"
+                );
+            }
+        }
+        // Per-class means (NaN volumes left out) for runs with results.
+        if !mine_results.is_empty() {
+            let golgi_dice = rest.history(run_id, "test/golgi/dice");
+            assert_eq!(golgi_dice.len(), 1);
+            let vol01 = mine_results
+                .iter()
+                .find(|r| r.volume == "vol01" && r.class == "golgi" && r.metric == "dice")
+                .unwrap();
+            assert_eq!(golgi_dice[0].1, vol01.value, "vol02 is NaN and left out");
+        }
+        // Artifacts: every attempt has its config; the chosen finished ones their predictions.
+        assert!(
+            rest.artifacts(run_id, "")
+                .contains(&"config.json".to_string())
+        );
+        let preds = rest.artifacts(run_id, "predictions");
+        if is_chosen && ev.status == TrialStatus::Finished {
+            assert_eq!(preds, ["predictions/vol01 pred.tif"], "{}", ev.trial_id);
+        } else {
+            assert!(
+                preds.is_empty(),
+                "{} a{}: {preds:?}",
+                ev.trial_id,
+                ev.attempt
+            );
+        }
+    }
+}
+
+fn sync_cli(dir: &Path, uri: &str) -> (i32, String, String) {
+    let out = util::run_seglab(&["mlflow", "sync", dir.to_str().unwrap(), "--uri", uri]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_store_is_mirrored_exactly_once_across_a_server_outage() {
+    let Some(python) = util::python() else { return };
+    let tmp = util::temp_dir();
+    let server_dir = tmp.path().join("mlflow");
+    let sweep = SweepPaths::new(tmp.path().join("experiments").join(util::tracking::SWEEP));
+    let store = Store::create(sweep.store()).unwrap().with_durable(false);
+    let port = free_port();
+    let mut server = MlflowServer::start(&python, &server_dir, port);
+    let uri = server.uri();
+
+    // Live mirror; the server dies after the third attempt and the sweep carries on.
+    let mut mirror = MlflowMirror::new(
+        &uri,
+        util::tracking::SWEEP,
+        util::tracking::SWEEP,
+        Some(sweep.clone()),
+    )
+    .unwrap();
+    let rest = Rest(MlflowClient::new(&uri, fast_policy()).unwrap());
+    for (i, (id, attempt, epochs, status)) in plan().into_iter().enumerate() {
+        if i == 3 {
+            // The live mirror has kept up so far: the three attempts are runs with their curves.
+            let exp = rest.get(
+                "/api/2.0/mlflow/experiments/get-by-name",
+                &[("experiment_name", util::tracking::SWEEP)],
+            );
+            let runs = rest.runs(exp["experiment"]["experiment_id"].as_str().unwrap());
+            assert_eq!(runs.len(), 4, "parent + 3 attempts");
+            let first = runs
+                .iter()
+                .find(|r| {
+                    tags(r).get("seglab.trial_id").map(String::as_str) == Some("unet3d-f0-s0")
+                })
+                .unwrap();
+            assert_eq!(first["info"]["status"], "FINISHED");
+            let id = first["info"]["run_id"].as_str().unwrap();
+            assert_eq!(rest.history(id, "train/loss").len(), 3);
+            assert_eq!(rest.history(id, "test/golgi/dice").len(), 1);
+            server.stop();
+        }
+        let (_, model, fold, seed) = TRIALS.iter().find(|t| t.0 == id).copied().unwrap();
+        run_attempt(
+            &store,
+            &sweep,
+            &mut mirror,
+            &start_event(id, attempt, model, fold, seed),
+            epochs,
+            status,
+        );
+    }
+    mirror.finish_sweep(true, util::tracking::T0 + 3_600_000);
+    assert!(mirror.missed() > 0, "the outage went unnoticed");
+
+    // The server comes back on the same database; the replay completes MLflow, twice.
+    drop(server);
+    let server = MlflowServer::start(&python, &server_dir, port);
+    let (code, out, err) = sync_cli(sweep.root(), &uri);
+    assert_eq!(code, 0, "{out}\n{err}");
+    eprintln!("first sync: {out}");
+    // The three attempts mirrored live are found again (only the rest is created).
+    assert!(
+        out.contains("8 attempt(s)") && out.contains("5 run(s) created, 3 updated"),
+        "{out}"
+    );
+    check_mirror(&rest, &store);
+    let (code, out, err) = sync_cli(sweep.root(), &uri);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("0 run(s) created, 0 updated, 8 already up to date; sent 0 metric point(s), 0 param(s), 0 artifact(s)"),
+        "{out}"
+    );
+    check_mirror(&rest, &store);
+
+    // A store that contradicts a logged param: reported, never overwritten, others unaffected.
+    let (id, model, fold, seed) = TRIALS[0];
+    let mut changed = start_event(id, 1, model, fold, seed).with_status(
+        TrialStatus::Finished,
+        util::tracking::T0 + 99_000,
+        None,
+    );
+    changed.params.insert("train.epochs".into(), "4".into());
+    store.write_trial_event(&changed).unwrap();
+    let (code, out, err) = sync_cli(sweep.root(), &uri);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(id) && err.contains("train.epochs") && err.contains("cannot change"),
+        "{err}"
+    );
+    assert!(out.contains("7 already up to date"), "{out}");
+    drop(server);
+}
+
+#[test]
+fn a_mirror_without_server_never_fails_the_sweep() {
+    let dir = util::temp_dir();
+    let store = Store::create(dir.path().join("store"))
+        .unwrap()
+        .with_durable(false);
+    let port = free_port(); // nothing listens there
+    let paths = SweepPaths::new(dir.path());
+    let mut mirror = MlflowMirror::with_policy(
+        &format!("http://127.0.0.1:{port}"),
+        "x",
+        util::tracking::SWEEP,
+        Some(paths.clone()),
+        fast_policy(),
+    )
+    .unwrap();
+    for (id, attempt, epochs, status) in plan() {
+        let (_, model, fold, seed) = TRIALS.iter().find(|t| t.0 == id).copied().unwrap();
+        run_attempt(
+            &store,
+            &paths,
+            &mut mirror,
+            &start_event(id, attempt, model, fold, seed),
+            epochs,
+            status,
+        );
+    }
+    mirror.finish_sweep(false, 0);
+    // The first failure pauses the mirror; everything after is counted as skipped.
+    assert!(mirror.missed() > 20, "{}", mirror.missed());
+    assert_eq!(store.canonical().unwrap().trials.height(), 6);
+    // A malformed address is the one error reported up front.
+    assert!(MlflowMirror::new("ftp://x", "x", "s", None).is_err());
+}
+
+#[test]
+fn sync_to_an_unreachable_server_is_an_error_naming_it() {
+    let dir = util::temp_dir();
+    let store = Store::create(dir.path().join("store"))
+        .unwrap()
+        .with_durable(false);
+    util::tracking::small_sweep(&store);
+    let uri = format!("http://127.0.0.1:{}", free_port());
+    let client = MlflowClient::new(&uri, fast_policy()).unwrap();
+    let err = sync_store(&store, &client, &SyncOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, TrackingError::MlflowConnection { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&uri), "{err}");
+}
