@@ -3,14 +3,21 @@
 //!
 //! [`Volume`] is the one array type of seglab: images, masks, probabilities and synthetic
 //! masks all travel as a `Volume<T>`. [`AnyVolume`] holds a volume whose sample type is only
-//! known at run time (what a TIFF file contains). This module does no preprocessing and knows
-//! nothing about datasets; see `dataset/` for that.
+//! known at run time (what a TIFF file contains). [`tiff`] reads and writes TIFF stacks and
+//! ImageJ hyperstacks ([`read_tiff`], [`write_tiff`], [`write_mask`]), [`imagej`] parses and
+//! formats ImageJ's metadata, [`stats`] computes per-channel statistics. This module does no
+//! preprocessing and knows nothing about datasets; see `dataset/` for that.
 
 use std::fmt;
 
+pub mod imagej;
+pub mod stats;
 pub mod tiff;
 
-pub use tiff::{TiffError, read_tiff, write_mask, write_tiff};
+pub use tiff::{
+    BigTiff, Compression, TiffError, TiffWriteOptions, read_tiff, write_mask, write_tiff,
+    write_tiff_with,
+};
 
 /// Voxel spacing (z, y, x) in micrometres.
 pub type Spacing = [f64; 3];
