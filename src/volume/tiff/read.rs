@@ -453,7 +453,7 @@ fn dtype_size(dtype: DType) -> usize {
 fn check_chunks(p: &Page, dtype: DType, file_len: u64) -> Result<(), String> {
     let mut total: u64 = 0;
     for (i, &(offset, count)) in p.chunks.iter().enumerate() {
-        let end = offset.checked_add(count).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(count);
         if end > file_len {
             return Err(format!(
                 "page {}: data block {i} ends at byte {end}, past the end of the file \

@@ -336,7 +336,7 @@ fn compress_page(
         match compression {
             Compression::None => out.extend_from_slice(strip),
             Compression::Lzw => {
-                Lzw::default().write_to(&mut out, strip)?;
+                Lzw.write_to(&mut out, strip)?;
             }
             Compression::Deflate => {
                 Deflate::with_level(DeflateLevel::Balanced).write_to(&mut out, strip)?;
