@@ -12,6 +12,7 @@ pub mod cli;
 pub mod dataset;
 pub mod experiment;
 pub mod infer;
+pub mod keys;
 pub mod metrics;
 pub mod models;
 pub mod preset;

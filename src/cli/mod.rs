@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod mlflow;
 pub mod runs;
 pub mod inspect;
+pub mod data;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
@@ -40,6 +41,8 @@ pub enum Command {
     /// Mirror a sweep's store into an MLflow tracking server.
     Mlflow(mlflow::MlflowArgs),
     Inspect(inspect::InspectArgs),
+    /// Look at a dataset folder (`data info DIR`).
+    Data(data::DataArgs),
 }
 
 /// Runs the parsed command line.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runs::run(args),
         Command::Mlflow(args) => mlflow::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Data(args) => data::run(args),
     }
 }
 
