@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod mlflow;
 pub mod runs;
 
@@ -34,6 +35,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Compare a predicted mask with a reference mask (voxel, object,
+    /// surface and pairing metrics).
+    Eval(eval::EvalArgs),
     /// Look at a sweep's store: list trials, compare test metrics, compact.
     Runs(runs::RunsArgs),
     /// Mirror a sweep's store into an MLflow tracking server.
@@ -43,6 +47,7 @@ pub enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Eval(args) => eval::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Mlflow(args) => mlflow::run(args),
     }
