@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod mlflow;
 pub mod runs;
 pub mod inspect;
@@ -36,6 +37,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Compare a predicted mask with a reference mask (voxel, object,
+    /// surface and pairing metrics).
+    Eval(eval::EvalArgs),
     /// Look at a sweep's store: list trials, compare test metrics, compact.
     Runs(runs::RunsArgs),
     /// Mirror a sweep's store into an MLflow tracking server.
@@ -48,6 +52,7 @@ pub enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Eval(args) => eval::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Mlflow(args) => mlflow::run(args),
         Command::Inspect(args) => inspect::run(args),
