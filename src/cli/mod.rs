@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 pub mod mlflow;
 pub mod runs;
+pub mod synth;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
@@ -38,6 +39,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Mirror a sweep's store into an MLflow tracking server.
     Mlflow(mlflow::MlflowArgs),
+    /// Synthetic masks, phantom datasets and previews.
+    Synth(synth::SynthArgs),
 }
 
 /// Runs the parsed command line.
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Runs(args) => runs::run(args),
         Command::Mlflow(args) => mlflow::run(args),
+        Command::Synth(args) => synth::run(args),
     }
 }
 
