@@ -13,6 +13,7 @@ pub mod mlflow;
 pub mod runs;
 pub mod inspect;
 pub mod data;
+pub mod synth;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
@@ -47,6 +48,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Look at a dataset folder (`data info DIR`).
     Data(data::DataArgs),
+    /// Synthetic masks, phantom datasets and previews.
+    Synth(synth::SynthArgs),
 }
 
 /// Runs the parsed command line.
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mlflow(args) => mlflow::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Data(args) => data::run(args),
+        Command::Synth(args) => synth::run(args),
     }
 }
 
