@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod models;
+
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
 /// masks, cross-validation sweeps, a Parquet store and reports.
@@ -30,11 +32,16 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Trainable parameter counts of every network at a scale.
+    Models(models::ModelsArgs),
+}
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Models(args) => models::run(args),
+    }
 }
 
 /// Logs go to stderr so that `--json` output on stdout stays machine-readable.
