@@ -14,6 +14,7 @@ pub mod runs;
 pub mod inspect;
 pub mod data;
 pub mod synth;
+pub mod models;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
@@ -50,6 +51,8 @@ pub enum Command {
     Data(data::DataArgs),
     /// Synthetic masks, phantom datasets and previews.
     Synth(synth::SynthArgs),
+    /// Trainable parameter counts of every network at a scale.
+    Models(models::ModelsArgs),
 }
 
 /// Runs the parsed command line.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Data(args) => data::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Models(args) => models::run(args),
     }
 }
 

@@ -1,1 +1,192 @@
-//! (under construction)
+//! Training: the losses of the published code ([`losses`]) and one training step per model
+//! ([`unet3d::Unet3dTrainer`], [`vox2vox::Vox2VoxTrainer`], [`cyclegan::CycleGanTrainer`]),
+//! each implementing [`Trainer`] — the interface the epoch driver drives. [`Batch`] carries
+//! one mini-batch, [`StepLosses`] the named losses of one step, [`AdamSettings`] one optimizer,
+//! [`checkpoint`] the on-disk state (weights, optimizer moments, image pools, step counter).
+//!
+//! Randomness: every trainer derives all of its random draws (weights, dropout masks, image
+//! pool choices) from its seed and the step counter, on the host, so the same seed gives the
+//! same losses on the CPU and a run resumed from a checkpoint continues exactly as the
+//! uninterrupted run would. burn's process-global device RNG is never used.
+//!
+//! This module does not load data, loop over epochs or decide when to stop; that is the
+//! driver's job (`train/driver.rs`), and sliding-window prediction is `infer/`'s.
+
+use std::path::PathBuf;
+
+use burn::config::Config;
+use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::models::{ModelError, ModelKind};
+
+pub mod checkpoint;
+pub mod cyclegan;
+pub mod losses;
+pub mod unet3d;
+pub mod vox2vox;
+
+pub use checkpoint::CheckpointInfo;
+pub use cyclegan::{CycleGanTrainConfig, CycleGanTrainer};
+pub use unet3d::{Unet3dTrainConfig, Unet3dTrainer};
+pub use vox2vox::{Vox2VoxTrainConfig, Vox2VoxTrainer};
+
+/// Errors of training and checkpoint handling.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ModelError),
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("batch: {0}")]
+    Batch(String),
+}
+
+/// One mini-batch on the trainer's device.
+///
+/// `images` are preprocessed intensities in [0, 1]; `masks` are {0, 1}. For U-Net and Vox2Vox
+/// the two are paired sample by sample; for CycleGAN they are independent draws (real image
+/// patches and synthetic mask patches, §5.4) and may even differ in batch size. Each trainer
+/// maps the values to its own range (CycleGAN: [−1, 1], §1.5).
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `[batch, image_channels, n, n, n]`
+    pub images: Tensor<5>,
+    /// `[batch, mask_channels, n, n, n]`
+    pub masks: Tensor<5>,
+}
+
+impl Batch {
+    /// A batch from host data in (sample, channel, z, y, x) order.
+    pub fn from_host(
+        images: Vec<f32>,
+        image_shape: [usize; 5],
+        masks: Vec<f32>,
+        mask_shape: [usize; 5],
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        for (name, len, shape) in [("images", images.len(), image_shape), ("masks", masks.len(), mask_shape)] {
+            if len != shape.iter().product::<usize>() {
+                return Err(TrainError::Batch(format!("{name} have {len} values, shape {shape:?} needs {}", shape.iter().product::<usize>())));
+            }
+        }
+        Ok(Self {
+            images: Tensor::from_data(TensorData::new(images, image_shape), device),
+            masks: Tensor::from_data(TensorData::new(masks, mask_shape), device),
+        })
+    }
+}
+
+/// The named losses of one step, in a fixed order per model (e.g. `loss`, `dice_loss`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepLosses(pub Vec<(&'static str, f64)>);
+
+impl StepLosses {
+    /// The value of `name`, if this step reported it.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
+    }
+
+    fn push(&mut self, name: &'static str, value: Tensor<1>) {
+        self.0.push((name, f64::from(value.into_scalar::<f32>())));
+    }
+}
+
+/// One Adam optimizer (original-code-behaviour.md §3.3, §4.4, §5.4). Defaults are Keras': β1 0.9,
+/// β2 0.999, ε 1e-7 (burn's own default ε is 1e-5).
+///
+/// burn adds ε to √v̂ (bias-corrected), Keras to √v of the uncorrected moment with a corrected
+/// step size; the two differ by ε·(1 − √(1 − β2^t)), i.e. only in the first steps and by < 1e-7.
+#[derive(Config, Debug, PartialEq)]
+pub struct AdamSettings {
+    /// Learning rate.
+    pub lr: f64,
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    #[config(default = 1e-7)]
+    pub epsilon: f64,
+    /// AMSGrad variant (the U-Net's optimizer, §3.3); burn implements it like Keras (the max of
+    /// the second moments replaces the second moment).
+    #[config(default = false)]
+    pub amsgrad: bool,
+}
+
+impl AdamSettings {
+    /// Checks the values; `field` is the config path of this optimizer (e.g. `train.opt_g`).
+    pub fn validate(&self, field: &str) -> Result<(), ModelError> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(ModelError::config(format!("{field}.lr"), "must be > 0", self.lr));
+        }
+        for (name, v) in [("beta_1", self.beta_1), ("beta_2", self.beta_2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(ModelError::config(format!("{field}.{name}"), "must be in [0, 1)", v));
+            }
+        }
+        if !(self.epsilon > 0.0 && self.epsilon.is_finite()) {
+            return Err(ModelError::config(format!("{field}.epsilon"), "must be > 0", self.epsilon));
+        }
+        Ok(())
+    }
+
+    /// A fresh optimizer with these settings.
+    pub fn init(&self) -> ModuleOptimizer {
+        AdamConfig::new()
+            .with_beta_1(self.beta_1 as f32)
+            .with_beta_2(self.beta_2 as f32)
+            .with_epsilon(self.epsilon as f32)
+            .with_amsgrad(self.amsgrad)
+            .init()
+    }
+}
+
+/// What the epoch driver needs from a model: a training step, a validation step, prediction,
+/// and checkpoints. Implemented by the three trainers.
+pub trait Trainer {
+    /// Which model this trains.
+    fn kind(&self) -> ModelKind;
+
+    /// One optimisation step on `batch` (tensors on [`Trainer::device`]); returns the step's
+    /// losses (computed before the update, as Keras reports them).
+    fn train_step(&mut self, batch: &Batch) -> StepLosses;
+
+    /// The losses of `batch` without updating anything (dropout off, batch norm in inference).
+    /// The first entry is the model's validation criterion (U-Net: Dice loss; Vox2Vox: the
+    /// generator's total loss, §4.4; CycleGAN: the segmenter's cycle + identity loss).
+    fn valid_step(&self, batch: &Batch) -> StepLosses;
+
+    /// Per-class probabilities in [0, 1] for `images` in [0, 1] (inference mode).
+    ///
+    /// # Shapes
+    ///
+    /// - images: `[batch, image_channels, n, n, n]` on any device of the trainer's backend
+    /// - output: `[batch, mask_channels, n, n, n]` on a plain (non-autodiff) device
+    fn predict(&self, images: Tensor<5>) -> Tensor<5>;
+
+    /// Optimisation steps taken so far.
+    fn steps(&self) -> u64;
+
+    /// The autodiff device the trainer trains on; batches must live there.
+    fn device(&self) -> &Device;
+
+    /// Writes the complete training state to the directory `dir` (atomically: written beside
+    /// it and renamed into place).
+    fn save_checkpoint(&self, dir: &std::path::Path) -> Result<(), TrainError>;
+
+    /// Restores the state written by [`Trainer::save_checkpoint`] into this trainer (built
+    /// with the same configuration).
+    fn load_checkpoint(&mut self, dir: &std::path::Path) -> Result<(), TrainError>;
+}
+
+/// Seed of the per-step random stream `stream` of a trainer seeded with `seed`.
+pub(crate) fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
+    crate::models::init::derive_seed(crate::models::init::derive_seed(seed, stream), step)
+}
+

@@ -1,0 +1,195 @@
+//! Checkpoint directories: everything a trainer needs to continue exactly where it stopped.
+//!
+//! ```text
+//! <dir>/state.json        CheckpointInfo: model, step counter, seed, model configuration
+//! <dir>/<network>.bpk     weights (burnpack), e.g. unet3d.bpk, generator.bpk, g_ab.bpk
+//! <dir>/opt_<network>.bpk optimizer state (Adam moments and step counts, burnpack)
+//! <dir>/pool_a.bpk, …     CycleGAN image pools
+//! ```
+//!
+//! A checkpoint is written into `<dir>.partial` and renamed into place, replacing an older
+//! checkpoint only after the new one is complete, so a kill at any moment leaves either the old
+//! or the new checkpoint (never half of one). The `state.json` holds the model configuration,
+//! so `seglab predict --checkpoint <dir>` can rebuild the network without the trial folder.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use crate::models::ModelKind;
+
+/// The file holding [`CheckpointInfo`].
+pub const STATE_FILE: &str = "state.json";
+/// Version of the checkpoint layout; bumped when files are renamed or added.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The JSON header of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointInfo {
+    pub format: u32,
+    pub model: ModelKind,
+    /// Optimisation steps taken when the checkpoint was written.
+    pub steps: u64,
+    /// The trainer's seed (per-step random streams derive from it and `steps`).
+    pub seed: u64,
+    /// The model configuration (`Unet3dConfig`, `Vox2VoxConfig` or `CycleGanConfig`).
+    pub model_config: serde_json::Value,
+    /// The training configuration (`*TrainConfig`).
+    pub train_config: serde_json::Value,
+    /// Shapes `[stored, channels, n, n, n]` of the CycleGAN image pools (A, B); empty for the
+    /// other models.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool_shapes: Vec<[usize; 5]>,
+}
+
+/// Reads `<dir>/state.json`.
+pub fn read_info(dir: &Path) -> Result<CheckpointInfo, TrainError> {
+    let path = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&path).map_err(|source| TrainError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let info: CheckpointInfo = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: path.clone(),
+        message: format!("not a seglab checkpoint header: {e}"),
+    })?;
+    if info.format != FORMAT_VERSION {
+        return Err(TrainError::Checkpoint {
+            path,
+            message: format!("checkpoint format {} is not supported (expected {FORMAT_VERSION})", info.format),
+        });
+    }
+    Ok(info)
+}
+
+/// Checks that the checkpoint in `dir` belongs to `model` and a trainer with these configs.
+pub(crate) fn check_compatible(
+    info: &CheckpointInfo,
+    dir: &Path,
+    model: ModelKind,
+    model_config: &serde_json::Value,
+) -> Result<(), TrainError> {
+    let path = dir.join(STATE_FILE);
+    if info.model != model {
+        return Err(TrainError::Checkpoint {
+            path,
+            message: format!("checkpoint of a {} model, expected {model}", info.model),
+        });
+    }
+    if &info.model_config != model_config {
+        return Err(TrainError::Checkpoint {
+            path,
+            message: format!(
+                "model configuration differs from the trainer's: checkpoint has {}, trainer has {model_config}",
+                info.model_config
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Writes one checkpoint directory atomically.
+pub(crate) struct CheckpointWriter {
+    dir: PathBuf,
+    partial: PathBuf,
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl CheckpointWriter {
+    /// Starts writing the checkpoint `dir` (in `<dir>.partial`, removing a stale one).
+    pub(crate) fn begin(dir: &Path) -> Result<Self, TrainError> {
+        let partial = sibling(dir, ".partial");
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(io(&partial))?;
+        }
+        fs::create_dir_all(&partial).map_err(io(&partial))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            partial,
+        })
+    }
+
+    /// Saves the weights (and batch-norm statistics) of `module` as `<name>.bpk`.
+    pub(crate) fn module<M: Module>(&self, name: &str, module: &M) -> Result<(), TrainError> {
+        let path = self.partial.join(format!("{name}.bpk"));
+        module.clone().save_file(&path).map_err(|e| TrainError::Checkpoint {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Saves the state of `optimizer` as `opt_<name>.bpk`.
+    pub(crate) fn optimizer(&self, name: &str, optimizer: &ModuleOptimizer) -> Result<(), TrainError> {
+        let path = self.partial.join(format!("opt_{name}.bpk"));
+        optimizer.save(&path).map_err(|e| TrainError::Checkpoint {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes `state.json` and moves the checkpoint into place, replacing an older one.
+    pub(crate) fn finish(self, info: &CheckpointInfo) -> Result<(), TrainError> {
+        let state = self.partial.join(STATE_FILE);
+        let json = serde_json::to_string_pretty(info).expect("checkpoint header serialises");
+        fs::write(&state, json).map_err(io(&state))?;
+        let old = sibling(&self.dir, ".old");
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        if self.dir.exists() {
+            fs::rename(&self.dir, &old).map_err(io(&self.dir))?;
+        }
+        fs::rename(&self.partial, &self.dir).map_err(io(&self.partial))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads `<dir>/<name>.bpk` into `module`.
+pub(crate) fn load_module<M: Module>(dir: &Path, name: &str, module: M) -> Result<M, TrainError> {
+    let path = dir.join(format!("{name}.bpk"));
+    if !path.exists() {
+        return Err(TrainError::Checkpoint {
+            path,
+            message: "missing from the checkpoint".into(),
+        });
+    }
+    module.try_load_file(&path).map_err(|e| TrainError::Checkpoint {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Loads `<dir>/opt_<name>.bpk` into `optimizer`.
+pub(crate) fn load_optimizer(dir: &Path, name: &str, optimizer: ModuleOptimizer) -> Result<ModuleOptimizer, TrainError> {
+    let path = dir.join(format!("opt_{name}.bpk"));
+    if !path.exists() {
+        return Err(TrainError::Checkpoint {
+            path,
+            message: "missing from the checkpoint".into(),
+        });
+    }
+    optimizer.load(&path).map_err(|e| TrainError::Checkpoint {
+        path,
+        message: e.to_string(),
+    })
+}
