@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod report;
+
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
 /// masks, cross-validation sweeps, a Parquet store and reports.
@@ -16,7 +18,7 @@ use clap::{Parser, Subcommand};
     name = "seglab",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 79
 )]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
@@ -30,11 +32,15 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Report(report::ReportArgs),
+}
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Report(args) => report::run(args),
+    }
 }
 
 /// Logs go to stderr so that `--json` output on stdout stays machine-readable.
