@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod data;
 pub mod synth;
 pub mod models;
+pub mod report;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
@@ -24,7 +25,7 @@ pub mod models;
     name = "seglab",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 79
 )]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
@@ -53,6 +54,7 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Trainable parameter counts of every network at a scale.
     Models(models::ModelsArgs),
+    Report(report::ReportArgs),
 }
 
 /// Runs the parsed command line.
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Data(args) => data::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Models(args) => models::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

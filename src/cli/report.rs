@@ -1,0 +1,109 @@
+//! `seglab report`: the tables and figures of a sweep (see `report/`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::report::{self, Aggregation, ReportOptions};
+
+/// Write a sweep's report: tables, timing breakdown and figures.
+///
+/// Writes reports/NAME/ (or --out DIR): per-class tables as Markdown, LaTeX and
+/// CSV, the timing breakdown, learning curves, box plots, sweep plots, index.md
+/// and index.html. Running or failed sweeps are reported with their missing
+/// trials listed.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A sweep spec (experiments/NAME.toml), a sweep folder (experiments/NAME/) or its
+    /// store folder.
+    #[arg(value_name = "SPEC_OR_DIR")]
+    pub spec_or_dir: PathBuf,
+    /// Output folder [default: reports/NAME/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// How folds and seeds become mean ± std: over-folds (the default),
+    /// over-seeds-folds or pooled (nnU-Net).
+    #[arg(long, value_name = "HOW")]
+    pub aggregation: Option<Aggregation>,
+    /// Metrics of the tables, comma-separated [default: dice,precision,recall].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub metrics: Option<Vec<String>>,
+}
+
+/// Resolves the store, writes the report, prints where it went.
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let store = store_dir(&args.spec_or_dir)?;
+    let input = report::read_store(&store)
+        .with_context(|| format!("cannot read the store of {}", args.spec_or_dir.display()))?;
+    let mut options = ReportOptions::default();
+    if let Some(a) = args.aggregation {
+        options.aggregation = a;
+    }
+    if let Some(m) = args.metrics {
+        let m: Vec<String> = m.into_iter().filter(|s| !s.trim().is_empty()).collect();
+        if m.is_empty() {
+            bail!("--metrics: expected a comma-separated list of metric names, got nothing");
+        }
+        options.metrics = m;
+    }
+    let out = args
+        .out
+        .unwrap_or_else(|| report::default_out_dir(Path::new("."), &input.sweep));
+    let summary = report::write_report(&input, &out, &options)
+        .with_context(|| format!("cannot write the report to {}", out.display()))?;
+    for w in &summary.warnings {
+        tracing::warn!("{w}");
+    }
+    println!(
+        "wrote {}: {} tables, {} figure files; {} trials in the tables, {} missing or \
+         incomplete (listed in index.md)",
+        summary.out_dir.display(),
+        summary.tables.len(),
+        summary.figures.len(),
+        summary.finished_trials,
+        summary.missing_trials
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store folder named by SPEC_OR_DIR.
+///
+/// Interim: a spec is read for its `name` only (the sweep lands in `experiments/<name>/`
+/// next to it); sweep paths move to `experiment/paths.rs` when it lands.
+fn store_dir(arg: &Path) -> anyhow::Result<PathBuf> {
+    if arg.is_file() {
+        let text = std::fs::read_to_string(arg)
+            .with_context(|| format!("cannot read {}", arg.display()))?;
+        let spec: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{}: invalid TOML", arg.display()))?;
+        let Some(name) = spec.get("name").and_then(|v| v.as_str()) else {
+            bail!(
+                "{}: field `name`: expected the sweep name (a string)",
+                arg.display()
+            );
+        };
+        let parent = arg.parent().unwrap_or(Path::new("."));
+        let store = parent.join(name).join("store");
+        if !store.is_dir() {
+            bail!(
+                "{}: sweep `{name}` has no store yet (expected {})",
+                arg.display(),
+                store.display()
+            );
+        }
+        return Ok(store);
+    }
+    if arg.join("store").join("trials").is_dir() {
+        return Ok(arg.join("store"));
+    }
+    if arg.join("trials").is_dir() {
+        return Ok(arg.to_owned());
+    }
+    bail!(
+        "{}: expected a sweep spec (.toml), a sweep folder (with store/) or a store folder \
+         (with trials/)",
+        arg.display()
+    )
+}

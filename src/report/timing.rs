@@ -1,0 +1,569 @@
+//! The timing breakdown: what each model costs, manual annotation included, in the layout of
+//! the thesis' Table 5.7 (and, training rows only, the EMBC paper's Table I).
+//!
+//! Timing model (thesis §5.3.4, paper §II-D): a *supervised* model costs the manual
+//! annotation of its training volumes (hours per volume × annotated training volumes) plus its
+//! training time; a *self-supervised* model costs the synthetic-mask generation plus its
+//! training time. Testing costs the annotation of the test volumes (every model needs it to
+//! be scored) plus the prediction time. Totals add training and testing; ratios divide by the
+//! fastest model. From the store: a trial that recorded a `synth_masks` phase is
+//! self-supervised; one with training phases and no `synth_masks` phase is supervised; one
+//! without training (a threshold baseline) needs no training annotation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use polars::prelude::*;
+
+use super::ReportError;
+use super::aggregate::{Aggregation, aggregate, polars_error, require_columns};
+use super::input::{ReportInput, f64_column, string_column, u64_column};
+use super::prepare::{Prepared, Task, model_label, model_rank};
+use super::tables::{Align, Cell, ColumnSpec, Row, Table};
+
+/// Phases of the `timings` table that count as training compute.
+pub const TRAIN_PHASES: [&str; 4] = ["preprocess", "patches", "train", "validate"];
+/// Phases that count as testing compute.
+pub const TEST_PHASES: [&str; 2] = ["predict", "evaluate"];
+/// The phase of synthetic-mask generation.
+pub const SYNTH_PHASE: &str = "synth_masks";
+
+/// One model's time budget. Hours throughout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimingRow {
+    /// Display name of the model.
+    pub model: String,
+    /// Manual annotation per volume (from dataset.toml); `None` when unknown.
+    pub annotation_hours_per_volume: Option<f64>,
+    /// Annotated volumes the model trains on (0 for a self-supervised model).
+    pub annotated_train_volumes: f64,
+    /// Annotated volumes it is tested on.
+    pub annotated_test_volumes: f64,
+    /// Synthetic-mask generation.
+    pub synth_hours: f64,
+    /// Training compute.
+    pub train_hours: f64,
+    /// Testing compute (prediction and evaluation).
+    pub test_hours: f64,
+    /// Trials behind the compute times (0 for rows written by hand).
+    pub n_trials: u32,
+}
+
+impl TimingRow {
+    fn annotation(&self, volumes: f64) -> f64 {
+        if volumes == 0.0 {
+            0.0
+        } else {
+            self.annotation_hours_per_volume.unwrap_or(0.0) * volumes
+        }
+    }
+
+    /// Annotation of the training volumes.
+    pub fn train_annotation_hours(&self) -> f64 {
+        self.annotation(self.annotated_train_volumes)
+    }
+
+    /// Annotation of the test volumes.
+    pub fn test_annotation_hours(&self) -> f64 {
+        self.annotation(self.annotated_test_volumes)
+    }
+
+    /// Training time: annotation of the training volumes + synthetic masks + training.
+    pub fn training_time(&self) -> f64 {
+        self.train_annotation_hours() + self.synth_hours + self.train_hours
+    }
+
+    /// Testing time: annotation of the test volumes + prediction.
+    pub fn testing_time(&self) -> f64 {
+        self.test_annotation_hours() + self.test_hours
+    }
+
+    /// Training plus testing time.
+    pub fn total_time(&self) -> f64 {
+        self.training_time() + self.testing_time()
+    }
+
+    fn annotation_text(&self, volumes: f64) -> String {
+        let per = match self.annotation_hours_per_volume {
+            Some(h) => duration(h),
+            None => "? h".into(),
+        };
+        format!("({per} × {})", trim(volumes, 2))
+    }
+
+    /// "(28 h × 6) + 66 min = 169.10 h" — the thesis' cell, with its value.
+    fn training_cell(&self, decimals: usize) -> Cell {
+        let mut parts = Vec::new();
+        if self.annotated_train_volumes > 0.0 {
+            parts.push(self.annotation_text(self.annotated_train_volumes));
+        }
+        if self.synth_hours > 0.0 {
+            parts.push(duration(self.synth_hours));
+        }
+        parts.push(duration(self.train_hours));
+        formula(parts, self.training_time(), decimals)
+    }
+
+    fn testing_cell(&self, decimals: usize) -> Cell {
+        let mut parts = Vec::new();
+        if self.annotated_test_volumes > 0.0 {
+            parts.push(self.annotation_text(self.annotated_test_volumes));
+        }
+        parts.push(duration(self.test_hours));
+        formula(parts, self.testing_time(), decimals)
+    }
+}
+
+fn formula(parts: Vec<String>, value: f64, decimals: usize) -> Cell {
+    Cell::Value {
+        text: format!("{} = {value:.decimals$} h", parts.join(" + ")),
+        value: Some(value),
+    }
+}
+
+/// A number with at most `decimals` decimals, trailing zeros removed.
+fn trim(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// A duration given in hours, in the unit a reader would use: "35 s", "66 min", "28.6 h".
+pub fn duration(hours: f64) -> String {
+    let seconds = hours * 3600.0;
+    if seconds < 90.0 {
+        format!("{} s", trim(seconds, 0))
+    } else if seconds < 90.0 * 60.0 {
+        format!("{} min", trim(seconds / 60.0, 1))
+    } else {
+        format!("{} h", trim(hours, 1))
+    }
+}
+
+/// The timing breakdown of several models.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimingTable {
+    pub rows: Vec<TimingRow>,
+    /// Include the testing rows and totals (the thesis' layout); without them the table has
+    /// the training rows of the paper's Table I.
+    pub include_testing: bool,
+    /// Decimals of hour values.
+    pub decimals: usize,
+}
+
+impl TimingTable {
+    /// `time / fastest time` per row, for `time` = training or total time.
+    pub fn ratios(&self, time: impl Fn(&TimingRow) -> f64) -> Vec<f64> {
+        let fastest = self
+            .rows
+            .iter()
+            .map(&time)
+            .filter(|t| *t > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        self.rows.iter().map(|r| time(r) / fastest).collect()
+    }
+
+    fn fastest(&self, time: impl Fn(&TimingRow) -> f64) -> Option<&TimingRow> {
+        self.rows
+            .iter()
+            .filter(|r| time(r) > 0.0)
+            .min_by(|a, b| time(a).total_cmp(&time(b)))
+    }
+
+    /// The table: one column per model, one row per quantity.
+    pub fn to_table(&self, name: &str, title: &str, caption: &str) -> Table {
+        let mut columns = vec![ColumnSpec {
+            group: None,
+            label: String::new(),
+            key: "quantity".into(),
+            align: Align::Left,
+        }];
+        for r in &self.rows {
+            columns.push(ColumnSpec {
+                group: None,
+                label: r.model.clone(),
+                key: super::prepare::slug(&r.model),
+                align: Align::Left,
+            });
+        }
+        let d = self.decimals;
+        let mut rows = Vec::new();
+        let mut push = |label: &str, cells: Vec<Cell>, rule_above: bool| {
+            let mut all = vec![Cell::Text(label.into())];
+            all.extend(cells);
+            rows.push(Row {
+                cells: all,
+                rule_above,
+            });
+        };
+        push(
+            "Manual annotation per volume",
+            self.rows
+                .iter()
+                .map(|r| match r.annotation_hours_per_volume {
+                    Some(h) => Cell::Value {
+                        text: duration(h),
+                        value: Some(h),
+                    },
+                    None => Cell::Text("unknown".into()),
+                })
+                .collect(),
+            false,
+        );
+        let count = |v: f64| Cell::Value {
+            text: trim(v, 2),
+            value: Some(v),
+        };
+        push(
+            "Annotated training volumes",
+            self.rows
+                .iter()
+                .map(|r| count(r.annotated_train_volumes))
+                .collect(),
+            false,
+        );
+        if self.include_testing {
+            push(
+                "Annotated test volumes",
+                self.rows
+                    .iter()
+                    .map(|r| count(r.annotated_test_volumes))
+                    .collect(),
+                false,
+            );
+        }
+        let hours = |v: f64| {
+            if v > 0.0 {
+                Cell::Value {
+                    text: duration(v),
+                    value: Some(v),
+                }
+            } else {
+                Cell::Value {
+                    text: "–".into(),
+                    value: Some(0.0),
+                }
+            }
+        };
+        push(
+            "Synthetic masks",
+            self.rows.iter().map(|r| hours(r.synth_hours)).collect(),
+            false,
+        );
+        push(
+            "Training compute",
+            self.rows.iter().map(|r| hours(r.train_hours)).collect(),
+            false,
+        );
+        if self.include_testing {
+            push(
+                "Testing compute",
+                self.rows.iter().map(|r| hours(r.test_hours)).collect(),
+                false,
+            );
+        }
+        push(
+            "Training time",
+            self.rows.iter().map(|r| r.training_cell(d)).collect(),
+            true,
+        );
+        if self.include_testing {
+            push(
+                "Testing time",
+                self.rows.iter().map(|r| r.testing_cell(d)).collect(),
+                false,
+            );
+            push(
+                "Total time",
+                self.rows
+                    .iter()
+                    .map(|r| Cell::Value {
+                        text: format!("{:.d$} h", r.total_time()),
+                        value: Some(r.total_time()),
+                    })
+                    .collect(),
+                false,
+            );
+        }
+        let ratio_row = |ratios: Vec<f64>| -> Vec<Cell> {
+            ratios
+                .into_iter()
+                .map(|x| Cell::Value {
+                    text: if x.is_finite() {
+                        format!("{x:.2}×")
+                    } else {
+                        "–".into()
+                    },
+                    value: x.is_finite().then_some(x),
+                })
+                .collect()
+        };
+        if let Some(f) = self.fastest(TimingRow::training_time) {
+            let label = format!("Training time ÷ fastest ({})", f.model);
+            push(
+                &label,
+                ratio_row(self.ratios(TimingRow::training_time)),
+                true,
+            );
+        }
+        if self.include_testing
+            && let Some(f) = self.fastest(TimingRow::total_time)
+        {
+            let label = format!("Total time ÷ fastest ({})", f.model);
+            push(&label, ratio_row(self.ratios(TimingRow::total_time)), false);
+        }
+        Table {
+            name: name.into(),
+            title: title.into(),
+            caption: caption.into(),
+            columns,
+            rows,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// The statement of the timing model, for captions.
+pub const TIMING_MODEL: &str = "Timing model (thesis §5.3.4, paper §II-D): a supervised model \
+costs the manual annotation of its training volumes (hours per volume from dataset.toml × \
+annotated training volumes) plus its training compute; the self-supervised model costs the \
+synthetic-mask generation plus its training compute. Testing time adds the annotation of the \
+test volumes, which every model needs to be scored, and the prediction time.";
+
+/// Long per-trial rows (trial, fold, model, quantity, value) for [`aggregate`].
+#[derive(Default)]
+struct QuantityRows {
+    trial: Vec<String>,
+    fold: Vec<Option<u64>>,
+    model: Vec<String>,
+    quantity: Vec<String>,
+    value: Vec<f64>,
+}
+
+/// The timing rows of `task` from the store: per trial its phases, test volumes and
+/// annotated training volumes; then the mean over the trials of each model through
+/// [`aggregate`].
+pub(crate) fn timing_rows(
+    input: &ReportInput,
+    prep: &Prepared,
+    task: &Task,
+) -> Result<(Vec<TimingRow>, Vec<String>), ReportError> {
+    let mut notes = Vec::new();
+    if input.timings.height() == 0 {
+        return Ok((Vec::new(), notes));
+    }
+    require_columns(&input.timings, &["trial_id", "phase", "seconds"], "timings")?;
+    let e = polars_error("timings");
+    let ids = string_column(&input.timings, "trial_id").map_err(&e)?;
+    let phases = string_column(&input.timings, "phase").map_err(&e)?;
+    let seconds = f64_column(&input.timings, "seconds").map_err(&e)?;
+    let mut per_trial: HashMap<String, BTreeMap<String, f64>> = HashMap::new();
+    let mut unknown: HashSet<String> = HashSet::new();
+    for i in 0..ids.len() {
+        let (Some(id), Some(phase)) = (&ids[i], &phases[i]) else {
+            continue;
+        };
+        let known = phase == SYNTH_PHASE
+            || TRAIN_PHASES.contains(&phase.as_str())
+            || TEST_PHASES.contains(&phase.as_str());
+        if !known {
+            unknown.insert(phase.clone());
+        }
+        let s = seconds[i].filter(|s| s.is_finite()).unwrap_or(0.0);
+        *per_trial
+            .entry(id.clone())
+            .or_default()
+            .entry(phase.clone())
+            .or_default() += s;
+    }
+    if !unknown.is_empty() {
+        let mut u: Vec<_> = unknown.into_iter().collect();
+        u.sort();
+        notes.push(format!("Phases not counted: {}.", u.join(", ")));
+    }
+
+    // test volumes per trial, from the per-case rows
+    let cases = &prep.cases;
+    let case_ids = string_column(cases, "trial_id").map_err(&e)?;
+    let case_vols = string_column(cases, "volume").map_err(&e)?;
+    let mut test_volumes: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, vol) in case_ids.into_iter().zip(case_vols) {
+        if let (Some(id), Some(vol)) = (id, vol) {
+            let list = test_volumes.entry(id).or_default();
+            if !list.contains(&vol) {
+                list.push(vol);
+            }
+        }
+    }
+
+    let annotated: Vec<(String, Option<f64>)> = match &input.dataset {
+        Some(spec) => spec
+            .volumes
+            .iter()
+            .filter(|v| v.mask.is_some())
+            .map(|v| {
+                (
+                    v.id.clone(),
+                    v.annotation_hours.or(spec.annotation_hours_per_volume),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let hours_of = |ids: &mut dyn Iterator<Item = &String>| -> Option<f64> {
+        let mut sum = 0.0;
+        for id in ids {
+            sum += annotated.iter().find(|(v, _)| v == id)?.1?;
+        }
+        Some(sum)
+    };
+
+    // long per-trial rows: (trial_id, fold, model, quantity, value)
+    let mut rows = QuantityRows::default();
+    let mut push = |t: &super::prepare::Trial, q: &str, v: f64| {
+        rows.trial.push(t.id.clone());
+        rows.fold.push(t.fold);
+        rows.model.push(t.model.clone());
+        rows.quantity.push(q.into());
+        rows.value.push(v);
+    };
+    let mut unknown_hours = false;
+    for t in prep
+        .trials
+        .iter()
+        .filter(|t| t.task == task.key && t.status == "finished")
+    {
+        let Some(phases) = per_trial.get(&t.id) else {
+            continue;
+        };
+        let Some(tests) = test_volumes.get(&t.id) else {
+            continue;
+        };
+        let sum = |names: &[&str]| names.iter().filter_map(|p| phases.get(*p)).sum::<f64>();
+        let synth = phases.get(SYNTH_PHASE).copied().unwrap_or(0.0);
+        let train = sum(&TRAIN_PHASES);
+        let test = sum(&TEST_PHASES);
+        let supervised = synth == 0.0 && train > 0.0;
+        let train_volumes: Vec<&String> = if supervised {
+            annotated
+                .iter()
+                .map(|(id, _)| id)
+                .filter(|id| !tests.contains(id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let train_hours = hours_of(&mut train_volumes.iter().copied());
+        let test_hours = hours_of(&mut tests.iter());
+        unknown_hours |= train_hours.is_none() || test_hours.is_none() || annotated.is_empty();
+        push(t, "synth", synth / 3600.0);
+        push(t, "train", train / 3600.0);
+        push(t, "test", test / 3600.0);
+        push(t, "train_volumes", train_volumes.len() as f64);
+        push(t, "test_volumes", tests.len() as f64);
+        if let (Some(a), Some(b)) = (train_hours, test_hours) {
+            push(t, "train_annotation", a);
+            push(t, "test_annotation", b);
+        }
+    }
+    if rows.trial.is_empty() {
+        return Ok((Vec::new(), notes));
+    }
+    if unknown_hours {
+        notes.push(
+            "Annotation hours unknown (dataset.toml not found, or a volume without \
+             annotation_hours and no annotation_hours_per_volume): times exclude annotation."
+                .into(),
+        );
+    }
+    let n = rows.trial.len();
+    let frame = DataFrame::new(
+        n,
+        vec![
+            Column::new("trial_id".into(), rows.trial),
+            Column::new("fold".into(), rows.fold),
+            Column::new("model".into(), rows.model),
+            Column::new("quantity".into(), rows.quantity),
+            Column::new("value".into(), rows.value),
+        ],
+    )
+    .map_err(&e)?;
+    let stats = aggregate(
+        &frame,
+        &["model", "quantity"],
+        Aggregation::OverSeedsAndFolds,
+    )?;
+    let models = string_column(&stats, "model").map_err(&e)?;
+    let quantities = string_column(&stats, "quantity").map_err(&e)?;
+    let means = f64_column(&stats, "mean").map_err(&e)?;
+    let trials = u64_column(&stats, "n_trials").map_err(&e)?;
+    let mut by_model: BTreeMap<(usize, String), HashMap<String, (f64, u32)>> = BTreeMap::new();
+    for i in 0..stats.height() {
+        let (Some(m), Some(q)) = (&models[i], &quantities[i]) else {
+            continue;
+        };
+        by_model.entry(model_rank(m)).or_default().insert(
+            q.clone(),
+            (means[i].unwrap_or(0.0), trials[i].unwrap_or(0) as u32),
+        );
+    }
+    let out = by_model
+        .into_iter()
+        .map(|((_, model), q)| {
+            let get = |k: &str| q.get(k).map(|v| v.0).unwrap_or(0.0);
+            let train_volumes = get("train_volumes");
+            let test_volumes = get("test_volumes");
+            let per_volume = match (q.get("train_annotation"), q.get("test_annotation")) {
+                (Some(a), Some(b)) if train_volumes + test_volumes > 0.0 => {
+                    Some((a.0 + b.0) / (train_volumes + test_volumes))
+                }
+                _ => None,
+            };
+            TimingRow {
+                model: model_label(&model),
+                annotation_hours_per_volume: per_volume,
+                annotated_train_volumes: train_volumes,
+                annotated_test_volumes: test_volumes,
+                synth_hours: get("synth"),
+                train_hours: get("train"),
+                test_hours: get("test"),
+                n_trials: q.get("train").map(|v| v.1).unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok((out, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_the_thesis() {
+        assert_eq!(duration(35.0 / 3600.0), "35 s");
+        assert_eq!(duration(66.0 / 60.0), "66 min");
+        assert_eq!(duration(40.0 / 60.0), "40 min");
+        assert_eq!(duration(28.6), "28.6 h");
+        assert_eq!(duration(28.0), "28 h");
+    }
+
+    #[test]
+    fn self_supervised_training_has_no_annotation_term() {
+        let r = TimingRow {
+            model: "CycleGAN".into(),
+            annotation_hours_per_volume: Some(28.0),
+            annotated_train_volumes: 0.0,
+            annotated_test_volumes: 2.0,
+            synth_hours: 40.0 / 60.0,
+            train_hours: 28.6,
+            test_hours: 35.0 / 3600.0,
+            n_trials: 0,
+        };
+        match r.training_cell(2) {
+            Cell::Value { text, .. } => assert_eq!(text, "40 min + 28.6 h = 29.27 h"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
