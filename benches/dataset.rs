@@ -10,7 +10,7 @@ use std::time::Instant;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
-use seglab::dataset::preprocess::{PreprocessConfig, percentiles, Arithmetic};
+use seglab::dataset::preprocess::{Arithmetic, PreprocessConfig, percentiles};
 use seglab::dataset::spec::PreprocessDefaults;
 use seglab::preset::Preset;
 use seglab::volume::{DType, Volume};

@@ -13,8 +13,7 @@ use rand::{RngExt, SeedableRng};
 
 use seglab::dataset::pad::PadMode;
 use seglab::infer::{
-    InferError, MergeMode, SlidingWindowConfig, WindowPredictor, predict_volume,
-    window_geometry,
+    InferError, MergeMode, SlidingWindowConfig, WindowPredictor, predict_volume, window_geometry,
 };
 use seglab::volume::Volume;
 

@@ -17,8 +17,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use seglab::models::{CycleGanConfig, ModelScale, ScaleSpec, Unet3dConfig, Vox2VoxConfig};
 use seglab::preset::Preset;
 use seglab::train::{
-    Batch, CycleGanTrainConfig, CycleGanTrainer, Trainer, Unet3dTrainConfig, Unet3dTrainer, Vox2VoxTrainConfig,
-    Vox2VoxTrainer,
+    Batch, CycleGanTrainConfig, CycleGanTrainer, Trainer, Unet3dTrainConfig, Unet3dTrainer,
+    Vox2VoxTrainConfig, Vox2VoxTrainer,
 };
 
 const CLASSES: [&str; 2] = ["golgi", "nuclei"];
@@ -73,7 +73,10 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     for s in scales.split(',') {
-        let scale: ModelScale = s.trim().parse().expect("SEGLAB_BENCH_SCALES: paper or cpu-small");
+        let scale: ModelScale = s
+            .trim()
+            .parse()
+            .expect("SEGLAB_BENCH_SCALES: paper or cpu-small");
         let spec = ScaleSpec::new(scale);
         let mut unet = Unet3dTrainer::new(
             Unet3dConfig::for_scale(2, 2, &spec).unwrap(),

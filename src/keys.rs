@@ -287,10 +287,12 @@ mod tests {
     fn unknown_key_at_top_level_and_in_a_sub_table() {
         let err = parse_toml::<Outer>("nam = \"a\"\n", &schema()).unwrap_err();
         assert!(err.message.contains("`nam`, did you mean `name`"), "{err}");
-        let err =
-            parse_toml::<Outer>("name = \"a\"\nsub = { id = \"x\", ids = 1 }\n", &schema())
-                .unwrap_err();
-        assert!(err.message.contains("`sub.ids`, did you mean `id`"), "{err}");
+        let err = parse_toml::<Outer>("name = \"a\"\nsub = { id = \"x\", ids = 1 }\n", &schema())
+            .unwrap_err();
+        assert!(
+            err.message.contains("`sub.ids`, did you mean `id`"),
+            "{err}"
+        );
         assert_eq!(err.line, 2);
     }
 

@@ -26,7 +26,11 @@ fn write(dir: &Path, rel: &str, contents: &[u8]) {
 fn one_error_line(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -36,7 +40,11 @@ fn one_error_line(out: &Output) -> String {
 #[test]
 fn unknown_key_names_file_key_and_nearest_key() {
     let dir = util::temp_dir();
-    write(dir.path(), "dataset.toml", GOOD.replace("mask = ", "masks = ").as_bytes());
+    write(
+        dir.path(),
+        "dataset.toml",
+        GOOD.replace("mask = ", "masks = ").as_bytes(),
+    );
     let out = util::run_seglab(&["data", "info", dir.path().to_str().unwrap()]);
     let line = one_error_line(&out);
     let file = dir.path().join("dataset.toml");
@@ -67,12 +75,18 @@ fn invalid_values_and_missing_dataset_toml() {
     write(
         dir.path(),
         "dataset.toml",
-        GOOD.replace("mask_channels = [\"golgi\", \"nuclei\"]", "mask_channels = [\"golgi\", \"cells\"]")
-            .as_bytes(),
+        GOOD.replace(
+            "mask_channels = [\"golgi\", \"nuclei\"]",
+            "mask_channels = [\"golgi\", \"cells\"]",
+        )
+        .as_bytes(),
     );
     let out = util::run_seglab(&["data", "info", dir.path().to_str().unwrap()]);
     let line = one_error_line(&out);
-    assert!(line.contains("mask_channels[1] = `cells` is not a mask channel"), "{line}");
+    assert!(
+        line.contains("mask_channels[1] = `cells` is not a mask channel"),
+        "{line}"
+    );
 
     let empty = util::temp_dir();
     let out = util::run_seglab(&["data", "info", empty.path().to_str().unwrap()]);

@@ -72,7 +72,10 @@ fn arrays() -> Vec<(&'static str, Array)> {
         shape,
         values,
     };
-    out.push(("u8_sparse", a("uint8", vec![200_003], sparse_u8(&mut rng, 200_003))));
+    out.push((
+        "u8_sparse",
+        a("uint8", vec![200_003], sparse_u8(&mut rng, 200_003)),
+    ));
     let u16s = (0..100_001)
         .map(|_| rng.random_range(0..4096u16) as f32)
         .collect();
@@ -151,8 +154,18 @@ fn percentile_stretch_matches_numpy_exactly() {
         .map(|_| (rng.random::<f32>().powi(4) * 60000.0).floor())
         .collect();
     let cases = [
-        ("stretch_u8", "uint8", u8_values, [[95.0, 99.8], [95.0, 98.0]]),
-        ("stretch_u16", "uint16", u16_values, [[5.0, 98.0], [95.0, 98.0]]),
+        (
+            "stretch_u8",
+            "uint8",
+            u8_values,
+            [[95.0, 99.8], [95.0, 98.0]],
+        ),
+        (
+            "stretch_u16",
+            "uint16",
+            u16_values,
+            [[5.0, 98.0], [95.0, 98.0]],
+        ),
     ];
     let mut manifest = Vec::new();
     for (name, dtype, values, pcts) in &cases {
@@ -163,8 +176,10 @@ fn percentile_stretch_matches_numpy_exactly() {
         };
         let file = format!("{name}.bin");
         a.write(&dir.path().join(&file));
-        manifest.push(json!({"kind": "stretch", "name": name, "file": file, "dtype": dtype,
-                             "shape": shape, "percentiles": pcts}));
+        manifest.push(
+            json!({"kind": "stretch", "name": name, "file": file, "dtype": dtype,
+                             "shape": shape, "percentiles": pcts}),
+        );
     }
     let results = run_reference(dir.path(), &Value::from(manifest));
     for (name, _, values, pcts) in &cases {
@@ -180,12 +195,23 @@ fn percentile_stretch_matches_numpy_exactly() {
             let src = &values[c * n..(c + 1) * n];
             let mut out = vec![0.0f32; n];
             let b = stretch.apply(src, &mut out, Arithmetic::F64).unwrap();
-            assert_close(b.low, bounds[c][0].as_f64().unwrap(), &format!("{name}[{c}] low"));
-            assert_close(b.high, bounds[c][1].as_f64().unwrap(), &format!("{name}[{c}] high"));
+            assert_close(
+                b.low,
+                bounds[c][0].as_f64().unwrap(),
+                &format!("{name}[{c}] low"),
+            );
+            assert_close(
+                b.high,
+                bounds[c][1].as_f64().unwrap(),
+                &format!("{name}[{c}] high"),
+            );
             let ours: Vec<u8> = out.iter().map(|&v| v as u8).collect();
             let want = &expected[c * n..(c + 1) * n];
             let diff = ours.iter().zip(want).filter(|(a, b)| a != b).count();
-            assert_eq!(diff, 0, "{name} channel {c}: {diff} voxels differ from NumPy");
+            assert_eq!(
+                diff, 0,
+                "{name} channel {c}: {diff} voxels differ from NumPy"
+            );
         }
         if *name == "stretch_u8" {
             let b = bounds[1].as_array().unwrap();
@@ -202,9 +228,19 @@ fn reflect_padding_matches_numpy() {
     let dir = util::temp_dir();
     let cases: [(&str, [usize; 3], [usize; 3], [usize; 3]); 5] = [
         ("high_end", [3, 4, 5], [0, 0, 0], [2, 3, 4]),
-        ("high_end_longer_than_axis", [3, 4, 5], [0, 0, 0], [5, 9, 13]),
+        (
+            "high_end_longer_than_axis",
+            [3, 4, 5],
+            [0, 0, 0],
+            [5, 9, 13],
+        ),
         ("symmetric", [3, 4, 5], [1, 2, 2], [1, 2, 3]),
-        ("symmetric_longer_than_axis", [2, 3, 5], [4, 7, 6], [5, 8, 11]),
+        (
+            "symmetric_longer_than_axis",
+            [2, 3, 5],
+            [4, 7, 6],
+            [5, 8, 11],
+        ),
         ("single_sample_axes", [1, 2, 3], [2, 2, 2], [3, 3, 3]),
     ];
     let mut manifest = Vec::new();
@@ -219,8 +255,10 @@ fn reflect_padding_matches_numpy() {
         };
         let file = format!("{name}.bin");
         a.write(&dir.path().join(&file));
-        manifest.push(json!({"kind": "pad", "name": name, "file": file, "dtype": "float32",
-                             "shape": shape, "before": before, "after": after}));
+        manifest.push(
+            json!({"kind": "pad", "name": name, "file": file, "dtype": "float32",
+                             "shape": shape, "before": before, "after": after}),
+        );
         inputs.push(values);
     }
     let results = run_reference(dir.path(), &Value::from(manifest));
@@ -270,9 +308,21 @@ fn otsu_matches_scikit_image() {
         ("otsu_u8", "uint8", u8_values),
         ("otsu_u8_sparse", "uint8", sparse_u8(&mut rng, 70_001)),
         ("otsu_u16", "uint16", u16_values),
-        ("otsu_f32", "float32", bimodal(&mut rng, 40_000, 0.2, 0.7, 0.3)),
-        ("otsu_f32_wide", "float32", bimodal(&mut rng, 9_999, -300.0, 4000.0, 2000.0)),
-        ("otsu_f32_few", "float32", vec![0.5, 0.25, 0.75, 0.3, 0.9, 0.1, 0.95]),
+        (
+            "otsu_f32",
+            "float32",
+            bimodal(&mut rng, 40_000, 0.2, 0.7, 0.3),
+        ),
+        (
+            "otsu_f32_wide",
+            "float32",
+            bimodal(&mut rng, 9_999, -300.0, 4000.0, 2000.0),
+        ),
+        (
+            "otsu_f32_few",
+            "float32",
+            vec![0.5, 0.25, 0.75, 0.3, 0.9, 0.1, 0.95],
+        ),
     ];
     let mut manifest = Vec::new();
     for (name, dtype, values) in &cases {
@@ -283,8 +333,10 @@ fn otsu_matches_scikit_image() {
         };
         let file = format!("{name}.bin");
         a.write(&dir.path().join(&file));
-        manifest.push(json!({"kind": "otsu", "name": name, "file": file, "dtype": dtype,
-                             "shape": [values.len()]}));
+        manifest.push(
+            json!({"kind": "otsu", "name": name, "file": file, "dtype": dtype,
+                             "shape": [values.len()]}),
+        );
     }
     let results = run_reference(dir.path(), &Value::from(manifest));
     for (name, _, values) in &cases {

@@ -6,8 +6,17 @@ mod util;
 use serde_json::Value;
 
 fn models_json(args: &[&str]) -> Value {
-    let out = util::seglab().arg("models").args(args).arg("--json").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = util::seglab()
+        .arg("models")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -38,14 +47,26 @@ fn paper_scale_counts_equal_the_published_ones() {
 fn cpu_small_is_much_smaller_and_text_output_is_a_table() {
     let small = models_json(&["--scale", "cpu-small"]);
     let paper = models_json(&[]);
-    for key in ["unet3d", "vox2vox_generator", "cyclegan_generator", "cyclegan_discriminator"] {
+    for key in [
+        "unet3d",
+        "vox2vox_generator",
+        "cyclegan_generator",
+        "cyclegan_discriminator",
+    ] {
         let (s, p) = (small[key].as_u64().unwrap(), paper[key].as_u64().unwrap());
         assert!(s * 30 < p, "{key}: {s} vs {p}");
     }
-    let out = util::seglab().args(["models", "--scale", "cpu-small"]).output().unwrap();
+    let out = util::seglab()
+        .args(["models", "--scale", "cpu-small"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("scale cpu-small (width ÷ 8)"), "{text}");
-    assert!(text.lines().any(|l| l.trim_start().starts_with("vox2vox_generator")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("vox2vox_generator")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -85,13 +85,20 @@ fn two_class_counts_and_shape_parameters_follow_the_code_distributions() {
             let [oz, oy, ox] = o.offset.unwrap();
             let pos = 0.5 + ox / 127.0;
             assert!((0.45..=0.55).contains(&pos), "pos {pos}");
-            assert!(((pos * 100.0).round() - pos * 100.0).abs() < 1e-6, "pos {pos}");
+            assert!(
+                ((pos * 100.0).round() - pos * 100.0).abs() < 1e-6,
+                "pos {pos}"
+            );
             assert!((oy - ox).abs() < 1e-9);
             assert!((oz - (pos - 0.5) * 15.0).abs() < 1e-9);
         }
     }
     // Uniform 45..=69: mean 57, sd 7.2 → sd of a 16-volume mean 1.8.
-    assert!((mean(&pairs) - 57.0).abs() < 6.0, "mean pairs {}", mean(&pairs));
+    assert!(
+        (mean(&pairs) - 57.0).abs() < 6.0,
+        "mean pairs {}",
+        mean(&pairs)
+    );
     let check = |name: &str, xs: &[f64], lo: f64, hi: f64| {
         let min = xs.iter().cloned().fold(f64::INFINITY, f64::min);
         let max = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -147,7 +154,10 @@ fn unwarped_objects_are_exactly_the_configured_digital_shapes() {
             // Without warp or rotation the centroids are offset by exactly `offset`.
             let (g, n) = (o.golgi_centroid.unwrap(), o.nucleus_centroid.unwrap());
             for (d, off) in [oz, oy, ox].iter().enumerate() {
-                assert!((n[d] - g[d] - off).abs() < 0.5, "axis {d}: {g:?} {n:?} {off}");
+                assert!(
+                    (n[d] - g[d] - off).abs() < 0.5,
+                    "axis {d}: {g:?} {n:?} {off}"
+                );
             }
             checked += 1;
         }
@@ -190,7 +200,12 @@ fn warped_pairs_keep_their_size_and_offset_roughly() {
     let (mg, mn) = (median(&mut ratios_g), median(&mut ratios_n));
     assert!((0.8..1.25).contains(&mg), "golgi volume ratio {mg}");
     assert!((0.8..1.25).contains(&mn), "nucleus volume ratio {mn}");
-    assert!(ratios_g.iter().chain(&ratios_n).all(|r| (0.3..3.0).contains(r)));
+    assert!(
+        ratios_g
+            .iter()
+            .chain(&ratios_n)
+            .all(|r| (0.3..3.0).contains(r))
+    );
     // Rotation keeps the nucleus–Golgi distance; the smooth warp changes it by a few voxels.
     let e = median(&mut offset_err);
     assert!(e < 3.0, "median offset error {e}");
@@ -211,7 +226,11 @@ fn three_class_channel_rules() {
         assert!((1..=3).contains(&r.isolated_nuclei));
         let (g, n, p) = (m.channel(0), m.channel(1), m.channel(2));
         // The pair channel lies within golgi ∪ nuclei and holds every paired voxel.
-        assert!(p.iter().zip(g.iter().zip(n)).all(|(&p, (&g, &n))| p <= (g | n)));
+        assert!(
+            p.iter()
+                .zip(g.iter().zip(n))
+                .all(|(&p, (&g, &n))| p <= (g | n))
+        );
         let outside_pairs = g
             .iter()
             .zip(n)
@@ -224,10 +243,17 @@ fn three_class_channel_rules() {
             .filter(|o| o.kind != ObjectKind::Pair)
             .map(|o| o.golgi_voxels + o.nucleus_voxels)
             .sum();
-        assert!(outside_pairs > 0, "isolated objects must be outside the pair channel");
+        assert!(
+            outside_pairs > 0,
+            "isolated objects must be outside the pair channel"
+        );
         assert!(outside_pairs <= isolated);
         // Isolated objects are neither warped nor rotated: exact digital shapes.
-        for o in r.objects.iter().filter(|o| o.kind != ObjectKind::Pair && o.placed) {
+        for o in r
+            .objects
+            .iter()
+            .filter(|o| o.kind != ObjectKind::Pair && o.placed)
+        {
             assert!(o.alpha.is_none() && o.angle_degrees.is_none());
             if o.kind == ObjectKind::IsolatedGolgi && fully_inside(o.window_origin, 128, shape) {
                 let rad = f64::from(o.golgi_radius.unwrap());
@@ -246,7 +272,11 @@ fn three_class_channel_rules() {
     };
     let m = generate_masks(&none, shape, 4).unwrap().mask;
     let (g, n, p) = (m.channel(0), m.channel(1), m.channel(2));
-    assert!(p.iter().zip(g.iter().zip(n)).all(|(&p, (&g, &n))| p == (g | n)));
+    assert!(
+        p.iter()
+            .zip(g.iter().zip(n))
+            .all(|(&p, (&g, &n))| p == (g | n))
+    );
 }
 
 #[test]
@@ -262,12 +292,22 @@ fn thesis_preset_uses_the_stated_intervals() {
         assert!((-6.0..=6.0).contains(&ox));
         assert!(o.angle_degrees.unwrap() <= 180.0);
     }
-    assert!(matches!(c.offset, OffsetConfig::Voxels { distance } if distance == FloatRange::new(-6.0, 6.0)));
+    assert!(
+        matches!(c.offset, OffsetConfig::Voxels { distance } if distance == FloatRange::new(-6.0, 6.0))
+    );
 }
 
 #[test]
 fn masks_are_identical_for_one_and_two_threads() {
-    for (classes, rotation) in [(2, RotationConfig::Z { degrees: IntRange::new(0, 179) }), (3, RotationConfig::Full)] {
+    for (classes, rotation) in [
+        (
+            2,
+            RotationConfig::Z {
+                degrees: IntRange::new(0, 179),
+            },
+        ),
+        (3, RotationConfig::Full),
+    ] {
         let config = MaskConfig {
             pairs: IntRange::new(20, 30),
             rotation,
@@ -296,7 +336,9 @@ fn full_rotation_tilts_nuclei_out_of_the_xy_plane() {
         (0..m.spatial()[0])
             .filter(|&z| {
                 let plane = m.spatial()[1] * m.spatial()[2];
-                m.channel(0)[z * plane..(z + 1) * plane].iter().any(|&v| v != 0)
+                m.channel(0)[z * plane..(z + 1) * plane]
+                    .iter()
+                    .any(|&v| v != 0)
             })
             .count()
     };
@@ -366,7 +408,11 @@ fn phantom_ground_truth_agrees_with_the_image() {
                         + (x as f64 - c[2]).powi(2);
                     if d2 <= (r + 1.0) * (r + 1.0) {
                         let i = (z * ny + y) * nx + x;
-                        assert_eq!(p.mask.channel(0)[i], 0, "dust at {c:?} is in the Golgi mask");
+                        assert_eq!(
+                            p.mask.channel(0)[i],
+                            0,
+                            "dust at {c:?} is in the Golgi mask"
+                        );
                         peak = peak.max(golgi_img[i]);
                     }
                 }
@@ -381,7 +427,11 @@ fn phantom_ground_truth_agrees_with_the_image() {
     );
     // The pair channel is the paired nuclei and their Golgi: inside golgi ∪ nuclei.
     let (g, n, pr) = (p.mask.channel(0), p.mask.channel(1), p.mask.channel(2));
-    assert!(pr.iter().zip(g.iter().zip(n)).all(|(&p, (&g, &n))| p <= (g | n)));
+    assert!(
+        pr.iter()
+            .zip(g.iter().zip(n))
+            .all(|(&p, (&g, &n))| p <= (g | n))
+    );
     // Golgi never lies inside a nucleus.
     assert!(g.iter().zip(n).all(|(&g, &n)| g & n == 0));
 }
@@ -460,7 +510,15 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[test]
 fn cli_print_config_round_trips_and_bad_values_name_the_field() {
-    let out = util::run_seglab(&["synth", "masks", "--classes", "3", "--preset", "thesis", "--print-config"]);
+    let out = util::run_seglab(&[
+        "synth",
+        "masks",
+        "--classes",
+        "3",
+        "--preset",
+        "thesis",
+        "--print-config",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     let parsed: MaskConfig = toml::from_str(&text).unwrap();
@@ -470,17 +528,32 @@ fn cli_print_config_round_trips_and_bad_values_name_the_field() {
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "golgi_radius = { min = 9, max = 5 }\n").unwrap();
     let out = util::run_seglab(&[
-        "synth", "masks", "--shape", "8x32x32", "--config", cfg.to_str().unwrap(), "--out",
+        "synth",
+        "masks",
+        "--shape",
+        "8x32x32",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
         dir.path().join("m.tif").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("golgi_radius.min must be ≤ max, got 9 > 5"), "{err}");
+    assert!(
+        err.contains("golgi_radius.min must be ≤ max, got 9 > 5"),
+        "{err}"
+    );
     assert!(err.contains("bad.toml"), "{err}");
     assert!(!dir.path().join("m.tif").exists());
 
     std::fs::write(&cfg, "pairz = 3\n").unwrap();
-    let out = util::run_seglab(&["synth", "phantom", "--config", cfg.to_str().unwrap(), "--print-config"]);
+    let out = util::run_seglab(&[
+        "synth",
+        "phantom",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--print-config",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("pairz"), "{}", stderr(&out));
 
@@ -497,7 +570,11 @@ fn cli_help_lines_fit_79_columns() {
         vec!["synth", "phantom", "--help"],
         vec!["synth", "preview", "--help"],
     ] {
-        let out = util::seglab().args(&args).env("COLUMNS", "79").output().unwrap();
+        let out = util::seglab()
+            .args(&args)
+            .env("COLUMNS", "79")
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
         for line in text.lines() {
@@ -514,20 +591,43 @@ fn cli_masks_phantom_and_preview_end_to_end() {
 
     // One mask file.
     let out = util::run_seglab(&[
-        "synth", "masks", "--shape", "20x96x96", "--classes", "3", "--seed", "7", "--out",
-        &path("m.tif"), "--report", &path("m.json"),
+        "synth",
+        "masks",
+        "--shape",
+        "20x96x96",
+        "--classes",
+        "3",
+        "--seed",
+        "7",
+        "--out",
+        &path("m.tif"),
+        "--report",
+        &path("m.json"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mask = seglab::volume::read_tiff(&d.join("m.tif")).unwrap();
     assert_eq!(mask.shape(), [3, 20, 96, 96]);
     let expected = generate_masks(&MaskConfig::preset(Preset::Code, 3), [20, 96, 96], 7).unwrap();
-    assert!(mask.to_binary() == expected.mask, "file differs from the library's mask");
+    assert!(
+        mask.to_binary() == expected.mask,
+        "file differs from the library's mask"
+    );
     assert!(d.join("m.json").exists());
 
     // A phantom dataset, then masks like it.
     let out = util::run_seglab(&[
-        "synth", "phantom", "--preset", "easy", "--volumes", "2", "--shape", "12x64x64",
-        "--seed", "1", "--out", &path("ph"),
+        "synth",
+        "phantom",
+        "--preset",
+        "easy",
+        "--volumes",
+        "2",
+        "--shape",
+        "12x64x64",
+        "--seed",
+        "1",
+        "--out",
+        &path("ph"),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let spec: seglab::dataset::DatasetSpec =
@@ -545,13 +645,28 @@ fn cli_masks_phantom_and_preview_end_to_end() {
     }
     // Refuses to overwrite without --force.
     let again = util::run_seglab(&[
-        "synth", "phantom", "--preset", "easy", "--volumes", "1", "--shape", "8x32x32",
-        "--out", &path("ph"),
+        "synth",
+        "phantom",
+        "--preset",
+        "easy",
+        "--volumes",
+        "1",
+        "--shape",
+        "8x32x32",
+        "--out",
+        &path("ph"),
     ]);
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
 
-    let out = util::run_seglab(&["synth", "masks", "--like", &path("ph"), "--out", &path("sm")]);
+    let out = util::run_seglab(&[
+        "synth",
+        "masks",
+        "--like",
+        &path("ph"),
+        "--out",
+        &path("sm"),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let sm: seglab::dataset::DatasetSpec =
         toml::from_str(&std::fs::read_to_string(d.join("sm/dataset.toml")).unwrap()).unwrap();

@@ -10,8 +10,8 @@ use rand_distr::{Distribution, Normal};
 use seglab::models::{CycleGanConfig, ModelScale, ScaleSpec, Unet3dConfig, Vox2VoxConfig};
 use seglab::preset::Preset;
 use seglab::train::{
-    Batch, CycleGanTrainConfig, CycleGanTrainer, StepLosses, Trainer, Unet3dTrainConfig, Unet3dTrainer,
-    Vox2VoxTrainConfig, Vox2VoxTrainer,
+    Batch, CycleGanTrainConfig, CycleGanTrainer, StepLosses, Trainer, Unet3dTrainConfig,
+    Unet3dTrainer, Vox2VoxTrainConfig, Vox2VoxTrainer,
 };
 
 const CLASSES: [&str; 2] = ["golgi", "nuclei"];
@@ -31,7 +31,11 @@ fn blob_sample(rng: &mut ChaCha8Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
         for z in 0..n {
             for y in 0..n {
                 for x in 0..n {
-                    let d = [(z as f64 - c[0]) / r[0], (y as f64 - c[1]) / r[1], (x as f64 - c[2]) / r[2]];
+                    let d = [
+                        (z as f64 - c[0]) / r[0],
+                        (y as f64 - c[1]) / r[1],
+                        (x as f64 - c[2]) / r[2],
+                    ];
                     if d.iter().map(|v| v * v).sum::<f64>() <= 1.0 {
                         mask[ch * vox + (z * n + y) * n + x] = 1.0;
                     }
@@ -46,7 +50,11 @@ fn blob_sample(rng: &mut ChaCha8Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
         add_ellipsoid(0, c, [r; 3]);
     }
     for _ in 0..rng.random_range(1..=2) {
-        let r = [rng.random_range(4.0..6.0), rng.random_range(5.0..8.0), rng.random_range(5.0..8.0)];
+        let r = [
+            rng.random_range(4.0..6.0),
+            rng.random_range(5.0..8.0),
+            rng.random_range(5.0..8.0),
+        ];
         let c = [0; 3].map(|_| rng.random_range(4.0..nf - 4.0));
         add_ellipsoid(1, c, r);
     }
@@ -128,20 +136,30 @@ fn unet3d_overfits_two_patches() {
     let n = cpu_small().patch_size();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let cfg = Unet3dConfig::for_scale(2, 2, &cpu_small()).unwrap();
-    let mut trainer = Unet3dTrainer::new(cfg, Unet3dTrainConfig::for_preset(Preset::Code), 0, &device).unwrap();
+    let mut trainer =
+        Unet3dTrainer::new(cfg, Unet3dTrainConfig::for_preset(Preset::Code), 0, &device).unwrap();
     let batch = blob_batch(&mut rng, 2, n, trainer.device());
     // Higher learning rate than the published 1e-4 so that two patches are memorised in a
     // few hundred steps.
     let mut dice = vec![0.0];
     for round in 0..12 {
         losses_of(&mut trainer, &batch, 25);
-        dice = dice_per_class(trainer.predict(batch.images.clone()), batch.masks.clone().inner());
+        dice = dice_per_class(
+            trainer.predict(batch.images.clone()),
+            batch.masks.clone().inner(),
+        );
         if dice.iter().all(|&d| d > 0.9) {
-            eprintln!("U-Net reached Dice {dice:?} after {} steps", (round + 1) * 25);
+            eprintln!(
+                "U-Net reached Dice {dice:?} after {} steps",
+                (round + 1) * 25
+            );
             return;
         }
     }
-    panic!("U-Net did not overfit: Dice {dice:?} after {} steps", trainer.steps());
+    panic!(
+        "U-Net did not overfit: Dice {dice:?} after {} steps",
+        trainer.steps()
+    );
 }
 
 #[test]
@@ -156,13 +174,22 @@ fn vox2vox_overfits_two_patches() {
     let mut dice = vec![0.0];
     for round in 0..16 {
         losses_of(&mut trainer, &batch, 25);
-        dice = dice_per_class(trainer.predict(batch.images.clone()), batch.masks.clone().inner());
+        dice = dice_per_class(
+            trainer.predict(batch.images.clone()),
+            batch.masks.clone().inner(),
+        );
         if dice.iter().all(|&d| d > 0.9) {
-            eprintln!("Vox2Vox reached Dice {dice:?} after {} steps", (round + 1) * 25);
+            eprintln!(
+                "Vox2Vox reached Dice {dice:?} after {} steps",
+                (round + 1) * 25
+            );
             return;
         }
     }
-    panic!("Vox2Vox did not overfit: Dice {dice:?} after {} steps", trainer.steps());
+    panic!(
+        "Vox2Vox did not overfit: Dice {dice:?} after {} steps",
+        trainer.steps()
+    );
 }
 
 /// Unpaired training on the blob domain: every step draws 2 image patches and, independently,
@@ -176,8 +203,12 @@ fn cyclegan_learns_an_easy_unpaired_domain() {
     let mut trainer = CycleGanTrainer::new(cfg, train, &CLASSES, &CLASSES, 0, &device).unwrap();
     let mut image_rng = ChaCha8Rng::seed_from_u64(21);
     let mut mask_rng = ChaCha8Rng::seed_from_u64(22);
-    let images: Vec<Batch> = (0..8).map(|_| blob_batch(&mut image_rng, 2, n, trainer.device())).collect();
-    let masks: Vec<Batch> = (0..8).map(|_| blob_batch(&mut mask_rng, 2, n, trainer.device())).collect();
+    let images: Vec<Batch> = (0..8)
+        .map(|_| blob_batch(&mut image_rng, 2, n, trainer.device()))
+        .collect();
+    let masks: Vec<Batch> = (0..8)
+        .map(|_| blob_batch(&mut mask_rng, 2, n, trainer.device()))
+        .collect();
     let test = blob_batch(&mut ChaCha8Rng::seed_from_u64(23), 4, n, trainer.device());
     let mut draw = ChaCha8Rng::seed_from_u64(24);
     let mut dice = vec![0.0];
@@ -191,13 +222,22 @@ fn cyclegan_learns_an_easy_unpaired_domain() {
             };
             trainer.train_step(&batch);
         }
-        dice = dice_per_class(trainer.predict(test.images.clone()), test.masks.clone().inner());
+        dice = dice_per_class(
+            trainer.predict(test.images.clone()),
+            test.masks.clone().inner(),
+        );
         if dice.iter().all(|&d| d > 0.7) {
-            eprintln!("CycleGAN reached Dice {dice:?} after {} steps", (round + 1) * 10);
+            eprintln!(
+                "CycleGAN reached Dice {dice:?} after {} steps",
+                (round + 1) * 10
+            );
             return;
         }
     }
-    panic!("CycleGAN did not learn: Dice {dice:?} after {} steps", trainer.steps());
+    panic!(
+        "CycleGAN did not learn: Dice {dice:?} after {} steps",
+        trainer.steps()
+    );
 }
 
 /// Tiny networks for the bookkeeping tests (widths ÷ 32, 32³ patches).
@@ -208,13 +248,18 @@ fn tiny() -> ScaleSpec {
 }
 
 fn loss_values(l: &[StepLosses]) -> Vec<Vec<f64>> {
-    l.iter().map(|s| s.0.iter().map(|&(_, v)| v).collect()).collect()
+    l.iter()
+        .map(|s| s.0.iter().map(|&(_, v)| v).collect())
+        .collect()
 }
 
 /// Trains `make()` for 4 steps, checkpointing after 2; a second trainer (other seed) loaded
 /// from the checkpoint must predict identically and continue with identical losses, and a
 /// third trainer with the same seed must reproduce all 4 losses.
-fn check_resume_and_determinism<T: Trainer>(make: impl Fn(u64) -> T, batch_of: impl Fn(&T) -> Batch) {
+fn check_resume_and_determinism<T: Trainer>(
+    make: impl Fn(u64) -> T,
+    batch_of: impl Fn(&T) -> Batch,
+) {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("checkpoint_last");
     let mut a = make(5);
@@ -228,7 +273,10 @@ fn check_resume_and_determinism<T: Trainer>(make: impl Fn(u64) -> T, batch_of: i
     let image = batch.images.clone().narrow(0, 0, 1).inner();
     assert_ne!(
         b.predict(image.clone()).try_into_vec_as::<f32>().unwrap(),
-        make(5).predict(image.clone()).try_into_vec_as::<f32>().unwrap(),
+        make(5)
+            .predict(image.clone())
+            .try_into_vec_as::<f32>()
+            .unwrap(),
         "different seeds should give different networks"
     );
     b.load_checkpoint(&ckpt).unwrap();
@@ -240,11 +288,19 @@ fn check_resume_and_determinism<T: Trainer>(make: impl Fn(u64) -> T, batch_of: i
         reference.predict(image).try_into_vec_as::<f32>().unwrap(),
         "checkpoint save → load must give identical predictions"
     );
-    assert_eq!(loss_values(&losses_of(&mut b, &batch, 2)), loss_values(&rest), "resumed losses");
+    assert_eq!(
+        loss_values(&losses_of(&mut b, &batch, 2)),
+        loss_values(&rest),
+        "resumed losses"
+    );
 
     let mut c = make(5);
     let again = losses_of(&mut c, &batch, 4);
-    assert_eq!(loss_values(&again), loss_values(&[first, rest].concat()), "same seed, same losses");
+    assert_eq!(
+        loss_values(&again),
+        loss_values(&[first, rest].concat()),
+        "same seed, same losses"
+    );
 }
 
 #[test]
@@ -291,8 +347,13 @@ fn checkpoints_refuse_other_models_and_configs() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("ckpt");
-    let unet = Unet3dTrainer::new(Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(), Unet3dTrainConfig::new(), 0, &device)
-        .unwrap();
+    let unet = Unet3dTrainer::new(
+        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
+        Unet3dTrainConfig::new(),
+        0,
+        &device,
+    )
+    .unwrap();
     unet.save_checkpoint(&ckpt).unwrap();
     // Saving again replaces the checkpoint and leaves no partial or old copy behind.
     unet.save_checkpoint(&ckpt).unwrap();
@@ -302,13 +363,23 @@ fn checkpoints_refuse_other_models_and_configs() {
         .collect();
     assert_eq!(names, vec!["ckpt"]);
 
-    let mut vox = Vox2VoxTrainer::new(Vox2VoxConfig::for_scale(2, 2, &tiny()).unwrap(), Vox2VoxTrainConfig::new(), 0, &device)
-        .unwrap();
+    let mut vox = Vox2VoxTrainer::new(
+        Vox2VoxConfig::for_scale(2, 2, &tiny()).unwrap(),
+        Vox2VoxTrainConfig::new(),
+        0,
+        &device,
+    )
+    .unwrap();
     let err = vox.load_checkpoint(&ckpt).unwrap_err().to_string();
-    assert!(err.contains("checkpoint of a unet3d model, expected vox2vox"), "{err}");
+    assert!(
+        err.contains("checkpoint of a unet3d model, expected vox2vox"),
+        "{err}"
+    );
 
     let mut wider = Unet3dTrainer::new(
-        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap().with_base_filters(2),
+        Unet3dConfig::for_scale(2, 2, &tiny())
+            .unwrap()
+            .with_base_filters(2),
         Unet3dTrainConfig::new(),
         0,
         &device,
@@ -317,6 +388,12 @@ fn checkpoints_refuse_other_models_and_configs() {
     let err = wider.load_checkpoint(&ckpt).unwrap_err().to_string();
     assert!(err.contains("model configuration differs"), "{err}");
 
-    let err = wider.load_checkpoint(&dir.path().join("missing")).unwrap_err().to_string();
-    assert!(err.contains("missing") && err.contains("state.json"), "{err}");
+    let err = wider
+        .load_checkpoint(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing") && err.contains("state.json"),
+        "{err}"
+    );
 }

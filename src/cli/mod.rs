@@ -8,14 +8,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod eval;
-pub mod mlflow;
-pub mod runs;
-pub mod inspect;
 pub mod data;
-pub mod synth;
+pub mod eval;
+pub mod inspect;
+pub mod mlflow;
 pub mod models;
 pub mod report;
+pub mod runs;
+pub mod synth;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic

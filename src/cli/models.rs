@@ -54,7 +54,9 @@ fn parse_classes(s: &str) -> Result<usize, String> {
     let names: Vec<&str> = s.split(',').map(str::trim).collect();
     for (i, n) in names.iter().enumerate() {
         if !["golgi", "nuclei", "pair"].contains(n) {
-            return Err(format!("unknown class `{n}`, expected golgi, nuclei or pair"));
+            return Err(format!(
+                "unknown class `{n}`, expected golgi, nuclei or pair"
+            ));
         }
         if names[..i].contains(n) {
             return Err(format!("class `{n}` is listed twice"));
@@ -66,7 +68,8 @@ fn parse_classes(s: &str) -> Result<usize, String> {
 pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let mut scale = ScaleSpec::new(args.scale);
     scale.width_divisor = args.width_divisor;
-    let cyclegan = CycleGanConfig::new(args.classes, args.classes).with_residual_mode(args.cyclegan_residual);
+    let cyclegan =
+        CycleGanConfig::new(args.classes, args.classes).with_residual_mode(args.cyclegan_residual);
     // Parameters stay lazy: counting allocates nothing, so the CPU device is only a label.
     let counts = param_counts(&scale, args.classes, &cyclegan, &Device::flex())
         .with_context(|| format!("cannot build the networks at scale {}", args.scale))?;
@@ -116,7 +119,11 @@ mod tests {
         assert_eq!(parse_classes("golgi,nuclei,pair"), Ok(3));
         assert_eq!(parse_classes("nuclei"), Ok(1));
         assert!(parse_classes("4").unwrap_err().contains("1, 2 or 3"));
-        assert!(parse_classes("golgi,cells").unwrap_err().contains("`cells`"));
+        assert!(
+            parse_classes("golgi,cells")
+                .unwrap_err()
+                .contains("`cells`")
+        );
         assert!(parse_classes("golgi,golgi").unwrap_err().contains("twice"));
     }
 

@@ -180,12 +180,10 @@ fn masks(a: MasksArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &a.config {
         config = config.with_overrides_file(file)?;
     }
-    config
-        .validate()
-        .with_context(|| match &a.config {
-            Some(f) => format!("invalid mask configuration in {}", f.display()),
-            None => "invalid mask configuration".into(),
-        })?;
+    config.validate().with_context(|| match &a.config {
+        Some(f) => format!("invalid mask configuration in {}", f.display()),
+        None => "invalid mask configuration".into(),
+    })?;
     if a.print_config {
         return print_toml(&config);
     }

@@ -366,15 +366,12 @@ fn check_channels(
     path: &Path,
 ) -> Result<(), DatasetError> {
     let message = if explicit {
-        indices
-            .iter()
-            .find(|&&c| c >= file_channels)
-            .map(|c| {
-                format!(
-                    "{what} file has {file_channels} channel(s) but files.{what}_channels \
+        indices.iter().find(|&&c| c >= file_channels).map(|c| {
+            format!(
+                "{what} file has {file_channels} channel(s) but files.{what}_channels \
                      asks for channel {c}"
-                )
-            })
+            )
+        })
     } else if file_channels != names.len() {
         Some(format!(
             "{what} file has {file_channels} channel(s) but dataset.toml declares {} \
@@ -427,8 +424,11 @@ mask = "m.tif"
     fn mask(c: usize, z: usize, y: usize, x: usize) -> AnyVolume {
         let n = c * z * y * x;
         AnyVolume::U8(
-            Volume::from_vec([c, z, y, x], (0..n).map(|i| (i % 3 == 0) as u8 * 255).collect())
-                .unwrap(),
+            Volume::from_vec(
+                [c, z, y, x],
+                (0..n).map(|i| (i % 3 == 0) as u8 * 255).collect(),
+            )
+            .unwrap(),
         )
     }
 
@@ -485,17 +485,27 @@ mask = "m.tif"
     #[test]
     fn channel_count_mismatches_are_errors() {
         let s = spec(None);
-        let err = assemble(&s, &s.volumes[0], (image(3, 1, 2, 2), Path::new("i.tif")), None)
-            .unwrap_err()
-            .to_string();
+        let err = assemble(
+            &s,
+            &s.volumes[0],
+            (image(3, 1, 2, 2), Path::new("i.tif")),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.starts_with("i.tif: image file has 3 channel(s) but dataset.toml declares 2"),
             "{err}"
         );
         let s = spec(Some(vec![0, 3]));
-        let err = assemble(&s, &s.volumes[0], (image(3, 1, 2, 2), Path::new("i.tif")), None)
-            .unwrap_err()
-            .to_string();
+        let err = assemble(
+            &s,
+            &s.volumes[0],
+            (image(3, 1, 2, 2), Path::new("i.tif")),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("asks for channel 3"), "{err}");
         let s = spec(None);
         let m = mask(3, 1, 2, 2);
@@ -507,7 +517,10 @@ mask = "m.tif"
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("m.tif: mask file has 3 channel(s)"), "{err}");
+        assert!(
+            err.starts_with("m.tif: mask file has 3 channel(s)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -522,7 +535,11 @@ mask = "m.tif"
             "{err}"
         );
         assert!(err.ends_with("i.tif not found"), "{err}");
-        std::fs::write(dir.path().join(DATASET_FILE), toml.replace("mask =", "msk =")).unwrap();
+        std::fs::write(
+            dir.path().join(DATASET_FILE),
+            toml.replace("mask =", "msk ="),
+        )
+        .unwrap();
         let err = Dataset::open(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("dataset.toml: line 7, column 1: unknown key `volumes[0].msk`"),
@@ -544,7 +561,11 @@ mask = "m.tif"
         std::fs::write(dir.path().join("i.tif"), b"abd").unwrap();
         let b = Dataset::open(dir.path()).unwrap().fingerprint().unwrap();
         assert_ne!(a, b);
-        std::fs::write(dir.path().join(DATASET_FILE), toml.replace("\"t\"", "\"u\"")).unwrap();
+        std::fs::write(
+            dir.path().join(DATASET_FILE),
+            toml.replace("\"t\"", "\"u\""),
+        )
+        .unwrap();
         let c = Dataset::open(dir.path()).unwrap().fingerprint().unwrap();
         assert_ne!(b, c);
     }

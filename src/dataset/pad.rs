@@ -63,9 +63,17 @@ pub fn reflect_map(n: usize, before: usize, after: usize) -> Vec<usize> {
 ///
 /// # Shapes
 /// `[C, Z, Y, X]` → `[C, Z + bz + az, Y + by + ay, X + bx + ax]`.
-pub fn reflect_pad<T: Copy>(volume: &Volume<T>, before: [usize; 3], after: [usize; 3]) -> Volume<T> {
+pub fn reflect_pad<T: Copy>(
+    volume: &Volume<T>,
+    before: [usize; 3],
+    after: [usize; 3],
+) -> Volume<T> {
     let [c, z, y, x] = volume.shape();
-    assert!(z * y * x > 0, "cannot pad an empty volume {:?}", volume.shape());
+    assert!(
+        z * y * x > 0,
+        "cannot pad an empty volume {:?}",
+        volume.shape()
+    );
     let zmap = reflect_map(z, before[0], after[0]);
     let ymap = reflect_map(y, before[1], after[1]);
     let xmap = reflect_map(x, before[2], after[2]);

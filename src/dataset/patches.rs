@@ -66,7 +66,9 @@ impl PatchSet {
             )));
         }
         let Some(first) = volumes.first() else {
-            return Err(DatasetError::Config("no volumes to cut patches from".into()));
+            return Err(DatasetError::Config(
+                "no volumes to cut patches from".into(),
+            ));
         };
         let image_channels = first.image.channels();
         let mask_channels = first.mask.as_ref().map(Volume::channels);
@@ -79,9 +81,11 @@ impl PatchSet {
                     image_channels
                 ))
             } else if v.mask.as_ref().map(Volume::channels) != mask_channels {
-                Some("mask channels differ from the first volume's (all volumes need the same \
+                Some(
+                    "mask channels differ from the first volume's (all volumes need the same \
                       mask channels, or none)"
-                    .to_string())
+                        .to_string(),
+                )
             } else if v.image.voxels() == 0 {
                 Some("is empty".to_string())
             } else {
@@ -165,7 +169,9 @@ impl PatchSet {
         batch.image_channels = self.image_channels;
         batch.mask_channels = self.mask_channels;
         batch.image.clear();
-        batch.image.reserve(origins.len() * self.image_channels * per_channel);
+        batch
+            .image
+            .reserve(origins.len() * self.image_channels * per_channel);
         batch.mask.clear();
         if let Some(mc) = self.mask_channels {
             batch.mask.reserve(origins.len() * mc * per_channel);
@@ -191,9 +197,7 @@ impl PatchSet {
     /// Number of valid patch positions in volume `i` (every voxel origin that fits).
     fn positions(&self, i: usize) -> u64 {
         let s = self.volumes[i].image.spatial();
-        (0..3)
-            .map(|a| (s[a] - self.size[a] + 1) as u64)
-            .product()
+        (0..3).map(|a| (s[a] - self.size[a] + 1) as u64).product()
     }
 }
 
@@ -312,7 +316,7 @@ impl GridPatches {
 
 /// Seeded random patch origins (ChaCha8: the same seed gives the same patches on every
 /// platform).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RandomPatches {
     rng: ChaCha8Rng,
 }
@@ -354,7 +358,10 @@ impl RandomPatches {
     /// `n` draws with replacement from `origins` — the published CycleGAN sampling, which
     /// picks random patch files uniformly with replacement (original-code-behaviour.md §1.7).
     pub fn sample_from(&mut self, origins: &[PatchOrigin], n: usize) -> Vec<PatchOrigin> {
-        assert!(!origins.is_empty(), "cannot sample from an empty patch list");
+        assert!(
+            !origins.is_empty(),
+            "cannot sample from an empty patch list"
+        );
         (0..n)
             .map(|_| origins[self.rng.random_range(0..origins.len())])
             .collect()
@@ -367,8 +374,7 @@ mod tests {
 
     fn volume(id: &str, z: usize, y: usize, x: usize, masked: bool) -> PatchVolume {
         let n = z * y * x;
-        let image = Volume::from_vec([2, z, y, x], (0..2 * n).map(|i| i as f32).collect())
-            .unwrap();
+        let image = Volume::from_vec([2, z, y, x], (0..2 * n).map(|i| i as f32).collect()).unwrap();
         let mask = masked.then(|| {
             Volume::from_vec([1, z, y, x], (0..n).map(|i| (i % 2) as u8).collect()).unwrap()
         });
@@ -484,13 +490,19 @@ mod tests {
         let mut b = volume("b", 4, 4, 4, true);
         b.mask = Some(Volume::zeros([1, 4, 4, 5]));
         let err = PatchSet::new(vec![volume("a", 4, 4, 4, true), b], [2, 2, 2]).unwrap_err();
-        assert!(err.to_string().contains("patch volume `b` mask is"), "{err}");
+        assert!(
+            err.to_string().contains("patch volume `b` mask is"),
+            "{err}"
+        );
         let err = PatchSet::new(
             vec![volume("a", 4, 4, 4, true), volume("c", 4, 4, 4, false)],
             [2, 2, 2],
         )
         .unwrap_err();
-        assert!(err.to_string().contains("`c` mask channels differ"), "{err}");
+        assert!(
+            err.to_string().contains("`c` mask channels differ"),
+            "{err}"
+        );
         assert!(PatchSet::new(vec![volume("a", 4, 4, 4, true)], [0, 2, 2]).is_err());
     }
 }

@@ -595,7 +595,13 @@ mod tests {
             equal_guard: 0.0,
             ..Default::default()
         };
-        assert!(guard.validate().unwrap_err().to_string().contains("equal_guard"));
+        assert!(
+            guard
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("equal_guard")
+        );
     }
 
     #[test]
@@ -623,6 +629,11 @@ mod tests {
         let p = PreprocessConfig::default()
             .resolve(Preset::Code, &names, &PreprocessDefaults::default())
             .unwrap();
-        assert!(p.apply(&nan, DType::F32).unwrap_err().to_string().contains("NaN"));
+        assert!(
+            p.apply(&nan, DType::F32)
+                .unwrap_err()
+                .to_string()
+                .contains("NaN")
+        );
     }
 }

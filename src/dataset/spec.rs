@@ -156,7 +156,10 @@ impl DatasetSpec {
                 "spacing must be three positive numbers (z, y, x) in µm, got {spacing:?}"
             ));
         }
-        non_negative(self.annotation_hours_per_volume, "annotation_hours_per_volume")?;
+        non_negative(
+            self.annotation_hours_per_volume,
+            "annotation_hours_per_volume",
+        )?;
         check_file_channels(
             self.files.image_channels.as_deref(),
             self.image_channels.len(),
@@ -178,8 +181,7 @@ impl DatasetSpec {
                 ));
             }
             for (i, &[low, high]) in pairs.iter().enumerate() {
-                if !(0.0..=100.0).contains(&low) || !(0.0..=100.0).contains(&high) || low > high
-                {
+                if !(0.0..=100.0).contains(&low) || !(0.0..=100.0).contains(&high) || low > high {
                     return Err(format!(
                         "preprocess.percentiles[{i}] must satisfy 0 <= low <= high <= 100, \
                          got [{low}, {high}]"
@@ -216,7 +218,10 @@ impl DatasetSpec {
                     v.id
                 ));
             }
-            non_negative(v.annotation_hours, &format!("volumes[{i}].annotation_hours"))?;
+            non_negative(
+                v.annotation_hours,
+                &format!("volumes[{i}].annotation_hours"),
+            )?;
         }
         Ok(())
     }
@@ -382,11 +387,17 @@ annotation_hours = 3.0
         let e = invalid(|s| s.files.image_channels = Some(vec![0]));
         assert!(e.contains("files.image_channels lists 1 channels"), "{e}");
         let e = invalid(|s| s.files.image_channels = Some(vec![1, 1]));
-        assert!(e.contains("files.image_channels[1] = 1 appears twice"), "{e}");
+        assert!(
+            e.contains("files.image_channels[1] = 1 appears twice"),
+            "{e}"
+        );
         let e = invalid(|s| s.spacing = Some([0.5, 0.0, 0.1]));
         assert!(e.starts_with("spacing must be"), "{e}");
         let e = invalid(|s| s.image_channels[1] = "golgi".into());
-        assert!(e.contains("image_channels[1] = `golgi` appears twice"), "{e}");
+        assert!(
+            e.contains("image_channels[1] = `golgi` appears twice"),
+            "{e}"
+        );
         let e = invalid(|s| s.preprocess.percentiles = Some(vec![[95.0, 99.8]]));
         assert!(e.contains("1 pairs for 2 image channels"), "{e}");
         let e = invalid(|s| s.volumes.clear());

@@ -34,8 +34,12 @@ pub const KFOLD_VAL_FRACTION: f64 = 0.2;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SplitScheme {
-    KFold { k: usize },
-    Nested { k: usize },
+    KFold {
+        k: usize,
+    },
+    Nested {
+        k: usize,
+    },
     LeaveOneOut,
     /// Folds read from a JSON file (nnU-Net `splits_final.json` layout, optional `test`).
     Explicit(PathBuf),
@@ -123,12 +127,14 @@ pub fn make_splits(
             let (val, train): (Vec<usize>, Vec<usize>) = match scheme {
                 SplitScheme::Nested { .. } => {
                     let v = (i + 1) % k;
-                    let train = (0..k).filter(|&j| j != i && j != v).flat_map(part).collect();
+                    let train = (0..k)
+                        .filter(|&j| j != i && j != v)
+                        .flat_map(part)
+                        .collect();
                     (part(v), train)
                 }
                 _ => {
-                    let mut rest: Vec<usize> =
-                        (0..k).filter(|&j| j != i).flat_map(part).collect();
+                    let mut rest: Vec<usize> = (0..k).filter(|&j| j != i).flat_map(part).collect();
                     let mut rng = ChaCha8Rng::seed_from_u64(seed);
                     rng.set_stream(1 + i as u64);
                     rest.shuffle(&mut rng);
@@ -166,7 +172,9 @@ fn units(ids: &[String], groups: &[Option<String>]) -> Result<Vec<Vec<String>>, 
     let mut units = Vec::new();
     for (id, group) in ids.iter().zip(groups) {
         if !seen.insert(id.as_str()) {
-            return Err(DatasetError::Split(format!("volume id `{id}` is listed twice")));
+            return Err(DatasetError::Split(format!(
+                "volume id `{id}` is listed twice"
+            )));
         }
         match group {
             Some(g) => grouped.entry(g.as_str()).or_default().push(id.clone()),
@@ -348,8 +356,8 @@ mod tests {
     #[test]
     fn nested_three_fold_of_three_volumes_is_one_each() {
         let ids = ids(3);
-        let folds = make_splits(&ids, &[None, None, None], &SplitScheme::Nested { k: 3 }, 0)
-            .unwrap();
+        let folds =
+            make_splits(&ids, &[None, None, None], &SplitScheme::Nested { k: 3 }, 0).unwrap();
         assert_eq!(folds.len(), 3);
         for (i, f) in folds.iter().enumerate() {
             assert_eq!((f.train.len(), f.val.len(), f.test.len()), (1, 1, 1));
@@ -360,9 +368,8 @@ mod tests {
 
     #[test]
     fn kfold_validation_comes_from_the_training_part() {
-        let ids = ids(10);
-        let folds =
-            make_splits(&ids, &vec![None; 10], &SplitScheme::KFold { k: 5 }, 3).unwrap();
+        let ten = ids(10);
+        let folds = make_splits(&ten, &vec![None; 10], &SplitScheme::KFold { k: 5 }, 3).unwrap();
         for f in &folds {
             // 10 units, 5 parts of 2: 8 remain, 20 % of 8 → 1 validation volume.
             assert_eq!((f.test.len(), f.val.len(), f.train.len()), (2, 1, 7));
@@ -374,9 +381,11 @@ mod tests {
 
     #[test]
     fn too_few_volumes_and_bad_k_are_errors() {
-        let e = make_splits(&ids(2), &[None, None], &SplitScheme::Nested { k: 3 }, 0)
-            .unwrap_err();
-        assert!(e.to_string().contains("at least 3 independent volumes"), "{e}");
+        let e = make_splits(&ids(2), &[None, None], &SplitScheme::Nested { k: 3 }, 0).unwrap_err();
+        assert!(
+            e.to_string().contains("at least 3 independent volumes"),
+            "{e}"
+        );
         let groups = vec![Some("a".to_string()); 4];
         let e = make_splits(&ids(4), &groups, &SplitScheme::KFold { k: 2 }, 0).unwrap_err();
         assert!(e.to_string().contains("has 1"), "{e}");
@@ -409,7 +418,11 @@ mod tests {
         // The dataset grew: the stored split no longer matches → error, not a silent redo.
         let more = super::tests::ids(5);
         let e = load_or_create_splits(dir.path(), &more, &vec![None; 5], &scheme, 1).unwrap_err();
-        assert!(e.to_string().contains("splits_nested-3_seed1.json: differs"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("splits_nested-3_seed1.json: differs"),
+            "{e}"
+        );
         // No temporary files left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
@@ -429,17 +442,31 @@ mod tests {
         let ok = check(r#"[{"train": ["v01", "v00"], "val": ["v02", "v03"]}]"#).unwrap();
         assert_eq!(ok[0].train, vec!["v00", "v01"]);
         assert!(ok[0].test.is_empty());
-        let e = check(r#"[{"train": ["v00"], "val": ["v09"]}]"#).unwrap_err().to_string();
-        assert!(e.ends_with("fold 0: unknown volume `v09` in val (not in the dataset)"), "{e}");
+        let e = check(r#"[{"train": ["v00"], "val": ["v09"]}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("fold 0: unknown volume `v09` in val (not in the dataset)"),
+            "{e}"
+        );
         let e = check(r#"[{"train": ["v00"], "val": ["v01"]}, {"train": ["v00"], "val": [], "test": ["v00"]}]"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("fold 1: volume `v00` is in both train and test"), "{e}");
-        let e = check(r#"[{"train": ["v02"], "val": ["v03"]}]"#).unwrap_err().to_string();
+        assert!(
+            e.contains("fold 1: volume `v00` is in both train and test"),
+            "{e}"
+        );
+        let e = check(r#"[{"train": ["v02"], "val": ["v03"]}]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("group `g` straddles train and val"), "{e}");
-        let e = check(r#"[{"train": [], "val": ["v00"]}]"#).unwrap_err().to_string();
+        let e = check(r#"[{"train": [], "val": ["v00"]}]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no training volumes"), "{e}");
-        let e = check(r#"[{"train": ["v00"], "vall": []}]"#).unwrap_err().to_string();
+        let e = check(r#"[{"train": ["v00"], "vall": []}]"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("splits_final.json: unknown field `vall`"), "{e}");
         let folds = check(r#"[{"train": ["v00"], "val": ["v01"]}]"#).unwrap();
         assert!(fold_at(&folds, 1).is_err());

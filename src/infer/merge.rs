@@ -116,7 +116,9 @@ impl Merger {
         // The window's overlap with the original volume, in window coordinates.
         let range = |a: usize, n: usize| {
             let lo = self.before[a].saturating_sub(origin[a]);
-            let hi = (self.before[a] + n).saturating_sub(origin[a]).min(self.window[a]);
+            let hi = (self.before[a] + n)
+                .saturating_sub(origin[a])
+                .min(self.window[a]);
             lo..hi.max(lo)
         };
         let (rz, ry, rx) = (range(0, vz), range(1, vy), range(2, vx));
@@ -224,11 +226,7 @@ mod tests {
             for (a, b) in p.data().iter().zip(want) {
                 assert!((a - b).abs() < 1e-6, "{mode:?}: {:?}", p.data());
             }
-            assert_eq!(
-                mask.data(),
-                &want.map(|v| u8::from(v > 0.45)),
-                "{mode:?}"
-            );
+            assert_eq!(mask.data(), &want.map(|v| u8::from(v > 0.45)), "{mode:?}");
         }
     }
 

@@ -132,7 +132,9 @@ pub fn predict_volume(
     }
     let out_channels = predictor.out_channels();
     if out_channels == 0 {
-        return Err(InferError::Output("the predictor has no output channels".into()));
+        return Err(InferError::Output(
+            "the predictor has no output channels".into(),
+        ));
     }
     let geometry = window_geometry([z, y, x], config.window, config.step, config.padding);
     let maps: [Vec<usize>; 3] = std::array::from_fn(|a| {
@@ -336,7 +338,10 @@ mod tests {
             ..Default::default()
         };
         let e = predict_volume(&mut Broken(vec![]), &img, &config).unwrap_err();
-        assert!(e.to_string().contains("1 windows in, 0 predictions out"), "{e}");
+        assert!(
+            e.to_string().contains("1 windows in, 0 predictions out"),
+            "{e}"
+        );
         let wrong = Volume::zeros([1, 4, 4, 3]);
         let e = predict_volume(&mut Broken(vec![wrong]), &img, &config).unwrap_err();
         assert!(e.to_string().contains("shape [1, 4, 4, 3]"), "{e}");

@@ -108,7 +108,11 @@ mod tests {
                 let p = padded_extent(1, n, w, s, PadMode::Symmetric);
                 assert!(p >= n && p >= w);
                 let windows = grid_origins(p, w, s).len();
-                assert_eq!((windows - 1) * s + w, p, "grid ends exactly at the padded edge");
+                assert_eq!(
+                    (windows - 1) * s + w,
+                    p,
+                    "grid ends exactly at the padded edge"
+                );
                 if windows > 1 {
                     // one window fewer would not cover n
                     assert!((windows - 2) * s + w < n, "n={n} w={w} s={s}");

@@ -145,7 +145,10 @@ impl ConvTranspose3dLayer {
         seeds: &mut SeedStream,
         device: &Device,
     ) -> Self {
-        assert!(kernel >= stride, "'same' transposed convolution needs kernel ≥ stride");
+        assert!(
+            kernel >= stride,
+            "'same' transposed convolution needs kernel ≥ stride"
+        );
         let [cin, cout] = channels;
         Self {
             weight: init.kernel(
@@ -241,7 +244,12 @@ impl InstanceNorm3d {
 /// momentum is the weight of the new batch, so Keras' 0.99 becomes 0.01; ε = 1e-3.
 /// One deviation: burn keeps the biased batch variance as running variance where Keras keeps
 /// the unbiased one (a factor m/(m−1) with m ≥ 4·64³ voxels per channel, i.e. < 10⁻⁶).
-pub fn keras_batch_norm(channels: usize, momentum: f64, epsilon: f64, device: &Device) -> BatchNorm {
+pub fn keras_batch_norm(
+    channels: usize,
+    momentum: f64,
+    epsilon: f64,
+    device: &Device,
+) -> BatchNorm {
     BatchNormConfig::new(channels)
         .with_momentum(momentum)
         .with_epsilon(epsilon)
@@ -291,7 +299,13 @@ impl DropoutRng {
         let scale = (1.0 / keep) as f32;
         let mut rng = self.0.lock().expect("dropout RNG poisoned");
         (0..n)
-            .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
+            .map(|_| {
+                if rng.random::<f64>() < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            })
             .collect()
     }
 }
@@ -308,7 +322,10 @@ pub struct Dropout3d {
 
 impl Dropout3d {
     pub fn new(rate: f64, rng: DropoutRng) -> Self {
-        assert!((0.0..1.0).contains(&rate), "dropout rate must be in [0, 1), got {rate}");
+        assert!(
+            (0.0..1.0).contains(&rate),
+            "dropout rate must be in [0, 1), got {rate}"
+        );
         Self {
             rate,
             training: Param::from_bool(true),
@@ -345,7 +362,9 @@ mod tests {
 
     fn arange(shape: [usize; 5], device: &Device) -> Tensor<5> {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 10.0 - 5.0).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 / 10.0 - 5.0)
+            .collect();
         Tensor::from_data(TensorData::new(v, shape), device)
     }
 
@@ -364,7 +383,8 @@ mod tests {
         let (od, oh, ow) = (out(d), out(h), out(w));
         let mut y = vec![0f32; n * cout * od * oh * ow];
         let xi = |b, c, z: isize, yy: isize, xx: isize| -> f32 {
-            if z < 0 || yy < 0 || xx < 0 || z >= d as isize || yy >= h as isize || xx >= w as isize {
+            if z < 0 || yy < 0 || xx < 0 || z >= d as isize || yy >= h as isize || xx >= w as isize
+            {
                 0.0
             } else {
                 x[(((b * cin + c) * d + z as usize) * h + yy as usize) * w + xx as usize]
@@ -380,14 +400,16 @@ mod tests {
                                 for a in 0..k {
                                     for bb in 0..k {
                                         for cc in 0..k {
-                                            let wv = wt[(((o * cin + c) * k + a) * k + bb) * k + cc];
-                                            s += wv * xi(
-                                                b,
-                                                c,
-                                                (z * stride + a) as isize - pad.0 as isize,
-                                                (yy * stride + bb) as isize - pad.0 as isize,
-                                                (xx * stride + cc) as isize - pad.0 as isize,
-                                            );
+                                            let wv =
+                                                wt[(((o * cin + c) * k + a) * k + bb) * k + cc];
+                                            s += wv
+                                                * xi(
+                                                    b,
+                                                    c,
+                                                    (z * stride + a) as isize - pad.0 as isize,
+                                                    (yy * stride + bb) as isize - pad.0 as isize,
+                                                    (xx * stride + cc) as isize - pad.0 as isize,
+                                                );
                                         }
                                     }
                                 }
@@ -427,12 +449,21 @@ mod tests {
         // (kernel, stride, size): k3 s2 pads (0, 1); k4 s1 pads (1, 2); k4 s2 pads (1, 1).
         for (k, s, size) in [(3, 2, 6), (4, 1, 4), (4, 2, 6), (7, 1, 5)] {
             let mut seeds = SeedStream::new(k as u64 * 10 + s as u64);
-            let conv = Conv3dLayer::new([2, 3], k, s, Padding::Same, InitScheme::GlorotUniform, &mut seeds, &dev);
+            let conv = Conv3dLayer::new(
+                [2, 3],
+                k,
+                s,
+                Padding::Same,
+                InitScheme::GlorotUniform,
+                &mut seeds,
+                &dev,
+            );
             let xs = [1, 2, size, size, size];
             let x = arange(xs, &dev);
             let y = conv.forward(x.clone());
             let pad = Padding::Same.amounts(size, k, s);
-            let (expect, eshape) = naive_conv(&to_vec(x), xs, &to_vec(conv.weight.val()), k, 3, s, pad);
+            let (expect, eshape) =
+                naive_conv(&to_vec(x), xs, &to_vec(conv.weight.val()), k, 3, s, pad);
             assert_eq!(y.dims(), eshape, "k{k} s{s}");
             assert_eq!(eshape[2], size.div_ceil(s));
             assert_close(&to_vec(y), &expect, 1e-4);
@@ -446,7 +477,14 @@ mod tests {
         let dev = device();
         for (k, s) in [(3usize, 2usize), (4, 2), (2, 2)] {
             let mut seeds = SeedStream::new(5);
-            let up = ConvTranspose3dLayer::new([2, 3], k, s, InitScheme::GlorotUniform, &mut seeds, &dev);
+            let up = ConvTranspose3dLayer::new(
+                [2, 3],
+                k,
+                s,
+                InitScheme::GlorotUniform,
+                &mut seeds,
+                &dev,
+            );
             let x = arange([1, 2, 3, 4, 5], &dev);
             let y = up.forward(x.clone());
             assert_eq!(y.dims(), [1, 3, 3 * s, 4 * s, 5 * s]);
@@ -476,7 +514,11 @@ mod tests {
             for chunk in v.chunks(group) {
                 let m = chunk.iter().map(|&a| a as f64).sum::<f64>() / group as f64;
                 let var = chunk.iter().map(|&a| (a as f64 - m).powi(2)).sum::<f64>() / group as f64;
-                expect.extend(chunk.iter().map(|&a| ((a as f64 - m) / (var.sqrt() + eps)) as f32));
+                expect.extend(
+                    chunk
+                        .iter()
+                        .map(|&a| ((a as f64 - m) / (var.sqrt() + eps)) as f32),
+                );
             }
             assert_close(&y, &expect, 1e-5);
         }
@@ -526,7 +568,10 @@ mod tests {
         let grads = max_pool3d(x.clone()).sum().backward();
         let g = to_vec(x.grad(&grads).unwrap());
         // Exactly one maximum per 2×2×2 window receives the gradient.
-        assert_eq!(g.iter().filter(|&&v| v == 1.0).count(), n * c * d * h * w / 8);
+        assert_eq!(
+            g.iter().filter(|&&v| v == 1.0).count(),
+            n * c * d * h * w / 8
+        );
     }
 
     fn itertools_product() -> impl Iterator<Item = (usize, usize, usize)> {

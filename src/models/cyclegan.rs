@@ -97,7 +97,9 @@ pub struct ResidualBlock {
 
 impl ResidualBlock {
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let y = self.norm.forward(self.conv.forward(self.first.forward(x.clone())));
+        let y = self
+            .norm
+            .forward(self.conv.forward(self.first.forward(x.clone())));
         match self.mode {
             ResidualMode::Concat => Tensor::cat(vec![y, x], 1),
             ResidualMode::Add => y + x,
@@ -142,7 +144,11 @@ impl CycleGanConfig {
     }
 
     /// The published networks for the given channels at a scale.
-    pub fn for_scale(image_channels: usize, mask_channels: usize, scale: &ScaleSpec) -> Result<Self, ModelError> {
+    pub fn for_scale(
+        image_channels: usize,
+        mask_channels: usize,
+        scale: &ScaleSpec,
+    ) -> Result<Self, ModelError> {
         Self::new(image_channels, mask_channels).scaled(scale)
     }
 
@@ -153,10 +159,18 @@ impl CycleGanConfig {
         positive("model.generator_filters", self.generator_filters)?;
         positive("model.discriminator_filters", self.discriminator_filters)?;
         if !(self.norm_epsilon > 0.0 && self.norm_epsilon.is_finite()) {
-            return Err(ModelError::config("model.norm_epsilon", "must be > 0", self.norm_epsilon));
+            return Err(ModelError::config(
+                "model.norm_epsilon",
+                "must be > 0",
+                self.norm_epsilon,
+            ));
         }
         if !(self.leaky_slope >= 0.0 && self.leaky_slope.is_finite()) {
-            return Err(ModelError::config("model.leaky_slope", "must be ≥ 0", self.leaky_slope));
+            return Err(ModelError::config(
+                "model.leaky_slope",
+                "must be ≥ 0",
+                self.leaky_slope,
+            ));
         }
         Ok(())
     }
@@ -165,7 +179,11 @@ impl CycleGanConfig {
     /// the discriminators' four (a multiple of 16).
     pub fn validate_patch(&self, size: usize) -> Result<(), ModelError> {
         if size == 0 || size % 16 != 0 {
-            return Err(ModelError::config("patch_size", "must be a positive multiple of 16 for CycleGAN", size));
+            return Err(ModelError::config(
+                "patch_size",
+                "must be a positive multiple of 16 for CycleGAN",
+                size,
+            ));
         }
         Ok(())
     }
@@ -183,14 +201,28 @@ impl CycleGanConfig {
         device: &Device,
     ) -> ConvNormRelu {
         ConvNormRelu {
-            conv: Conv3dLayer::new(channels, kernel, stride, Padding::Same, self.initializer, seeds, device),
+            conv: Conv3dLayer::new(
+                channels,
+                kernel,
+                stride,
+                Padding::Same,
+                self.initializer,
+                seeds,
+                device,
+            ),
             norm: self.norm(channels[1], device),
         }
     }
 
     /// Builds a generator from `in_channels` to `out_channels` with kernels drawn from streams
     /// derived from `seed`.
-    pub fn init_generator(&self, in_channels: usize, out_channels: usize, seed: u64, device: &Device) -> CycleGanGenerator {
+    pub fn init_generator(
+        &self,
+        in_channels: usize,
+        out_channels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> CycleGanGenerator {
         let mut seeds = SeedStream::new(seed);
         let f = self.generator_filters;
         let stem = self.conv_norm_relu([in_channels, f], 7, 1, &mut seeds, device);
@@ -204,7 +236,15 @@ impl CycleGanConfig {
         for _ in 0..self.residual_blocks {
             blocks.push(ResidualBlock {
                 first: self.conv_norm_relu([cin, r], 3, 1, &mut seeds, device),
-                conv: Conv3dLayer::new([r, r], 3, 1, Padding::Same, self.initializer, &mut seeds, device),
+                conv: Conv3dLayer::new(
+                    [r, r],
+                    3,
+                    1,
+                    Padding::Same,
+                    self.initializer,
+                    &mut seeds,
+                    device,
+                ),
                 norm: self.norm(r, device),
                 mode: self.residual_mode,
             });
@@ -220,7 +260,15 @@ impl CycleGanConfig {
             });
             cin = w;
         }
-        let out = Conv3dLayer::new([f, out_channels], 7, 1, Padding::Same, self.initializer, &mut seeds, device);
+        let out = Conv3dLayer::new(
+            [f, out_channels],
+            7,
+            1,
+            Padding::Same,
+            self.initializer,
+            &mut seeds,
+            device,
+        );
         let out_norm = self.final_norm.then(|| self.norm(out_channels, device));
         CycleGanGenerator {
             stem,
@@ -243,20 +291,47 @@ impl CycleGanConfig {
     }
 
     /// Builds a discriminator for inputs of `channels` channels.
-    pub fn init_discriminator(&self, channels: usize, seed: u64, device: &Device) -> CycleGanDiscriminator {
+    pub fn init_discriminator(
+        &self,
+        channels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> CycleGanDiscriminator {
         let mut seeds = SeedStream::new(seed);
         let f = self.discriminator_filters;
-        let specs = [(f, 2, false), (2 * f, 2, true), (4 * f, 2, true), (8 * f, 2, true), (8 * f, 1, true)];
+        let specs = [
+            (f, 2, false),
+            (2 * f, 2, true),
+            (4 * f, 2, true),
+            (8 * f, 2, true),
+            (8 * f, 1, true),
+        ];
         let mut layers = Vec::new();
         let mut cin = channels;
         for (w, stride, norm) in specs {
             layers.push(PatchLayer {
-                conv: Conv3dLayer::new([cin, w], 4, stride, Padding::Same, self.initializer, &mut seeds, device),
+                conv: Conv3dLayer::new(
+                    [cin, w],
+                    4,
+                    stride,
+                    Padding::Same,
+                    self.initializer,
+                    &mut seeds,
+                    device,
+                ),
                 norm: norm.then(|| self.norm(w, device)),
             });
             cin = w;
         }
-        let out = Conv3dLayer::new([cin, 1], 4, 1, Padding::Same, self.initializer, &mut seeds, device);
+        let out = Conv3dLayer::new(
+            [cin, 1],
+            4,
+            1,
+            Padding::Same,
+            self.initializer,
+            &mut seeds,
+            device,
+        );
         CycleGanDiscriminator {
             layers,
             out,
@@ -333,14 +408,23 @@ mod tests {
         let two = CycleGanConfig::for_scale(2, 2, &paper).unwrap();
         assert_eq!(trainable_params(&two.init_segmenter(0, &dev)), 26_483_270);
         assert_eq!(trainable_params(&two.init_painter(0, &dev)), 26_483_270);
-        assert_eq!(trainable_params(&two.init_mask_discriminator(0, &dev)), 27_832_513);
+        assert_eq!(
+            trainable_params(&two.init_mask_discriminator(0, &dev)),
+            27_832_513
+        );
         let add = two.clone().with_residual_mode(ResidualMode::Add);
         assert_eq!(trainable_params(&add.init_segmenter(0, &dev)), 8_567_366);
         let no_final = two.clone().with_final_norm(false);
-        assert_eq!(trainable_params(&no_final.init_segmenter(0, &dev)), 26_483_270 - 4);
+        assert_eq!(
+            trainable_params(&no_final.init_segmenter(0, &dev)),
+            26_483_270 - 4
+        );
         let three = CycleGanConfig::for_scale(3, 3, &paper).unwrap();
         assert_eq!(trainable_params(&three.init_segmenter(0, &dev)), 26_505_225);
-        assert_eq!(trainable_params(&three.init_image_discriminator(0, &dev)), 27_836_609);
+        assert_eq!(
+            trainable_params(&three.init_image_discriminator(0, &dev)),
+            27_836_609
+        );
     }
 
     #[test]

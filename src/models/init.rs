@@ -146,10 +146,12 @@ impl InitScheme {
                 let dist = Normal::new(0.0, std).expect("finite std");
                 let bound = TRUNCATION * std;
                 (0..n)
-                    .map(|_| loop {
-                        let v: f64 = dist.sample(&mut rng);
-                        if v.abs() <= bound {
-                            break v as f32;
+                    .map(|_| {
+                        loop {
+                            let v: f64 = dist.sample(&mut rng);
+                            if v.abs() <= bound {
+                                break v as f32;
+                            }
                         }
                     })
                     .collect()
@@ -235,7 +237,10 @@ mod tests {
         let (mean, std, max) = stats(&v);
         let target = (2.0f64 / 100.0).sqrt();
         assert!(mean.abs() < 2e-3, "{mean}");
-        assert!((std - target).abs() / target < 0.01, "std {std} vs {target}");
+        assert!(
+            (std - target).abs() / target < 0.01,
+            "std {std} vs {target}"
+        );
         assert!(max <= 2.0 * target / TRUNCATED_STD + 1e-6, "{max}");
 
         let v = InitScheme::Normal002.draw(n, fans, 3);

@@ -49,7 +49,11 @@ pub enum ModelError {
 
 impl ModelError {
     /// A [`ModelError::Config`] for `field`, which should satisfy `expected` but is `got`.
-    pub fn config(field: impl Into<String>, expected: impl Into<String>, got: impl fmt::Display) -> Self {
+    pub fn config(
+        field: impl Into<String>,
+        expected: impl Into<String>,
+        got: impl fmt::Display,
+    ) -> Self {
         ModelError::Config {
             field: field.into(),
             expected: expected.into(),
@@ -101,7 +105,9 @@ impl FromStr for ModelKind {
             .into_iter()
             .find(|m| m.name() == s)
             .ok_or_else(|| {
-                format!("unknown model `{s}`, expected one of: unet3d, vox2vox, cyclegan, threshold")
+                format!(
+                    "unknown model `{s}`, expected one of: unet3d, vox2vox, cyclegan, threshold"
+                )
             })
     }
 }
@@ -230,7 +236,9 @@ pub fn parse_device(spec: &str) -> Result<Device, ModelError> {
         return Ok(Device::flex());
     }
     let Some(index) = spec.strip_prefix("cuda:") else {
-        return Err(err("expected `cpu` or `cuda:N` (N = GPU index, e.g. cuda:0)"));
+        return Err(err(
+            "expected `cpu` or `cuda:N` (N = GPU index, e.g. cuda:0)",
+        ));
     };
     let index: usize = index
         .parse()

@@ -48,9 +48,23 @@ pub struct ConvBlock {
 }
 
 impl ConvBlock {
-    fn new(cin: usize, cout: usize, cfg: &Unet3dConfig, seeds: &mut SeedStream, device: &Device) -> Self {
+    fn new(
+        cin: usize,
+        cout: usize,
+        cfg: &Unet3dConfig,
+        seeds: &mut SeedStream,
+        device: &Device,
+    ) -> Self {
         let conv = |cin, seeds: &mut SeedStream| {
-            Conv3dLayer::new([cin, cout], 3, 1, Padding::Same, cfg.initializer, seeds, device)
+            Conv3dLayer::new(
+                [cin, cout],
+                3,
+                1,
+                Padding::Same,
+                cfg.initializer,
+                seeds,
+                device,
+            )
         };
         let bn = || keras_batch_norm(cout, cfg.bn_momentum, cfg.bn_epsilon, device);
         Self {
@@ -79,8 +93,13 @@ pub struct Unet3d {
 
 impl Unet3dConfig {
     /// The published network for `in_channels` → `out_channels` at a scale.
-    pub fn for_scale(in_channels: usize, out_channels: usize, scale: &ScaleSpec) -> Result<Self, ModelError> {
-        let cfg = Self::new(in_channels, out_channels).with_base_filters(scale.width(32, "unet3d.base_filters")?);
+    pub fn for_scale(
+        in_channels: usize,
+        out_channels: usize,
+        scale: &ScaleSpec,
+    ) -> Result<Self, ModelError> {
+        let cfg = Self::new(in_channels, out_channels)
+            .with_base_filters(scale.width(32, "unet3d.base_filters")?);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -91,10 +110,18 @@ impl Unet3dConfig {
         positive("model.out_channels", self.out_channels)?;
         positive("model.base_filters", self.base_filters)?;
         if !(0.0..=1.0).contains(&self.bn_momentum) {
-            return Err(ModelError::config("model.bn_momentum", "must be in [0, 1]", self.bn_momentum));
+            return Err(ModelError::config(
+                "model.bn_momentum",
+                "must be in [0, 1]",
+                self.bn_momentum,
+            ));
         }
         if !(self.bn_epsilon > 0.0 && self.bn_epsilon.is_finite()) {
-            return Err(ModelError::config("model.bn_epsilon", "must be > 0", self.bn_epsilon));
+            return Err(ModelError::config(
+                "model.bn_epsilon",
+                "must be > 0",
+                self.bn_epsilon,
+            ));
         }
         Ok(())
     }
@@ -103,7 +130,11 @@ impl Unet3dConfig {
     pub fn validate_patch(&self, size: usize) -> Result<(), ModelError> {
         let m = 1 << LEVELS;
         if size == 0 || size % m != 0 {
-            return Err(ModelError::config("patch_size", format!("must be a positive multiple of {m} for the U-Net"), size));
+            return Err(ModelError::config(
+                "patch_size",
+                format!("must be a positive multiple of {m} for the U-Net"),
+                size,
+            ));
         }
         Ok(())
     }
@@ -124,11 +155,26 @@ impl Unet3dConfig {
         let mut decoders = Vec::new();
         let mut cin = bridge_width;
         for &w in widths.iter().rev() {
-            upsamplers.push(ConvTranspose3dLayer::new([cin, w], 2, 2, self.initializer, &mut seeds, device));
+            upsamplers.push(ConvTranspose3dLayer::new(
+                [cin, w],
+                2,
+                2,
+                self.initializer,
+                &mut seeds,
+                device,
+            ));
             decoders.push(ConvBlock::new(2 * w, w, self, &mut seeds, device));
             cin = w;
         }
-        let head = Conv3dLayer::new([cin, self.out_channels], 1, 1, Padding::Valid, self.initializer, &mut seeds, device);
+        let head = Conv3dLayer::new(
+            [cin, self.out_channels],
+            1,
+            1,
+            Padding::Valid,
+            self.initializer,
+            &mut seeds,
+            device,
+        );
         Unet3d {
             encoders,
             bridge,
@@ -155,7 +201,12 @@ impl Unet3d {
             skips.push(s);
         }
         let mut x = self.bridge.forward(x); // [batch, 16f, n/16, …]
-        for ((up, dec), skip) in self.upsamplers.iter().zip(&self.decoders).zip(skips.into_iter().rev()) {
+        for ((up, dec), skip) in self
+            .upsamplers
+            .iter()
+            .zip(&self.decoders)
+            .zip(skips.into_iter().rev())
+        {
             let u = up.forward(x); // [batch, f·2^i, n/2^i, …]
             x = dec.forward(Tensor::cat(vec![u, skip], 1)); // [batch, f·2^i, n/2^i, …]
         }
@@ -196,7 +247,13 @@ mod tests {
     fn invalid_configs_name_the_field() {
         let err = Unet3dConfig::new(2, 0).validate().unwrap_err().to_string();
         assert_eq!(err, "model.out_channels must be > 0, got 0");
-        let err = Unet3dConfig::new(2, 2).validate_patch(24).unwrap_err().to_string();
-        assert!(err.starts_with("patch_size must be a positive multiple of 16"), "{err}");
+        let err = Unet3dConfig::new(2, 2)
+            .validate_patch(24)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("patch_size must be a positive multiple of 16"),
+            "{err}"
+        );
     }
 }

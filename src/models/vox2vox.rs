@@ -11,7 +11,9 @@ use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{Conv3dLayer, ConvTranspose3dLayer, Dropout3d, DropoutRng, InstanceNorm3d, Padding};
+use super::blocks::{
+    Conv3dLayer, ConvTranspose3dLayer, Dropout3d, DropoutRng, InstanceNorm3d, Padding,
+};
 use super::init::{InitScheme, SeedStream};
 use super::{ModelError, ScaleSpec, positive};
 
@@ -125,7 +127,11 @@ pub struct Vox2VoxDiscriminator {
 
 impl Vox2VoxConfig {
     /// The published networks for `in_channels` → `out_channels` at a scale.
-    pub fn for_scale(in_channels: usize, out_channels: usize, scale: &ScaleSpec) -> Result<Self, ModelError> {
+    pub fn for_scale(
+        in_channels: usize,
+        out_channels: usize,
+        scale: &ScaleSpec,
+    ) -> Result<Self, ModelError> {
         let cfg = Self::new(in_channels, out_channels)
             .with_generator_filters(scale.width(64, "vox2vox.generator_filters")?)
             .with_discriminator_filters(scale.width(64, "vox2vox.discriminator_filters")?);
@@ -140,13 +146,25 @@ impl Vox2VoxConfig {
         positive("model.generator_filters", self.generator_filters)?;
         positive("model.discriminator_filters", self.discriminator_filters)?;
         if !(self.norm_epsilon > 0.0 && self.norm_epsilon.is_finite()) {
-            return Err(ModelError::config("model.norm_epsilon", "must be > 0", self.norm_epsilon));
+            return Err(ModelError::config(
+                "model.norm_epsilon",
+                "must be > 0",
+                self.norm_epsilon,
+            ));
         }
         if !(self.leaky_slope >= 0.0 && self.leaky_slope.is_finite()) {
-            return Err(ModelError::config("model.leaky_slope", "must be ≥ 0", self.leaky_slope));
+            return Err(ModelError::config(
+                "model.leaky_slope",
+                "must be ≥ 0",
+                self.leaky_slope,
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ModelError::config("model.dropout", "must be in [0, 1)", self.dropout));
+            return Err(ModelError::config(
+                "model.dropout",
+                "must be in [0, 1)",
+                self.dropout,
+            ));
         }
         Ok(())
     }
@@ -156,13 +174,22 @@ impl Vox2VoxConfig {
     /// sizes are multiples of 16 from 32 up.
     pub fn validate_patch(&self, size: usize) -> Result<(), ModelError> {
         if size < 32 || size % 16 != 0 {
-            return Err(ModelError::config("patch_size", "must be a multiple of 16 and ≥ 32 for Vox2Vox", size));
+            return Err(ModelError::config(
+                "patch_size",
+                "must be a multiple of 16 and ≥ 32 for Vox2Vox",
+                size,
+            ));
         }
         Ok(())
     }
 
     fn norm(&self, channels: usize, device: &Device) -> InstanceNorm3d {
-        InstanceNorm3d::new(channels, self.norm == Vox2VoxNorm::PerChannel, self.norm_epsilon, device)
+        InstanceNorm3d::new(
+            channels,
+            self.norm == Vox2VoxNorm::PerChannel,
+            self.norm_epsilon,
+            device,
+        )
     }
 
     fn down(
@@ -176,7 +203,15 @@ impl Vox2VoxConfig {
         device: &Device,
     ) -> DownBlock {
         DownBlock {
-            conv: Conv3dLayer::new(channels, 4, stride, padding, self.initializer, seeds, device),
+            conv: Conv3dLayer::new(
+                channels,
+                4,
+                stride,
+                padding,
+                self.initializer,
+                seeds,
+                device,
+            ),
             norm: norm.then(|| self.norm(channels[1], device)),
             dropout: dropout.map(|rng| Dropout3d::new(self.dropout, rng.clone())),
             slope: self.leaky_slope,
@@ -193,7 +228,15 @@ impl Vox2VoxConfig {
         let mut encoders = Vec::new();
         let mut cin = self.in_channels;
         for (i, &w) in widths.iter().enumerate() {
-            encoders.push(self.down([cin, w], 2, Padding::Same, i > 0, Some(&rng), &mut seeds, device));
+            encoders.push(self.down(
+                [cin, w],
+                2,
+                Padding::Same,
+                i > 0,
+                Some(&rng),
+                &mut seeds,
+                device,
+            ));
             cin = w;
         }
         let b = 8 * f;
@@ -202,7 +245,15 @@ impl Vox2VoxConfig {
         let mut cin = b;
         for _ in 0..self.bottleneck_blocks {
             bottleneck.push(DenseBlock {
-                conv: Conv3dLayer::new([cin, b], 4, 1, Padding::Same, self.initializer, &mut seeds, device),
+                conv: Conv3dLayer::new(
+                    [cin, b],
+                    4,
+                    1,
+                    Padding::Same,
+                    self.initializer,
+                    &mut seeds,
+                    device,
+                ),
                 norm: self.norm(b, device),
                 slope: self.leaky_slope,
             });
@@ -218,7 +269,14 @@ impl Vox2VoxConfig {
             });
             cin = 2 * w;
         }
-        let out = ConvTranspose3dLayer::new([cin, self.out_channels], 4, 2, self.initializer, &mut seeds, device);
+        let out = ConvTranspose3dLayer::new(
+            [cin, self.out_channels],
+            4,
+            2,
+            self.initializer,
+            &mut seeds,
+            device,
+        );
         Vox2VoxGenerator {
             encoders,
             bottleneck_in,
@@ -237,11 +295,35 @@ impl Vox2VoxConfig {
         let mut blocks = Vec::new();
         let mut cin = self.in_channels + self.out_channels;
         for (i, w) in [f, 2 * f, 4 * f].into_iter().enumerate() {
-            blocks.push(self.down([cin, w], 2, Padding::Same, i > 0, Some(&rng), &mut seeds, device));
+            blocks.push(self.down(
+                [cin, w],
+                2,
+                Padding::Same,
+                i > 0,
+                Some(&rng),
+                &mut seeds,
+                device,
+            ));
             cin = w;
         }
-        let conv4 = self.down([cin, 8 * f], 1, Padding::Zeros(1), true, None, &mut seeds, device);
-        let out = Conv3dLayer::new([8 * f, 1], 4, 1, Padding::Zeros(1), self.initializer, &mut seeds, device);
+        let conv4 = self.down(
+            [cin, 8 * f],
+            1,
+            Padding::Zeros(1),
+            true,
+            None,
+            &mut seeds,
+            device,
+        );
+        let out = Conv3dLayer::new(
+            [8 * f, 1],
+            4,
+            1,
+            Padding::Zeros(1),
+            self.initializer,
+            &mut seeds,
+            device,
+        );
         Vox2VoxDiscriminator {
             blocks,
             conv4,
@@ -317,15 +399,27 @@ mod tests {
         let paper = ScaleSpec::new(ModelScale::Paper);
         let two = Vox2VoxConfig::for_scale(2, 2, &paper).unwrap();
         assert_eq!(trainable_params(&two.init_generator(0, &dev)), 150_498_710);
-        assert_eq!(trainable_params(&two.init_discriminator(0, &dev)), 11_060_167);
+        assert_eq!(
+            trainable_params(&two.init_discriminator(0, &dev)),
+            11_060_167
+        );
         let three = Vox2VoxConfig::for_scale(3, 3, &paper).unwrap();
-        assert_eq!(trainable_params(&three.init_generator(0, &dev)), 150_510_999);
-        assert_eq!(trainable_params(&three.init_discriminator(0, &dev)), 11_068_359);
+        assert_eq!(
+            trainable_params(&three.init_generator(0, &dev)),
+            150_510_999
+        );
+        assert_eq!(
+            trainable_params(&three.init_discriminator(0, &dev)),
+            11_068_359
+        );
         // Per-channel norms add 2·(C − 1) parameters per norm layer.
         let per_channel = two.clone().with_norm(Vox2VoxNorm::PerChannel);
         let g = trainable_params(&per_channel.init_generator(0, &dev));
         let norms = [128, 256, 512, 512, 512, 512, 512, 256, 128, 64];
-        assert_eq!(g, 150_498_710 + norms.iter().map(|c| 2 * (c - 1)).sum::<usize>());
+        assert_eq!(
+            g,
+            150_498_710 + norms.iter().map(|c| 2 * (c - 1)).sum::<usize>()
+        );
     }
 
     #[test]

@@ -175,7 +175,9 @@ pub struct ElasticConfig {
 pub enum RotationConfig {
     None,
     /// About the Z axis only, an integer angle in degrees (the code: `0..=179`).
-    Z { degrees: IntRange },
+    Z {
+        degrees: IntRange,
+    },
     /// A uniformly random 3-D rotation (not in the code: nuclei there never tilt out of the
     /// XY plane).
     Full,
@@ -442,7 +444,9 @@ where
     let overrides: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     let mut merged = toml::Table::try_from(base).map_err(|e| e.to_string())?;
     merge_tables(&mut merged, overrides);
-    merged.try_into().map_err(|e: toml::de::Error| e.to_string())
+    merged
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())
 }
 
 fn merge_tables(base: &mut toml::Table, overrides: toml::Table) {
@@ -475,7 +479,10 @@ mod tests {
             }
         }
         assert_eq!(MaskConfig::default(), MaskConfig::preset(Preset::Code, 2));
-        assert_eq!(MaskConfig::preset(Preset::Thesis, 2).pairs, IntRange::new(40, 90));
+        assert_eq!(
+            MaskConfig::preset(Preset::Thesis, 2).pairs,
+            IntRange::new(40, 90)
+        );
     }
 
     #[test]
@@ -498,7 +505,10 @@ mod tests {
             decimals: None,
         };
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.starts_with("offset.pos must lie within [0, 1]"), "{err}");
+        assert!(
+            err.starts_with("offset.pos must lie within [0, 1]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::path::{Component, Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::SynthError;
 use super::config::MaskConfig;
 use super::masks::{MaskReport, generate_masks};
 use super::phantom::{PhantomConfig, PhantomPreset, PhantomReport, render_phantom};
 use super::rng::volume_seed;
-use super::SynthError;
 use crate::dataset::{DATASET_FILE, DatasetSpec, VolumeEntry};
 use crate::volume::{AnyVolume, Spacing, Volume, read_tiff, write_mask, write_tiff};
 
@@ -62,9 +62,8 @@ fn write_atomically(
         }
         None => temporary_sibling(path, "tmp"),
     };
-    let result = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| SynthError::io(path, e))
-    });
+    let result =
+        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| SynthError::io(path, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -158,10 +157,7 @@ pub fn read_like(dataset: &Path) -> Result<(DatasetSpec, Vec<LikeVolume>), Synth
         path: file.clone(),
         message: e.to_string(),
     })?;
-    let root = file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let root = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let root = std::path::absolute(&root).map_err(|e| SynthError::io(&root, e))?;
     if spec.volumes.is_empty() {
         return Err(SynthError::Input {
@@ -467,7 +463,10 @@ mod tests {
 
     #[test]
     fn annotation_hours_scale_with_voxels() {
-        assert!((MEAN_CROP_VOXELS - 18.84e6).abs() < 0.01e6, "{MEAN_CROP_VOXELS}");
+        assert!(
+            (MEAN_CROP_VOXELS - 18.84e6).abs() < 0.01e6,
+            "{MEAN_CROP_VOXELS}"
+        );
         let h = annotation_hours([48, 192, 192]);
         assert!((h - 2.63).abs() < 0.01, "{h}");
     }

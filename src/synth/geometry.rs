@@ -468,9 +468,7 @@ impl ObjectTransform {
                 if corner & 2 == 0 { qlo[1] } else { qhi[1] },
                 if corner & 4 == 0 { qlo[2] } else { qhi[2] },
             ];
-            let r = self
-                .rotation
-                .apply([q[0] - c[0], q[1] - c[1], q[2] - c[2]]);
+            let r = self.rotation.apply([q[0] - c[0], q[1] - c[1], q[2] - c[2]]);
             for d in 0..3 {
                 plo[d] = plo[d].min(r[d] + c[d]);
                 phi[d] = phi[d].max(r[d] + c[d]);
@@ -515,11 +513,13 @@ impl ObjectTransform {
                     if seg_lo > seg_hi {
                         continue;
                     }
-                    let (a0, a1) = (anchors[k - k_lo], anchors[(k + 1 - k_lo).min(anchors.len() - 1)]);
+                    let (a0, a1) = (
+                        anchors[k - k_lo],
+                        anchors[(k + 1 - k_lo).min(anchors.len() - 1)],
+                    );
                     let origin = (k * ROW_STEP) as f64;
                     let slope: Vec3 = std::array::from_fn(|d| (a1[d] - a0[d]) / ROW_STEP as f64);
-                    let a: Vec3 =
-                        std::array::from_fn(|d| base[d] + a0[d] - origin * slope[d]);
+                    let a: Vec3 = std::array::from_fn(|d| base[d] + a0[d] - origin * slope[d]);
                     let b: Vec3 = std::array::from_fn(|d| step[d] + slope[d]);
                     let Some((t0, t1)) = solid.line_interval(a, b) else {
                         continue;

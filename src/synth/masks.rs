@@ -297,11 +297,7 @@ fn build_object(
         _ => Vec::new(),
     };
     let offset = match (kind, nucleus_centre) {
-        (ObjectKind::Pair, Some(n)) => Some([
-            n[2] - centre[2],
-            n[1] - centre[1],
-            n[0] - centre[0],
-        ]),
+        (ObjectKind::Pair, Some(n)) => Some([n[2] - centre[2], n[1] - centre[1], n[0] - centre[0]]),
         _ => None,
     };
     Built {
@@ -351,8 +347,12 @@ impl Canvas {
     }
 
     fn overlaps(&self, b: &Built, x0: usize, y0: usize) -> bool {
-        b.golgi.iter().any(|v| self.golgi[self.index(v, x0, y0)] != 0)
-            || b.nucleus.iter().any(|v| self.nuclei[self.index(v, x0, y0)] != 0)
+        b.golgi
+            .iter()
+            .any(|v| self.golgi[self.index(v, x0, y0)] != 0)
+            || b.nucleus
+                .iter()
+                .any(|v| self.nuclei[self.index(v, x0, y0)] != 0)
     }
 
     fn insert(&mut self, b: &Built, x0: usize, y0: usize) {
@@ -433,7 +433,11 @@ mod tests {
         assert_eq!(m.channels(), 3);
         let (g, n, p) = (m.channel(0), m.channel(1), m.channel(2));
         // pair ⊆ golgi ∪ nuclei.
-        assert!(p.iter().zip(g.iter().zip(n)).all(|(&p, (&g, &n))| p <= (g | n)));
+        assert!(
+            p.iter()
+                .zip(g.iter().zip(n))
+                .all(|(&p, (&g, &n))| p <= (g | n))
+        );
         // Isolated objects are not in the pair channel: golgi ∪ nuclei has more voxels.
         let union = g.iter().zip(n).filter(|&(&g, &n)| g | n != 0).count();
         let pairs = p.iter().filter(|&&v| v != 0).count();

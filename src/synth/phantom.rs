@@ -642,9 +642,15 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
             let horizontal = rng.random_bool(0.5);
             let (a, b) = (rng.random_range(0.0..1.0), rng.random_range(0.0..1.0));
             let (p0, p2) = if horizontal {
-                ([-10.0, a * fy, depth(&mut rng)], [fx + 10.0, b * fy, depth(&mut rng)])
+                (
+                    [-10.0, a * fy, depth(&mut rng)],
+                    [fx + 10.0, b * fy, depth(&mut rng)],
+                )
             } else {
-                ([a * fx, -10.0, depth(&mut rng)], [b * fx, fy + 10.0, depth(&mut rng)])
+                (
+                    [a * fx, -10.0, depth(&mut rng)],
+                    [b * fx, fy + 10.0, depth(&mut rng)],
+                )
             };
             let p1 = [
                 rng.random_range(0.2..0.8) * fx,
@@ -902,7 +908,11 @@ fn brightness(ch: &ChannelConfig, rng: &mut impl rand::Rng) -> f64 {
 
 /// The nodes of a smooth random field: normal values on a grid of spacing `scale` voxels,
 /// interpolated trilinearly by [`upsample`] / [`upsample_at`].
-fn noise_grid(shape: [usize; 3], scale: [f64; 3], rng: &mut impl rand::Rng) -> (Vec<f32>, [usize; 3]) {
+fn noise_grid(
+    shape: [usize; 3],
+    scale: [f64; 3],
+    rng: &mut impl rand::Rng,
+) -> (Vec<f32>, [usize; 3]) {
     let cshape: [usize; 3] =
         std::array::from_fn(|d| ((shape[d] as f64 / scale[d]).ceil() as usize + 1).max(2));
     let coarse = (0..cshape.iter().product::<usize>())
@@ -1044,25 +1054,28 @@ pub fn render_phantom(
         .unzip();
 
     // 2–5. Optics, background, depth, detection.
-    let channels: Vec<Vec<f32>> = [(&config.golgi_channel, dg, 0u64), (&config.nuclei_channel, dn, 1)]
-        .into_par_iter()
-        .map(|(ch, density, c)| {
-            let mut signal = density.clone();
-            gaussian_blur(&mut signal, shape, config.optics.psf_sigma);
-            if ch.haze > 0.0 {
-                let h = haze(&density, shape, config.optics.haze_sigma);
-                let w = ch.haze as f32;
-                for (s, h) in signal.iter_mut().zip(h) {
-                    *s += w * h;
-                }
+    let channels: Vec<Vec<f32>> = [
+        (&config.golgi_channel, dg, 0u64),
+        (&config.nuclei_channel, dn, 1),
+    ]
+    .into_par_iter()
+    .map(|(ch, density, c)| {
+        let mut signal = density.clone();
+        gaussian_blur(&mut signal, shape, config.optics.psf_sigma);
+        if ch.haze > 0.0 {
+            let h = haze(&density, shape, config.optics.haze_sigma);
+            let w = ch.haze as f32;
+            for (s, h) in signal.iter_mut().zip(h) {
+                *s += w * h;
             }
-            let background = background_field(ch, shape, &mut stream(seed, &[tag::HAZE, c]));
-            for (s, b) in signal.iter_mut().zip(background) {
-                *s += b;
-            }
-            detect(ch, &config.optics, signal, shape, seed, c)
-        })
-        .collect();
+        }
+        let background = background_field(ch, shape, &mut stream(seed, &[tag::HAZE, c]));
+        for (s, b) in signal.iter_mut().zip(background) {
+            *s += b;
+        }
+        detect(ch, &config.optics, signal, shape, seed, c)
+    })
+    .collect();
 
     let max = match config.sample_type {
         DType::U16 => f32::from(u16::MAX),
@@ -1074,14 +1087,20 @@ pub fn render_phantom(
         DType::U16 => AnyVolume::U16(
             Volume::from_vec(
                 image_shape,
-                image_data.iter().map(|&v| v.clamp(0.0, max) as u16).collect(),
+                image_data
+                    .iter()
+                    .map(|&v| v.clamp(0.0, max) as u16)
+                    .collect(),
             )
             .expect("image size"),
         ),
         _ => AnyVolume::U8(
             Volume::from_vec(
                 image_shape,
-                image_data.iter().map(|&v| v.clamp(0.0, max) as u8).collect(),
+                image_data
+                    .iter()
+                    .map(|&v| v.clamp(0.0, max) as u8)
+                    .collect(),
             )
             .expect("image size"),
         ),
@@ -1108,11 +1127,8 @@ pub fn render_phantom(
             u8::from(nucleus_paired || golgi_paired)
         }));
     }
-    let mask = Volume::from_vec(
-        [config.mask_classes as usize, nz, ny, nx],
-        mask_data,
-    )
-    .expect("mask size");
+    let mask =
+        Volume::from_vec([config.mask_classes as usize, nz, ny, nx], mask_data).expect("mask size");
 
     let report = PhantomReport {
         seed,
@@ -1199,7 +1215,11 @@ fn detect(
                 let counts = poisson(lambda, &mut rng) + ch.read_noise * gauss(&mut rng);
                 let grey = ch.offset + ch.gain * counts;
                 // Rounded to the nearest grey level; negatives clip to 0 later anyway.
-                *v = if grey > 0.0 { (grey + 0.5) as u32 as f32 } else { 0.0 };
+                *v = if grey > 0.0 {
+                    (grey + 0.5) as u32 as f32
+                } else {
+                    0.0
+                };
             }
         });
     expected
@@ -1252,8 +1272,8 @@ mod tests {
 
     #[test]
     fn small_render_has_objects_and_matching_shapes() {
-        let p = render_phantom(&PhantomConfig::preset(PhantomPreset::Easy), [16, 64, 64], 2)
-            .unwrap();
+        let p =
+            render_phantom(&PhantomConfig::preset(PhantomPreset::Easy), [16, 64, 64], 2).unwrap();
         assert_eq!(p.image.shape(), [2, 16, 64, 64]);
         assert_eq!(p.mask.shape(), [3, 16, 64, 64]);
         assert!(p.report.nuclei > 0);

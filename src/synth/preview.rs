@@ -136,7 +136,10 @@ fn row_panels(row: &PreviewRow, z: Option<usize>) -> Result<(Vec<Panel>, usize, 
                 .iter()
                 .map(|&v| ((v - lo) / (hi - lo)).clamp(0.0, 1.0))
                 .collect();
-            let name = names.get(c).cloned().unwrap_or_else(|| format!("channel {c}"));
+            let name = names
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| format!("channel {c}"));
             panels.push(Panel {
                 title: format!("{name} image"),
                 w,
@@ -166,7 +169,10 @@ fn row_panels(row: &PreviewRow, z: Option<usize>) -> Result<(Vec<Panel>, usize, 
     if let Some((mask, names)) = &row.mask {
         let planes: Vec<(String, &[u8])> = (0..mask.channels())
             .map(|c| {
-                let name = names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
+                let name = names
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class {c}"));
                 (name, slice(mask, c, z))
             })
             .collect();
@@ -186,7 +192,14 @@ fn row_panels(row: &PreviewRow, z: Option<usize>) -> Result<(Vec<Panel>, usize, 
                 }
             }
         }
-        let title = format!("ground truth ({})", planes.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(", "));
+        let title = format!(
+            "ground truth ({})",
+            planes
+                .iter()
+                .map(|p| p.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         panels.push(Panel {
             title,
             w,
@@ -315,7 +328,11 @@ pub fn write_preview(rows: &[PreviewRow], z: Option<usize>, path: &Path) -> Resu
         message,
     };
     let image = render_preview(rows, z).map_err(err)?;
-    if path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) != Some("png".into())
+    if path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        != Some("png".into())
     {
         return Err(err("the output file must end in .png".into()));
     }
@@ -327,8 +344,12 @@ pub fn write_preview(rows: &[PreviewRow], z: Option<usize>, path: &Path) -> Resu
     let tmp = path.with_file_name(format!(".{name}.tmp-{}.png", std::process::id()));
     let draw = || -> Result<(), String> {
         let root = BitMapBackend::new(&tmp, (image.width, image.height)).into_drawing_area();
-        let element = BitMapElement::with_owned_buffer((0, 0), (image.width, image.height), image.rgb.clone())
-            .ok_or("pixel buffer size mismatch")?;
+        let element = BitMapElement::with_owned_buffer(
+            (0, 0),
+            (image.width, image.height),
+            image.rgb.clone(),
+        )
+        .ok_or("pixel buffer size mismatch")?;
         root.draw(&element).map_err(|e| e.to_string())?;
         for l in &image.labels {
             let style = ("sans-serif", l.size).into_font().color(&BLACK);
@@ -385,7 +406,11 @@ fn looks_like_mask(v: &AnyVolume) -> bool {
 }
 
 /// Picks the listed channels of a file volume, or all of them.
-fn pick(v: Volume<f32>, channels: Option<&[usize]>, path: &Path) -> Result<Volume<f32>, SynthError> {
+fn pick(
+    v: Volume<f32>,
+    channels: Option<&[usize]>,
+    path: &Path,
+) -> Result<Volume<f32>, SynthError> {
     match channels {
         None => Ok(v),
         Some(ch) => v.select_channels(ch).map_err(|e| SynthError::Input {

@@ -61,7 +61,10 @@ pub fn read_info(dir: &Path) -> Result<CheckpointInfo, TrainError> {
     if info.format != FORMAT_VERSION {
         return Err(TrainError::Checkpoint {
             path,
-            message: format!("checkpoint format {} is not supported (expected {FORMAT_VERSION})", info.format),
+            message: format!(
+                "checkpoint format {} is not supported (expected {FORMAT_VERSION})",
+                info.format
+            ),
         });
     }
     Ok(info)
@@ -100,7 +103,10 @@ pub(crate) struct CheckpointWriter {
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(suffix);
     dir.with_file_name(name)
 }
@@ -129,14 +135,21 @@ impl CheckpointWriter {
     /// Saves the weights (and batch-norm statistics) of `module` as `<name>.bpk`.
     pub(crate) fn module<M: Module>(&self, name: &str, module: &M) -> Result<(), TrainError> {
         let path = self.partial.join(format!("{name}.bpk"));
-        module.clone().save_file(&path).map_err(|e| TrainError::Checkpoint {
-            path,
-            message: e.to_string(),
-        })
+        module
+            .clone()
+            .save_file(&path)
+            .map_err(|e| TrainError::Checkpoint {
+                path,
+                message: e.to_string(),
+            })
     }
 
     /// Saves the state of `optimizer` as `opt_<name>.bpk`.
-    pub(crate) fn optimizer(&self, name: &str, optimizer: &ModuleOptimizer) -> Result<(), TrainError> {
+    pub(crate) fn optimizer(
+        &self,
+        name: &str,
+        optimizer: &ModuleOptimizer,
+    ) -> Result<(), TrainError> {
         let path = self.partial.join(format!("opt_{name}.bpk"));
         optimizer.save(&path).map_err(|e| TrainError::Checkpoint {
             path,
@@ -173,14 +186,20 @@ pub(crate) fn load_module<M: Module>(dir: &Path, name: &str, module: M) -> Resul
             message: "missing from the checkpoint".into(),
         });
     }
-    module.try_load_file(&path).map_err(|e| TrainError::Checkpoint {
-        path,
-        message: e.to_string(),
-    })
+    module
+        .try_load_file(&path)
+        .map_err(|e| TrainError::Checkpoint {
+            path,
+            message: e.to_string(),
+        })
 }
 
 /// Loads `<dir>/opt_<name>.bpk` into `optimizer`.
-pub(crate) fn load_optimizer(dir: &Path, name: &str, optimizer: ModuleOptimizer) -> Result<ModuleOptimizer, TrainError> {
+pub(crate) fn load_optimizer(
+    dir: &Path,
+    name: &str,
+    optimizer: ModuleOptimizer,
+) -> Result<ModuleOptimizer, TrainError> {
     let path = dir.join(format!("opt_{name}.bpk"));
     if !path.exists() {
         return Err(TrainError::Checkpoint {

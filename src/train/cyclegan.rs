@@ -31,7 +31,9 @@ use super::losses::{channel_weights, lsgan, weighted_l1};
 use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer, step_seed};
 use crate::models::init::derive_seed;
 use crate::models::materialize;
-use crate::models::{CycleGanConfig, CycleGanDiscriminator, CycleGanGenerator, ModelError, ModelKind};
+use crate::models::{
+    CycleGanConfig, CycleGanDiscriminator, CycleGanGenerator, ModelError, ModelKind,
+};
 use crate::preset::Preset;
 
 /// Training settings of the CycleGAN. Defaults are the published code's (§5.3, §5.4).
@@ -67,7 +69,16 @@ impl CycleGanTrainConfig {
         match preset {
             Preset::Code | Preset::Paper => cfg,
             Preset::Thesis => {
-                let (g, d) = (AdamSettings { lr: 1e-3, ..cfg.opt_g.clone() }, AdamSettings { lr: 5e-3, ..cfg.opt_d.clone() });
+                let (g, d) = (
+                    AdamSettings {
+                        lr: 1e-3,
+                        ..cfg.opt_g.clone()
+                    },
+                    AdamSettings {
+                        lr: 5e-3,
+                        ..cfg.opt_d.clone()
+                    },
+                );
                 cfg.with_opt_g(g).with_opt_d(d)
             }
         }
@@ -219,11 +230,24 @@ impl CycleGanTrainer {
         model_config.validate()?;
         config.validate(&model_config)?;
         for (field, names, n) in [
-            ("image channel names", image_names.len(), model_config.image_channels),
-            ("mask channel names", mask_names.len(), model_config.mask_channels),
+            (
+                "image channel names",
+                image_names.len(),
+                model_config.image_channels,
+            ),
+            (
+                "mask channel names",
+                mask_names.len(),
+                model_config.mask_channels,
+            ),
         ] {
             if names != n {
-                return Err(ModelError::config(field, format!("must name all {n} channels"), names).into());
+                return Err(ModelError::config(
+                    field,
+                    format!("must name all {n} channels"),
+                    names,
+                )
+                .into());
             }
         }
         let device = device.clone().autodiff();
@@ -359,8 +383,13 @@ impl Trainer for CycleGanTrainer {
         self.g_ba = self.opt_g_ba.step(lr_g, self.g_ba.clone(), grads);
 
         // 5. D_A: real images, then pooled generated images.
-        let (d_a, real, fake) =
-            Self::discriminator_steps(self.d_a.clone(), &mut self.opt_d_a, lr_d, a.clone(), pooled_a);
+        let (d_a, real, fake) = Self::discriminator_steps(
+            self.d_a.clone(),
+            &mut self.opt_d_a,
+            lr_d,
+            a.clone(),
+            pooled_a,
+        );
         self.d_a = d_a;
         out.push("d_a_real", real);
         out.push("d_a_fake", fake);
@@ -383,7 +412,8 @@ impl Trainer for CycleGanTrainer {
         self.g_ab = self.opt_g_ab.step(lr_g, self.g_ab.clone(), grads);
 
         // 7. D_B: real masks, then pooled generated masks.
-        let (d_b, real, fake) = Self::discriminator_steps(self.d_b.clone(), &mut self.opt_d_b, lr_d, b, pooled_b);
+        let (d_b, real, fake) =
+            Self::discriminator_steps(self.d_b.clone(), &mut self.opt_d_b, lr_d, b, pooled_b);
         self.d_b = d_b;
         out.push("d_b_real", real);
         out.push("d_b_fake", fake);
@@ -396,7 +426,15 @@ impl Trainer for CycleGanTrainer {
         let a = to_tanh_range(batch.images.clone().inner());
         let b = to_tanh_range(batch.masks.clone().inner());
         let (g_ab, g_ba, d_b) = (self.g_ab.valid(), self.g_ba.valid(), self.d_b.valid());
-        let c = self.composite(&g_ab, &g_ba, &d_b, a, b, &self.image_weights, &self.mask_weights);
+        let c = self.composite(
+            &g_ab,
+            &g_ba,
+            &d_b,
+            a,
+            b,
+            &self.image_weights,
+            &self.mask_weights,
+        );
         let mut out = StepLosses::default();
         out.push("g_ab_loss", c.total);
         out.push("g_ab_adversarial", c.adversarial);
@@ -433,9 +471,12 @@ impl Trainer for CycleGanTrainer {
             match pool.stacked() {
                 Some(images) => {
                     info.pool_shapes.push(images.dims());
-                    w.module(name, &PoolRecord {
-                        images: Param::from_tensor(images),
-                    })?;
+                    w.module(
+                        name,
+                        &PoolRecord {
+                            images: Param::from_tensor(images),
+                        },
+                    )?;
                 }
                 None => info.pool_shapes.push([0; 5]),
             }
@@ -455,7 +496,10 @@ impl Trainer for CycleGanTrainer {
         let opt_d_a = checkpoint::load_optimizer(dir, "d_a", self.config.opt_d.init())?;
         let opt_d_b = checkpoint::load_optimizer(dir, "d_b", self.config.opt_d.init())?;
         let plain = self.device.clone().inner();
-        let mut pools = [ImagePool::new(self.config.pool_size), ImagePool::new(self.config.pool_size)];
+        let mut pools = [
+            ImagePool::new(self.config.pool_size),
+            ImagePool::new(self.config.pool_size),
+        ];
         for (i, name) in ["pool_a", "pool_b"].into_iter().enumerate() {
             let Some(&shape) = info.pool_shapes.get(i) else {
                 return Err(TrainError::Checkpoint {
@@ -473,7 +517,8 @@ impl Trainer for CycleGanTrainer {
         }
         let [pool_a, pool_b] = pools;
         (self.g_ab, self.g_ba, self.d_a, self.d_b) = (g_ab, g_ba, d_a, d_b);
-        (self.opt_g_ab, self.opt_g_ba, self.opt_d_a, self.opt_d_b) = (opt_g_ab, opt_g_ba, opt_d_a, opt_d_b);
+        (self.opt_g_ab, self.opt_g_ba, self.opt_d_a, self.opt_d_b) =
+            (opt_g_ab, opt_g_ba, opt_d_a, opt_d_b);
         (self.pool_a, self.pool_b) = (pool_a, pool_b);
         self.steps = info.steps;
         Ok(())

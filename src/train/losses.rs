@@ -48,7 +48,11 @@ impl DiceLossConfig {
     /// Checks the settings against the number of mask channels; errors name `loss.<field>`.
     pub fn validate(&self, channels: usize) -> Result<(), ModelError> {
         if !(self.smooth_numerator >= 0.0 && self.smooth_numerator.is_finite()) {
-            return Err(ModelError::config("loss.smooth_numerator", "must be ≥ 0", self.smooth_numerator));
+            return Err(ModelError::config(
+                "loss.smooth_numerator",
+                "must be ≥ 0",
+                self.smooth_numerator,
+            ));
         }
         if !(self.smooth_denominator > 0.0 && self.smooth_denominator.is_finite()) {
             return Err(ModelError::config(
@@ -110,8 +114,15 @@ pub fn dice_loss(pred: Tensor<5>, target: Tensor<5>, cfg: &DiceLossConfig) -> Te
             let total = per_channel(pred) + per_channel(target);
             let loss = ((inter * 2.0 + sn) / (total + sd)).neg() + 1.0; // [channels]
             let weights = cfg.class_weights.clone().unwrap_or_else(|| vec![1.0; c]);
-            let norm = if cfg.normalize_weights { weights.iter().sum::<f64>() } else { 1.0 };
-            let w = weights.iter().map(|&v| (v / norm) as f32).collect::<Vec<_>>();
+            let norm = if cfg.normalize_weights {
+                weights.iter().sum::<f64>()
+            } else {
+                1.0
+            };
+            let w = weights
+                .iter()
+                .map(|&v| (v / norm) as f32)
+                .collect::<Vec<_>>();
             let w = Tensor::<1>::from_data(TensorData::new(w, [c]), &loss.device());
             (loss * w).sum()
         }
@@ -149,7 +160,13 @@ pub fn weighted_l1(pred: Tensor<5>, target: Tensor<5>, weights: &[f64]) -> Tenso
 pub fn channel_weights<S: AsRef<str>>(names: &[S], golgi_weight: f64) -> Vec<f64> {
     names
         .iter()
-        .map(|n| if n.as_ref() == "golgi" { golgi_weight } else { 1.0 })
+        .map(|n| {
+            if n.as_ref() == "golgi" {
+                golgi_weight
+            } else {
+                1.0
+            }
+        })
         .collect()
 }
 
@@ -174,7 +191,9 @@ mod tests {
         // Σyp = 0.5 + 1 + 1 + 0.5 = 3; Σy = 4; Σp = 3.75.
         let l = scalar(dice_loss(p.clone(), y.clone(), &DiceLossConfig::new()));
         assert!((l - (1.0 - 7.0 / 8.75)).abs() < 1e-6, "{l}");
-        let vox = DiceLossConfig::new().with_smooth_numerator(0.0).with_smooth_denominator(1e-5);
+        let vox = DiceLossConfig::new()
+            .with_smooth_numerator(0.0)
+            .with_smooth_denominator(1e-5);
         let l = scalar(dice_loss(p, y, &vox));
         assert!((l - (1.0 - 6.0 / (7.75 + 1e-5))).abs() < 1e-6, "{l}");
     }
@@ -205,19 +224,30 @@ mod tests {
             .with_mode(DiceMode::PerClass)
             .with_class_weights(Some(vec![1.0]));
         let err = cfg.validate(2).unwrap_err().to_string();
-        assert!(err.starts_with("loss.class_weights must have one weight per mask channel (2)"), "{err}");
+        assert!(
+            err.starts_with("loss.class_weights must have one weight per mask channel (2)"),
+            "{err}"
+        );
         let err = DiceLossConfig::new()
             .with_class_weights(Some(vec![1.0, 2.0]))
             .validate(2)
             .unwrap_err()
             .to_string();
         assert!(err.contains("per-class"), "{err}");
-        assert!(DiceLossConfig::new().with_smooth_denominator(0.0).validate(2).is_err());
+        assert!(
+            DiceLossConfig::new()
+                .with_smooth_denominator(0.0)
+                .validate(2)
+                .is_err()
+        );
     }
 
     #[test]
     fn lsgan_and_weighted_l1() {
-        let s = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 0.5, 2.0], [2, 2]), &Device::flex());
+        let s = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 0.0, 0.5, 2.0], [2, 2]),
+            &Device::flex(),
+        );
         assert!((scalar(lsgan(s.clone(), 1.0)) - (0.0 + 1.0 + 0.25 + 1.0) / 4.0).abs() < 1e-6);
         assert!((scalar(lsgan(s, 0.0)) - (1.0 + 0.0 + 0.25 + 4.0) / 4.0).abs() < 1e-6);
 

@@ -71,9 +71,15 @@ impl Batch {
         mask_shape: [usize; 5],
         device: &Device,
     ) -> Result<Self, TrainError> {
-        for (name, len, shape) in [("images", images.len(), image_shape), ("masks", masks.len(), mask_shape)] {
+        for (name, len, shape) in [
+            ("images", images.len(), image_shape),
+            ("masks", masks.len(), mask_shape),
+        ] {
             if len != shape.iter().product::<usize>() {
-                return Err(TrainError::Batch(format!("{name} have {len} values, shape {shape:?} needs {}", shape.iter().product::<usize>())));
+                return Err(TrainError::Batch(format!(
+                    "{name} have {len} values, shape {shape:?} needs {}",
+                    shape.iter().product::<usize>()
+                )));
             }
         }
         Ok(Self {
@@ -123,15 +129,27 @@ impl AdamSettings {
     /// Checks the values; `field` is the config path of this optimizer (e.g. `train.opt_g`).
     pub fn validate(&self, field: &str) -> Result<(), ModelError> {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(ModelError::config(format!("{field}.lr"), "must be > 0", self.lr));
+            return Err(ModelError::config(
+                format!("{field}.lr"),
+                "must be > 0",
+                self.lr,
+            ));
         }
         for (name, v) in [("beta_1", self.beta_1), ("beta_2", self.beta_2)] {
             if !(0.0..1.0).contains(&v) {
-                return Err(ModelError::config(format!("{field}.{name}"), "must be in [0, 1)", v));
+                return Err(ModelError::config(
+                    format!("{field}.{name}"),
+                    "must be in [0, 1)",
+                    v,
+                ));
             }
         }
         if !(self.epsilon > 0.0 && self.epsilon.is_finite()) {
-            return Err(ModelError::config(format!("{field}.epsilon"), "must be > 0", self.epsilon));
+            return Err(ModelError::config(
+                format!("{field}.epsilon"),
+                "must be > 0",
+                self.epsilon,
+            ));
         }
         Ok(())
     }
@@ -189,4 +207,3 @@ pub trait Trainer {
 pub(crate) fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
     crate::models::init::derive_seed(crate::models::init::derive_seed(seed, stream), step)
 }
-

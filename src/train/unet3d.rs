@@ -36,7 +36,10 @@ impl Unet3dTrainConfig {
         match preset {
             Preset::Code | Preset::Paper => cfg,
             Preset::Thesis => {
-                let opt = AdamSettings { lr: 1e-3, ..cfg.optimizer.clone() };
+                let opt = AdamSettings {
+                    lr: 1e-3,
+                    ..cfg.optimizer.clone()
+                };
                 cfg.with_optimizer(opt)
             }
         }
@@ -102,7 +105,9 @@ impl Trainer for Unet3dTrainer {
         let mut out = StepLosses::default();
         out.push("loss", loss.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self.optim.step(self.config.optimizer.lr, self.model.clone(), grads);
+        self.model = self
+            .optim
+            .step(self.config.optimizer.lr, self.model.clone(), grads);
         self.steps += 1;
         out
     }
@@ -110,7 +115,10 @@ impl Trainer for Unet3dTrainer {
     fn valid_step(&self, batch: &Batch) -> StepLosses {
         let pred = self.model.valid().forward(batch.images.clone().inner());
         let mut out = StepLosses::default();
-        out.push("loss", dice_loss(pred, batch.masks.clone().inner(), &self.config.loss));
+        out.push(
+            "loss",
+            dice_loss(pred, batch.masks.clone().inner(), &self.config.loss),
+        );
         out
     }
 

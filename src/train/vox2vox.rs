@@ -41,7 +41,9 @@ pub struct Vox2VoxTrainConfig {
     #[config(default = 5.0)]
     pub alpha: f64,
     /// Dice loss: 1 − 2Σyp / (Σy + Σp + 1e-5) over the whole batch and all channels (2-class code).
-    #[config(default = "DiceLossConfig::new().with_smooth_numerator(0.0).with_smooth_denominator(1e-5)")]
+    #[config(
+        default = "DiceLossConfig::new().with_smooth_numerator(0.0).with_smooth_denominator(1e-5)"
+    )]
     pub loss: DiceLossConfig,
 }
 
@@ -68,7 +70,16 @@ impl Vox2VoxTrainConfig {
                 .with_normalize_weights(normalize)
         };
         let slow = |cfg: Self| {
-            let (g, d) = (AdamSettings { lr: 2e-5, ..cfg.opt_g.clone() }, AdamSettings { lr: 2e-5, ..cfg.opt_d.clone() });
+            let (g, d) = (
+                AdamSettings {
+                    lr: 2e-5,
+                    ..cfg.opt_g.clone()
+                },
+                AdamSettings {
+                    lr: 2e-5,
+                    ..cfg.opt_d.clone()
+                },
+            );
             cfg.with_opt_g(g).with_opt_d(d)
         };
         match preset {
@@ -178,7 +189,8 @@ impl Trainer for Vox2VoxTrainer {
         let fake = self.generator.forward(x.clone()); // [batch, classes, n, n, n]
         // G's loss through a frozen D: gradients reach θ_G only.
         let frozen_d = self.discriminator.clone().no_grad();
-        let (loss_g, dice, adv) = self.generator_losses(&frozen_d, x.clone(), y.clone(), fake.clone());
+        let (loss_g, dice, adv) =
+            self.generator_losses(&frozen_d, x.clone(), y.clone(), fake.clone());
         // D's loss on the detached prediction: gradients reach θ_D only.
         let real = lsgan(self.discriminator.forward(x.clone(), y), 1.0);
         let generated = lsgan(self.discriminator.forward(x, fake.detach()), 0.0);
@@ -193,8 +205,12 @@ impl Trainer for Vox2VoxTrainer {
         let mut grads = (loss_g + loss_d).backward();
         let grads_g = GradientsParams::from_module(&mut grads, &self.generator);
         let grads_d = GradientsParams::from_module(&mut grads, &self.discriminator);
-        self.generator = self.opt_g.step(self.config.opt_g.lr, self.generator.clone(), grads_g);
-        self.discriminator = self.opt_d.step(self.config.opt_d.lr, self.discriminator.clone(), grads_d);
+        self.generator = self
+            .opt_g
+            .step(self.config.opt_g.lr, self.generator.clone(), grads_g);
+        self.discriminator =
+            self.opt_d
+                .step(self.config.opt_d.lr, self.discriminator.clone(), grads_d);
         self.steps += 1;
         out
     }
@@ -240,7 +256,8 @@ impl Trainer for Vox2VoxTrainer {
         let info = checkpoint::read_info(dir)?;
         checkpoint::check_compatible(&info, dir, ModelKind::Vox2Vox, &self.info().model_config)?;
         let generator = checkpoint::load_module(dir, "generator", self.generator.clone())?;
-        let discriminator = checkpoint::load_module(dir, "discriminator", self.discriminator.clone())?;
+        let discriminator =
+            checkpoint::load_module(dir, "discriminator", self.discriminator.clone())?;
         let opt_g = checkpoint::load_optimizer(dir, "generator", self.config.opt_g.init())?;
         let opt_d = checkpoint::load_optimizer(dir, "discriminator", self.config.opt_d.init())?;
         self.generator = generator;

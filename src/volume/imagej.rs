@@ -111,7 +111,9 @@ impl ImageJDescription {
             .unwrap_or(channels * self.slices.unwrap_or(1) * frames);
         let slices = match self.slices {
             Some(s) => s,
-            None if images.is_multiple_of(channels * frames) => (images / (channels * frames)).max(1),
+            None if images.is_multiple_of(channels * frames) => {
+                (images / (channels * frames)).max(1)
+            }
             None => 1,
         };
         if channels * slices * frames != images {
