@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use seglab::tracking::{ResultRow, Store, TrialEvent, TrialStatus, pooled_summary};
+use seglab::report::{Aggregation, aggregate};
+use seglab::tracking::{ResultRow, Store, TrialEvent, TrialStatus};
 
 const TRIALS: usize = 1000;
 const VOLUMES: usize = 5;
@@ -204,8 +205,13 @@ fn read_and_aggregate(store: &Store, total_rows: usize) -> ((Phase, Phase), usiz
     let canonical = store.canonical().expect("canonical view");
     let read = Phase::since(t0, c0);
     let (t0, c0) = (Instant::now(), cpu_seconds());
-    let joined = canonical.results_with(&["model"]).expect("join");
-    let summary = pooled_summary(&joined, &["model", "class", "metric"], "value").expect("summary");
+    let joined = canonical.results_with(&["model", "fold"]).expect("join");
+    let summary = aggregate(
+        &joined,
+        &["model", "class", "metric"],
+        Aggregation::OverFolds,
+    )
+    .expect("summary");
     let aggregate = Phase::since(t0, c0);
     assert_eq!(canonical.results.height(), total_rows);
     assert_eq!(summary.height(), MODELS.len() * CLASSES.len() * METRICS);

@@ -478,7 +478,7 @@ fn real_masks_match_scipy() {
     }
     // A shifted copy of the 16-cell mask: a near-perfect prediction.
     let mut shifted = vec![0u8; m16.len()];
-    let (dz, dy, dx) = (1isize, 2isize, -3isize);
+    let (dz, dy, dx) = (0isize, 1isize, -1isize);
     for z in 0..shape[0] {
         for y in 0..shape[1] {
             for x in 0..shape[2] {

@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use polars::prelude::*;
+use seglab::report::{Aggregation, aggregate};
 use seglab::tracking::{
     Canonical, EpochRow, ResultRow, Store, Table, TimingRow, TrialEvent, TrialStatus,
-    pooled_summary,
 };
 use util::tracking::{
     TRIALS, epoch_rows, result_rows, small_sweep, start_event, timing_rows, write_attempt,
@@ -309,8 +309,8 @@ fn nan_is_kept_and_counted_apart_in_summaries() {
     let store = new_store(dir.path());
     small_sweep(&store);
     let c = store.canonical().unwrap();
-    let rows = c.results_with(&["model"]).unwrap();
-    let s = pooled_summary(&rows, &["model", "class", "metric"], "value").unwrap();
+    let rows = c.results_with(&["model", "fold"]).unwrap();
+    let s = aggregate(&rows, &["model", "class", "metric"], Aggregation::Pooled).unwrap();
     // unet3d golgi dice: 2 finished trials × 2 volumes, vol02 is NaN in each.
     let mask = s.column("model").unwrap().str().unwrap().equal("unet3d")
         & s.column("class").unwrap().str().unwrap().equal("golgi")
@@ -640,16 +640,17 @@ fn runs_compare_prints_mean_std_and_counts_per_model_and_class() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    // unet3d golgi: 2 finished trials, vol02 NaN in each → n 2, NaN 2.
+    // Columns end with n (folds), NaN (rows left out), trials.
+    // unet3d golgi: 2 finished trials on folds 0 and 1, vol02 NaN in each → 2 folds, 2 NaN.
     let r = row("unet3d", "golgi");
-    assert_eq!(&r[r.len() - 2..], ["2", "2"], "{r:?}");
-    // vox2vox has one finished trial: nuclei over 2 volumes.
+    assert_eq!(&r[r.len() - 3..], ["2", "2", "2"], "{r:?}");
+    // vox2vox has one finished trial: one fold, nothing left out.
     let r = row("vox2vox", "nuclei");
-    assert_eq!(&r[r.len() - 2..], ["2", "0"], "{r:?}");
-    assert!(
-        out.contains("pooled over every (trial, test volume) row"),
-        "{out}"
-    );
+    assert_eq!(&r[r.len() - 3..], ["1", "0", "1"], "{r:?}");
+    assert!(out.contains("mean ± std over folds"), "{out}");
+    let (code, pooled, err) = stdout_of(&["runs", "compare", d, "--aggregation", "pooled"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(pooled.contains("pooled (as nnU-Net"), "{pooled}");
     // The printed mean is the mean of the fixture values.
     let v: Vec<f64> = ["unet3d-f0-s0", "unet3d-f1-s0"]
         .iter()
@@ -657,6 +658,7 @@ fn runs_compare_prints_mean_std_and_counts_per_model_and_class() {
             ["vol01", "vol02"].map(|vol| util::tracking::value(t, 0, &format!("{vol}nucleidice")))
         })
         .collect();
+    // two folds of two volumes: the mean of fold means is the mean of the four values
     let mean = v.iter().sum::<f64>() / 4.0;
     let r = row("unet3d", "nuclei");
     assert_eq!(r[3], format!("{mean:.4}"), "{r:?}");

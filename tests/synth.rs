@@ -451,11 +451,12 @@ fn otsu_dice(p: &seglab::synth::Phantom) -> [f64; 2] {
 #[test]
 fn retina_preset_is_calibrated_to_real_data_difficulty() {
     // DESIGN.md: a per-channel Otsu threshold should score a Dice of roughly 0.55–0.75 on
-    // nuclei and 0.3–0.5 on Golgi.
+    // nuclei and 0.3–0.5 on Golgi. One volume varies a lot (Golgi 0.40–0.62), so the mean is
+    // taken over six.
     let config = PhantomConfig::preset(PhantomPreset::Retina);
     let mut golgi = Vec::new();
     let mut nuclei = Vec::new();
-    for seed in [0, 1] {
+    for seed in 0..6 {
         let p = render_phantom(&config, [48, 192, 192], seed).unwrap();
         let [g, n] = otsu_dice(&p);
         golgi.push(g);

@@ -40,13 +40,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Compare a predicted mask with a reference mask (voxel, object,
-    /// surface and pairing metrics).
-    Eval(eval::EvalArgs),
-    /// Look at a sweep's store: list trials, compare test metrics, compact.
-    Runs(runs::RunsArgs),
-    /// Mirror a sweep's store into an MLflow tracking server.
-    Mlflow(mlflow::MlflowArgs),
+    // (about and long help come from the Args structs' doc comments)
     Inspect(inspect::InspectArgs),
     /// Look at a dataset folder (`data info DIR`).
     Data(data::DataArgs),
@@ -54,7 +48,14 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Trainable parameter counts of every network at a scale.
     Models(models::ModelsArgs),
+    /// Compare a predicted mask with a reference mask (voxel, object,
+    /// surface and pairing metrics).
+    Eval(eval::EvalArgs),
+    /// Look at a sweep's store: list trials, compare test metrics, compact.
+    Runs(runs::RunsArgs),
     Report(report::ReportArgs),
+    /// Mirror a sweep's store into an MLflow tracking server.
+    Mlflow(mlflow::MlflowArgs),
 }
 
 /// Runs the parsed command line.

@@ -10,7 +10,8 @@ use clap::{Args, Subcommand};
 use polars::prelude::*;
 
 use crate::experiment::paths::SweepPaths;
-use crate::tracking::{Store, TrialEvent, TrialStatus, pooled_summary};
+use crate::report::{Aggregation, aggregate};
+use crate::tracking::{Store, TrialEvent, TrialStatus};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -82,6 +83,11 @@ pub struct CompareArgs {
         display_order = 21
     )]
     pub by: Vec<String>,
+    /// How folds and seeds combine into mean ± std: over-folds (mean of
+    /// fold means), over-seeds-folds (mean of trial means) or pooled (all
+    /// cases at once, as nnU-Net).
+    #[arg(long, default_value = "over-folds", display_order = 22)]
+    pub aggregation: Aggregation,
     #[command(flatten)]
     pub filter: TrialFilter,
 }
@@ -382,6 +388,9 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             by_cols.push(col);
         }
     }
+    if !join_cols.iter().any(|c| c == "fold") {
+        join_cols.push("fold".into());
+    }
     let join_refs: Vec<&str> = join_cols.iter().map(String::as_str).collect();
     let results = canonical.results_with(&join_refs)?;
     let ids: HashSet<&str> = trials.iter().map(|(e, _)| e.trial_id.as_str()).collect();
@@ -408,12 +417,13 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     }
     let mut group: Vec<&str> = by_cols.iter().map(String::as_str).collect();
     group.push("metric");
-    let summary = pooled_summary(&rows, &group, "value")?;
+    let summary = aggregate(&rows, &group, args.aggregation)?;
+    println!("{}", args.aggregation.describe());
     let mut headers: Vec<String> = by_cols
         .iter()
         .map(|c| c.strip_prefix("param.").unwrap_or(c).to_string())
         .collect();
-    headers.extend(["metric", "mean ± std", "n", "NaN"].map(String::from));
+    headers.extend(["metric", "mean ± std", "n", "NaN", "trials"].map(String::from));
     let mut table = Vec::new();
     for i in 0..summary.height() {
         let mut row = Vec::new();
@@ -428,19 +438,19 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             (Some(m), None) => format!("{m:.4}"),
         });
         row.push(summary.column("n")?.u32()?.get(i).unwrap_or(0).to_string());
-        row.push(
-            summary
-                .column("n_nan")?
-                .u32()?
-                .get(i)
-                .unwrap_or(0)
-                .to_string(),
-        );
+        for stat in ["n_nan", "n_trials"] {
+            row.push(summary.column(stat)?.u32()?.get(i).unwrap_or(0).to_string());
+        }
         table.push(row);
     }
     let numeric: Vec<bool> = headers
         .iter()
-        .map(|h| matches!(h.as_str(), "mean ± std" | "n" | "NaN" | "fold" | "seed"))
+        .map(|h| {
+            matches!(
+                h.as_str(),
+                "mean ± std" | "n" | "NaN" | "trials" | "fold" | "seed"
+            )
+        })
         .collect();
     println!(
         "{}: test metrics of {} {} trial(s), pooled over every (trial, test volume) row; NaN rows are left out of mean ± std (sample std) and counted",

@@ -5,8 +5,8 @@
 //! [`Canonical`] (the rows that count), and in [`mlflow`] the REST client
 //! ([`mlflow::MlflowClient`]), the replay of a store ([`mlflow::sync_store`]) and the live
 //! mirror fed by the sweep runner ([`mlflow::MlflowMirror`]). This module does not decide what a
-//! trial is or when it runs (that is `experiment`), and it computes no report statistics beyond
-//! the plain summary behind `seglab runs compare` (reports aggregate in `report`).
+//! trial is or when it runs (that is `experiment`), and it computes no statistics (every mean
+//! goes through `report::aggregate`).
 //!
 //! # Store layout and schema (the contract between the runner, `runs`, MLflow sync and reports)
 //!
@@ -45,14 +45,12 @@ mod frame;
 pub mod mlflow;
 mod rows;
 mod store;
-mod summary;
 
 use std::path::PathBuf;
 
 pub use canonical::Canonical;
 pub use rows::{EpochRow, ResultRow, Table, TimingRow, TrialEvent, TrialStatus};
 pub use store::{CompactReport, Store};
-pub use summary::pooled_summary;
 
 /// Errors of the store and the MLflow mirror. Each names the folder, part file or server
 /// request it concerns.
