@@ -226,7 +226,9 @@ fn reflect_padding_matches_numpy() {
         return;
     }
     let dir = util::temp_dir();
-    let cases: [(&str, [usize; 3], [usize; 3], [usize; 3]); 5] = [
+    // (name, shape, low padding, high padding)
+    type PadCase<'a> = (&'a str, [usize; 3], [usize; 3], [usize; 3]);
+    let cases: [PadCase; 5] = [
         ("high_end", [3, 4, 5], [0, 0, 0], [2, 3, 4]),
         (
             "high_end_longer_than_axis",

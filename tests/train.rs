@@ -2,7 +2,7 @@
 //! the supervised models overfit two patches, the CycleGAN learns an easy unpaired domain,
 //! a checkpoint round trip changes nothing, and the same seed gives the same losses.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};

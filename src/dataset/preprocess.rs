@@ -69,7 +69,8 @@ pub fn percentiles(values: &[f32], qs: &[f64], arithmetic: Arithmetic) -> Vec<f6
         .iter()
         .map(|&p| {
             let q = p / 100.0;
-            let virtual_index = n as f64 * q + (1.0 + q * -1.0) - 1.0;
+            // NumPy's linear rule: n·q + (α + q·(1 − α − β)) − 1 with α = β = 1.
+            let virtual_index = n as f64 * q + (1.0 - q) - 1.0;
             let prev = virtual_index.floor();
             let gamma = virtual_index - prev;
             let (lo, hi) = if virtual_index >= (n - 1) as f64 {
@@ -458,7 +459,7 @@ mod tests {
         s.sort_by(f32::total_cmp);
         let n = s.len();
         let q = p / 100.0;
-        let vi = n as f64 * q + (1.0 + q * -1.0) - 1.0;
+        let vi = n as f64 * q + (1.0 - q) - 1.0;
         let lo = vi.floor().clamp(0.0, (n - 1) as f64) as usize;
         let hi = (lo + 1).min(n - 1);
         let t = vi - vi.floor();

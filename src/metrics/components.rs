@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn empty_and_single_voxel() {
         let s = [3, 4, 5];
-        let l = label(&vec![0; 60], s, Connectivity::TwentySix);
+        let l = label(&[0; 60], s, Connectivity::TwentySix);
         assert_eq!(l.count(), 0);
         assert!(l.to_label_image().iter().all(|&v| v == 0));
         let l = label(&mask_from(s, &[[2, 3, 4]]), s, Connectivity::Six);

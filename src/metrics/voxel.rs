@@ -131,7 +131,7 @@ pub fn dice_per_class(
 ) -> Vec<f64> {
     assert_eq!(pred.len(), reference.len(), "masks of different lengths");
     assert!(
-        channels > 0 && pred.len() % channels == 0,
+        channels > 0 && pred.len().is_multiple_of(channels),
         "length not a multiple of channels"
     );
     let n = pred.len() / channels;

@@ -82,11 +82,11 @@ impl Rotation {
 
 /// Python's `round` (half to even) of `n/2`, used by the warp's re-centring.
 fn round_half_even_half(n: usize) -> f64 {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         (n / 2) as f64
     } else {
         let lo = n / 2; // n/2 = lo + 0.5
-        (if lo % 2 == 0 { lo } else { lo + 1 }) as f64
+        (if lo.is_multiple_of(2) { lo } else { lo + 1 }) as f64
     }
 }
 
@@ -385,11 +385,12 @@ pub(crate) struct Ellipsoid {
 impl Solid for Ellipsoid {
     #[inline]
     fn contains(&self, v: [i64; 3]) -> bool {
-        let mut s = 0.0;
-        for d in 0..3 {
-            let t = (v[d] as f64 - self.centre[d]) / self.semi_axes[d];
-            s += t * t;
-        }
+        let s: f64 = (v.iter().zip(&self.centre).zip(&self.semi_axes))
+            .map(|((&v, c), a)| {
+                let t = (v as f64 - c) / a;
+                t * t
+            })
+            .sum();
         s <= 1.0
     }
 
@@ -580,9 +581,9 @@ mod tests {
                 .enumerate()
             {
                 let back = rt.apply(r.apply(e));
-                for d in 0..3 {
+                for (d, b) in back.iter().enumerate() {
                     let want = if d == i { 1.0 } else { 0.0 };
-                    assert!((back[d] - want).abs() < 1e-12);
+                    assert!((b - want).abs() < 1e-12);
                 }
             }
         }
@@ -595,8 +596,8 @@ mod tests {
         let size = [128, 128, 56];
         for seed in 0..5 {
             let w = WarpField::random(size, &elastic(), &mut stream(seed, &[1]));
-            for d in 0..3 {
-                let sigma = 0.75 * size[d] as f64;
+            for (d, &n) in size.iter().enumerate() {
+                let sigma = 0.75 * n as f64;
                 assert!(w.alpha[d] >= sigma / 8.0 && w.alpha[d] < sigma / 2.0);
             }
             // Voxel mean of the displacement = the constant re-centring shift (0.5 here).

@@ -472,7 +472,7 @@ mod tests {
         let out = generate_masks(&small(1), [30, 120, 120], 5).unwrap();
         assert_eq!(out.mask.channels(), 1);
         assert!(out.report.objects.iter().all(|o| o.golgi_radius.is_none()));
-        assert!(out.mask.data().iter().any(|&v| v == 1));
+        assert!(out.mask.data().contains(&1));
     }
 
     #[test]
