@@ -13,6 +13,7 @@ use polars::prelude::*;
 
 use super::ReportError;
 use crate::dataset::{DATASET_FILE, DatasetSpec};
+use crate::experiment::paths::SweepPaths;
 use crate::tracking::{Canonical, Store};
 use crate::volume::Volume;
 
@@ -97,17 +98,122 @@ pub fn read_store(store_dir: &Path) -> Result<ReportInput, ReportError> {
         })
         .unwrap_or_else(|| "sweep".into());
     let mut warnings = Vec::new();
-    let dataset = find_dataset(&trials, store_dir, &mut warnings);
-    Ok(ReportInput {
+    let found = find_dataset(&trials, store_dir, &mut warnings);
+    let mut input = ReportInput {
         sweep,
         trials,
         epochs,
         results,
         timings,
-        dataset,
+        dataset: found.as_ref().map(|(_, spec)| spec.clone()),
         slices: Vec::new(),
         warnings,
-    })
+    };
+    if let (Some((dir, _)), Some(sweep_dir)) = (found, store_dir.parent()) {
+        match slice_set(&input, &SweepPaths::new(sweep_dir), &dir) {
+            Ok(Some(set)) => input.slices.push(set),
+            Ok(None) => {}
+            Err(e) => input.warnings.push(format!("no slice overlay: {e}")),
+        }
+    }
+    Ok(input)
+}
+
+/// The slice overlay of a finished sweep: the first test volume (by id) that finished trials
+/// predicted, its image and ground truth from the dataset, and per model the prediction of
+/// the trial with the lowest seed that tested it (`trials/<id>/predictions/<volume>.tif`).
+/// `None` when no finished trial left a prediction file.
+fn slice_set(
+    input: &ReportInput,
+    paths: &SweepPaths,
+    dataset_dir: &Path,
+) -> Result<Option<SliceSet>, String> {
+    let text = |e: PolarsError| e.to_string();
+    let ids = string_column(&input.trials, "trial_id").map_err(text)?;
+    let status = string_column(&input.trials, "status").map_err(text)?;
+    let models = string_column(&input.trials, "model").map_err(text)?;
+    let seeds = u64_column(&input.trials, "seed").map_err(text)?;
+    let classes = string_column(&input.trials, "classes").map_err(text)?;
+    // (model, seed, trial, classes) of finished trials, lowest seed first
+    let mut finished: Vec<(String, u64, String, String)> = (0..ids.len())
+        .filter(|&i| status[i].as_deref() == Some("finished"))
+        .filter_map(|i| {
+            Some((
+                models[i].clone()?,
+                seeds[i].unwrap_or(0),
+                ids[i].clone()?,
+                classes[i].clone().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    finished.sort();
+    let tested: Vec<(Option<String>, Option<String>)> = string_column(&input.results, "trial_id")
+        .map_err(text)?
+        .into_iter()
+        .zip(string_column(&input.results, "volume").map_err(text)?)
+        .collect();
+    let prediction =
+        |trial: &str, volume: &str| paths.trial_predictions(trial).join(format!("{volume}.tif"));
+    let mut volumes: Vec<&str> = tested
+        .iter()
+        .filter_map(|(t, v)| {
+            let (t, v) = (t.as_deref()?, v.as_deref()?);
+            finished.iter().any(|f| f.2 == t).then_some(v)
+        })
+        .collect();
+    volumes.sort();
+    volumes.dedup();
+    let Some(volume) = volumes
+        .into_iter()
+        .find(|v| finished.iter().any(|f| prediction(&f.2, v).is_file()))
+    else {
+        return Ok(None);
+    };
+    let task: Vec<String> = finished
+        .iter()
+        .find(|f| prediction(&f.2, volume).is_file())
+        .map(|f| f.3.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let dataset = crate::dataset::Dataset::open(dataset_dir).map_err(|e| e.to_string())?;
+    let loaded = dataset.load(volume).map_err(|e| e.to_string())?;
+    let mask = loaded
+        .mask
+        .ok_or_else(|| format!("volume {volume} has no ground-truth mask"))?;
+    let channels: Vec<usize> = task
+        .iter()
+        .map(|c| {
+            dataset
+                .spec()
+                .mask_channels
+                .iter()
+                .position(|m| m == c)
+                .ok_or_else(|| format!("the dataset has no mask channel `{c}`"))
+        })
+        .collect::<Result<_, _>>()?;
+    let truth = mask.select_channels(&channels).map_err(|e| e.to_string())?;
+    let mut predictions = Vec::new();
+    let mut seen = HashSet::new();
+    for (model, _, trial, _) in &finished {
+        let file = prediction(trial, volume);
+        if !seen.contains(model) && file.is_file() {
+            let pred = crate::volume::tiff::read_tiff(&file)
+                .map_err(|e| e.to_string())?
+                .to_binary();
+            if pred.shape() == truth.shape() {
+                predictions.push((model.clone(), pred));
+                seen.insert(model.clone());
+            }
+        }
+    }
+    Ok(Some(SliceSet {
+        name: volume.to_string(),
+        image: loaded.image,
+        image_channels: dataset.spec().image_channels.clone(),
+        truth,
+        classes: task,
+        predictions,
+        z: None,
+    }))
 }
 
 /// Reads `<dir>/dataset.toml`.
@@ -126,7 +232,7 @@ fn find_dataset(
     trials: &DataFrame,
     store_dir: &Path,
     warnings: &mut Vec<String>,
-) -> Option<DatasetSpec> {
+) -> Option<(PathBuf, DatasetSpec)> {
     let Ok(names) = string_column(trials, "dataset") else {
         warnings.push("the trials table has no `dataset` column: annotation hours unknown".into());
         return None;
@@ -144,7 +250,7 @@ fn find_dataset(
     for dir in &candidates {
         if dir.join(DATASET_FILE).is_file() {
             match read_dataset_spec(dir) {
-                Ok(spec) => return Some(spec),
+                Ok(spec) => return Some((dir.clone(), spec)),
                 Err(e) => {
                     warnings.push(format!("{e}: annotation hours unknown"));
                     return None;
