@@ -50,6 +50,10 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Trainable parameter counts of every network at a scale.
     Models(models::ModelsArgs),
+    /// Train and evaluate one model on one fold (one trial).
+    Train(train::TrainArgs),
+    /// Predict a whole image with a trained checkpoint.
+    Predict(predict::PredictArgs),
     /// Compare a predicted mask with a reference mask (voxel, object,
     /// surface and pairing metrics).
     Eval(eval::EvalArgs),
@@ -58,10 +62,6 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Mirror a sweep's store into an MLflow tracking server.
     Mlflow(mlflow::MlflowArgs),
-    /// Train and evaluate one model on one fold (one trial).
-    Train(train::TrainArgs),
-    /// Predict a whole image with a trained checkpoint.
-    Predict(predict::PredictArgs),
 }
 
 /// Runs the parsed command line.
