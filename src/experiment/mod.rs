@@ -1,5 +1,27 @@
-//! (under construction)
-//! Experiments: sweep specs, trial expansion and config hashes, the local and SLURM runners,
-//! provenance. [`paths::SweepPaths`] is the one builder of sweep and trial paths.
+//! Experiments: sweep specs ([`spec::SweepSpec`], the `experiments/*.toml` files), their
+//! expansion into trials with content-hash ids ([`trial::Trial`]), the provenance recorded with
+//! every trial ([`provenance::Provenance`]) and the local runner behind `seglab sweep`
+//! ([`runner`]: one worker process per trial, resumable, the store as the record).
+//! [`paths::SweepPaths`] is the one builder of sweep and trial paths.
+//!
+//! This module does not train or evaluate (that is `train::run_trial`), and it writes the store
+//! and the MLflow mirror only through `tracking`.
+
+use std::path::PathBuf;
 
 pub mod paths;
+pub mod spec;
+
+/// Errors of sweep specs, trial expansion and the runner. Each names the file (or trial) and
+/// what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A problem in a sweep spec; the message names the key and what was expected.
+    #[error("{}: {message}", path.display())]
+    Spec { path: PathBuf, message: String },
+}
