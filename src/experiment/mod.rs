@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 
 pub mod paths;
+pub mod provenance;
 pub mod spec;
 
 /// Errors of sweep specs, trial expansion and the runner. Each names the file (or trial) and

@@ -51,6 +51,7 @@ use std::path::PathBuf;
 
 pub use canonical::Canonical;
 pub use rows::{EpochRow, ResultRow, Table, TimingRow, TrialEvent, TrialStatus};
+pub(crate) use store::hostname;
 pub use store::{CompactReport, Store};
 pub use summary::pooled_summary;
 
