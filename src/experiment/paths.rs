@@ -60,6 +60,79 @@ impl SweepPaths {
     }
 }
 
+const CHECKPOINT_LATEST: &str = "checkpoint_latest";
+const CHECKPOINT_BEST: &str = "checkpoint_best";
+const LOG_FILE: &str = "log.txt";
+const SYNTH_MASKS_DIR: &str = "synth_masks";
+const PREDICTION_EXT: &str = "tif";
+
+impl SweepPaths {
+    /// The paths inside one trial's folder.
+    pub fn trial_paths(&self, trial_id: &str) -> TrialPaths {
+        TrialPaths::new(self.trial(trial_id))
+    }
+}
+
+/// The files of one trial folder (stage2-design.md "Paths"), wherever the folder lives: a
+/// sweep's `trials/<id>/` or the `--out` folder of `seglab train`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrialPaths {
+    dir: PathBuf,
+}
+
+impl TrialPaths {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        TrialPaths { dir: dir.into() }
+    }
+
+    /// The trial folder itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The resolved trial config, written before the first step.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join(CONFIG_FILE)
+    }
+
+    /// The checkpoint written every `train.checkpoint_every` epochs and on interruption.
+    pub fn checkpoint_latest(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT_LATEST)
+    }
+
+    /// The checkpoint of the best epoch by the selection criterion.
+    pub fn checkpoint_best(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT_BEST)
+    }
+
+    /// The human-readable log of the trial.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+
+    /// Synthetic masks generated for a CycleGAN trial's training volumes.
+    pub fn synth_masks(&self) -> PathBuf {
+        self.dir.join(SYNTH_MASKS_DIR)
+    }
+
+    /// Predicted masks of the test volumes.
+    pub fn predictions(&self) -> PathBuf {
+        self.dir.join(PREDICTIONS_DIR)
+    }
+
+    /// The predicted mask of test volume `volume`.
+    pub fn prediction(&self, volume: &str) -> PathBuf {
+        self.predictions()
+            .join(format!("{volume}.{PREDICTION_EXT}"))
+    }
+
+    /// A file of the trial folder that no other method names (e.g. `epochs.csv` of
+    /// `seglab train`).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,10 @@
 //! same losses on the CPU and a run resumed from a checkpoint continues exactly as the
 //! uninterrupted run would. burn's process-global device RNG is never used.
 //!
-//! This module does not load data, loop over epochs or decide when to stop; that is the
+//! [`config`] holds the resolved configuration of one trial ([`TrialConfig`]) and the
+//! interface to whoever records it ([`TrialSink`], [`TrialContext`], [`StopFlag`]).
+//!
+//! The trainers do not load data, loop over epochs or decide when to stop; that is the
 //! driver's job (`train/driver.rs`), and sliding-window prediction is `infer/`'s.
 
 use std::path::PathBuf;
@@ -21,13 +24,20 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::models::{ModelError, ModelKind};
 
 pub mod checkpoint;
+pub mod config;
 pub mod cyclegan;
 pub mod losses;
+pub mod trial;
 pub mod unet3d;
 pub mod vox2vox;
 
 pub use checkpoint::CheckpointInfo;
+pub use config::{
+    DriverConfig, MemorySink, StopFlag, StopReason, TrialConfig, TrialContext, TrialOutcome,
+    TrialSink, TrialSummary,
+};
 pub use cyclegan::{CycleGanTrainConfig, CycleGanTrainer};
+pub use trial::run_trial;
 pub use unet3d::{Unet3dTrainConfig, Unet3dTrainer};
 pub use vox2vox::{Vox2VoxTrainConfig, Vox2VoxTrainer};
 
@@ -46,6 +56,31 @@ pub enum TrainError {
     },
     #[error("batch: {0}")]
     Batch(String),
+    /// An invalid or unknown trial setting; the message names the dotted key.
+    #[error("{0}")]
+    Setting(String),
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    #[error(transparent)]
+    Infer(#[from] crate::infer::InferError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Synth(#[from] crate::synth::SynthError),
+    /// A loss became NaN or infinite: training diverged.
+    #[error(
+        "loss `{name}` is {value} at epoch {epoch}, step {step}: training diverged \
+         (lower the learning rate or check the inputs)"
+    )]
+    NonFinite {
+        name: String,
+        value: f64,
+        epoch: u32,
+        step: u64,
+    },
+    /// The sink (store, MLflow mirror, CSV files) could not record rows.
+    #[error("recording rows: {0}")]
+    Sink(String),
 }
 
 /// One mini-batch on the trainer's device.
