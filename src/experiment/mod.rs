@@ -12,6 +12,7 @@ use std::path::PathBuf;
 pub mod paths;
 pub mod provenance;
 pub mod spec;
+pub mod trial;
 
 /// Errors of sweep specs, trial expansion and the runner. Each names the file (or trial) and
 /// what was expected.
