@@ -15,6 +15,7 @@ pub mod mlflow;
 pub mod models;
 pub mod report;
 pub mod runs;
+pub mod sweep;
 pub mod synth;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
@@ -43,6 +44,9 @@ pub enum Command {
     /// Compare a predicted mask with a reference mask (voxel, object,
     /// surface and pairing metrics).
     Eval(eval::EvalArgs),
+    /// Sweeps: plan, run (resumable, N trials at once) and status of the
+    /// trials of an experiments/*.toml spec.
+    Sweep(sweep::SweepArgs),
     /// Look at a sweep's store: list trials, compare test metrics, compact.
     Runs(runs::RunsArgs),
     /// Mirror a sweep's store into an MLflow tracking server.
@@ -61,6 +65,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Eval(args) => eval::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Mlflow(args) => mlflow::run(args),
         Command::Inspect(args) => inspect::run(args),

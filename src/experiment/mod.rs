@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 pub mod paths;
 pub mod provenance;
+pub mod runner;
 pub mod spec;
 pub mod trial;
 
@@ -26,4 +27,16 @@ pub enum ExperimentError {
     /// A problem in a sweep spec; the message names the key and what was expected.
     #[error("{}: {message}", path.display())]
     Spec { path: PathBuf, message: String },
+    /// Another local runner holds the sweep.
+    #[error(
+        "{}: the sweep is already being run by process {owner} (pid, host); wait for it or \
+         stop it first",
+        path.display()
+    )]
+    Busy { path: PathBuf, owner: String },
+    /// `sweep task --trial ID` names no trial of the spec.
+    #[error("{}: no trial {trial_id} in this sweep (see `seglab sweep plan`)", spec.display())]
+    UnknownTrial { spec: PathBuf, trial_id: String },
+    #[error(transparent)]
+    Tracking(#[from] crate::tracking::TrackingError),
 }
