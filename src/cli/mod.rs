@@ -13,10 +13,12 @@ pub mod eval;
 pub mod inspect;
 pub mod mlflow;
 pub mod models;
+pub mod predict;
 pub mod report;
 pub mod runs;
 pub mod sweep;
 pub mod synth;
+pub mod train;
 
 /// seglab — a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 /// nucleus–Golgi pairs: supervised 3D U-Net and Vox2Vox, self-supervised CycleGAN on synthetic
@@ -59,6 +61,10 @@ pub enum Command {
     /// Trainable parameter counts of every network at a scale.
     Models(models::ModelsArgs),
     Report(report::ReportArgs),
+    /// Train and evaluate one model on one fold (one trial).
+    Train(train::TrainArgs),
+    /// Predict a whole image with a trained checkpoint.
+    Predict(predict::PredictArgs),
 }
 
 /// Runs the parsed command line.
@@ -73,6 +79,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synth(args) => synth::run(args),
         Command::Models(args) => models::run(args),
         Command::Report(args) => report::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Predict(args) => predict::run(args),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::models::{ModelError, ModelKind};
 pub mod checkpoint;
 pub mod config;
 pub mod cyclegan;
+pub mod driver;
 pub mod losses;
 pub mod trial;
 pub mod unet3d;

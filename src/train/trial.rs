@@ -1,17 +1,482 @@
-//! One trial end to end (stage2-design.md "Running one trial"): load and split the dataset,
-//! preprocess, synthesise masks (CycleGAN), cut patches, train with the epoch driver,
-//! predict the test volumes with `infer::predict_volume` and evaluate them.
+//! One trial end to end (stage2-design.md "Running one trial"):
+//!
+//! 1. load the dataset, make or read the split (`dataset::splits`), preprocess the volumes
+//!    of the fold (timing `preprocess`);
+//! 2. CycleGAN: generate one synthetic mask per training volume, same shape, seeded by
+//!    (trial seed, volume index), saved under `synth_masks/` (timing `synth_masks`);
+//! 3. cut patches (timing `patches`);
+//! 4. fit with the epoch driver (`train/driver.rs`; timings `train`, `validate`);
+//! 5. predict every test volume with `infer::predict_volume` and write the masks as ImageJ
+//!    TIFFs under `predictions/` (timing `predict`);
+//! 6. evaluate each test volume with `metrics::evaluate` (timing `evaluate`).
+//!
+//! The `threshold` baseline runs steps 1, 5 and 6 only: class `c` is image channel `c`
+//! (the published channel convention, original-code-behaviour.md §1.2) thresholded at its
+//! Otsu threshold over the preprocessed test volume (`dataset::threshold`).
 
-use super::TrainError;
-use super::config::{StopFlag, TrialContext, TrialOutcome, TrialSink};
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Instant;
 
-/// Runs one trial. Rows go to `sink` as they are produced; `stop` is honoured between steps
-/// (checkpoint, then [`TrialOutcome::Interrupted`]).
+use burn::tensor::Device;
+
+use super::config::{
+    ModelSettings, StopFlag, StopReason, TrialConfig, TrialContext, TrialOutcome, TrialSink,
+    TrialSummary,
+};
+use super::driver::{FitData, FitEnd, FitOptions, TrainerWindows, fit};
+use super::{CycleGanTrainer, TrainError, Trainer, Unet3dTrainer, Vox2VoxTrainer, checkpoint};
+use crate::dataset::Dataset;
+use crate::dataset::patches::{PatchSet, PatchVolume};
+use crate::dataset::splits::{fold_at, load_or_create_splits};
+use crate::dataset::threshold::otsu_threshold;
+use crate::experiment::paths::TrialPaths;
+use crate::infer::predict_volume;
+use crate::metrics::evaluate;
+use crate::models::init::derive_seed;
+use crate::models::{CycleGanConfig, ModelKind, Unet3dConfig, Vox2VoxConfig};
+use crate::synth::dataset::write_mask_file;
+use crate::synth::generate_masks;
+use crate::tracking::{ResultRow, TimingRow};
+use crate::volume::Volume;
+
+/// Seed stream of the synthetic masks of a trial.
+const STREAM_SYNTH: u64 = 201;
+
+/// A preprocessed volume of the fold with its masks restricted to the trial's classes.
+struct FoldVolume {
+    id: String,
+    image: Volume<f32>,
+    mask: Option<Volume<u8>>,
+}
+
+/// Runs one trial (module doc). Rows go to `sink` as they are produced; `stop` is honoured
+/// between training steps (checkpoint, then [`TrialOutcome::Interrupted`]).
 pub fn run_trial(
     ctx: &TrialContext,
     sink: &mut dyn TrialSink,
     stop: &StopFlag,
 ) -> Result<TrialOutcome, TrainError> {
-    let _ = (ctx, sink, stop);
-    Err(TrainError::Setting("run_trial: not implemented yet".into()))
+    let cfg = &ctx.config;
+    cfg.validate()?;
+    let paths = TrialPaths::new(&ctx.trial_dir);
+    create_dir(paths.dir())?;
+    write_atomic(&paths.config(), cfg.canonical_json().as_bytes())?;
+    let log_path = paths.log();
+    let mut log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err(&log_path))?;
+    let mut log = |line: &str| {
+        let _ = writeln!(log_file, "{line}");
+    };
+    log(&format!(
+        "trial {} attempt {}: {} on {} (fold {}, seed {}, {})",
+        ctx.trial_id,
+        ctx.attempt,
+        cfg.model,
+        cfg.classes.join(","),
+        ctx.fold,
+        ctx.seed,
+        ctx.scheme
+    ));
+    let mut timings: Vec<(&'static str, f64)> = Vec::new();
+
+    // 1. Dataset, split, preprocessing.
+    let t = Instant::now();
+    let dataset = Dataset::open(&ctx.dataset)?;
+    let folds = load_or_create_splits(
+        &ctx.splits_dir,
+        &dataset.ids(),
+        &dataset.groups(),
+        &ctx.scheme,
+        ctx.seed,
+    )?;
+    let fold = fold_at(&folds, ctx.fold as usize)?.clone();
+    let spec = dataset.spec();
+    let class_index: Vec<usize> = cfg
+        .classes
+        .iter()
+        .map(|c| {
+            spec.mask_channels
+                .iter()
+                .position(|m| m == c)
+                .ok_or_else(|| {
+                    TrainError::Setting(format!(
+                        "classes: dataset `{}` has no mask channel `{c}` (it has: {})",
+                        spec.name,
+                        spec.mask_channels.join(", ")
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let pre = cfg
+        .preprocess
+        .resolve(cfg.preset, &spec.image_channels, &spec.preprocess)?;
+    log(&format!("preprocessing: {}", pre.describe()));
+    let load = |ids: &[String]| -> Result<Vec<FoldVolume>, TrainError> {
+        ids.iter()
+            .map(|id| {
+                let v = dataset.load(id)?;
+                let (image, _) = pre.apply(&v.image, v.dtype)?;
+                let mask = v
+                    .mask
+                    .map(|m| m.select_channels(&class_index))
+                    .transpose()
+                    .map_err(|e| TrainError::Setting(format!("volume `{id}`: {e}")))?;
+                Ok(FoldVolume {
+                    id: id.clone(),
+                    image,
+                    mask,
+                })
+            })
+            .collect()
+    };
+    let test = load(&fold.test)?;
+    let trained = cfg.model != ModelKind::Threshold;
+    let (train_vols, val_vols) = if trained {
+        (load(&fold.train)?, load(&fold.val)?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    timings.push(("preprocess", t.elapsed().as_secs_f64()));
+    log(&format!(
+        "fold {}: {} train, {} val, {} test volumes",
+        ctx.fold,
+        fold.train.len(),
+        fold.val.len(),
+        fold.test.len()
+    ));
+
+    let (trainer, summary_epochs, best_epoch, stop_reason) = if let Some(l) = cfg.learned() {
+        // 2. Synthetic masks (CycleGAN).
+        let synthetic = if let ModelSettings::CycleGan { synth, .. } = &cfg.settings {
+            let t = Instant::now();
+            let mut out = Vec::new();
+            for (i, v) in train_vols.iter().enumerate() {
+                let seed = derive_seed(derive_seed(ctx.seed, STREAM_SYNTH), i as u64);
+                let m = generate_masks(synth, v.image.spatial(), seed)?;
+                write_mask_file(&paths.synth_masks().join(format!("{}.tif", v.id)), &m.mask)?;
+                out.push(PatchVolume {
+                    id: v.id.clone(),
+                    image: m.mask.map(f32::from),
+                    mask: None,
+                });
+            }
+            timings.push(("synth_masks", t.elapsed().as_secs_f64()));
+            Some(out)
+        } else {
+            None
+        };
+
+        // 3. Patches.
+        let t = Instant::now();
+        let size = [l.patches.size; 3];
+        let unpaired = synthetic.is_some();
+        let to_patch = |v: &FoldVolume, with_mask: bool| PatchVolume {
+            id: v.id.clone(),
+            image: v.image.clone(),
+            mask: if with_mask { v.mask.clone() } else { None },
+        };
+        if train_vols.is_empty() {
+            return Err(TrainError::Setting(format!(
+                "fold {} has no training volumes",
+                ctx.fold
+            )));
+        }
+        // CycleGAN never sees the ground truth of its training images.
+        let train_set = PatchSet::new(
+            train_vols.iter().map(|v| to_patch(v, !unpaired)).collect(),
+            size,
+        )?;
+        let val_masks = !val_vols.is_empty() && val_vols.iter().all(|v| v.mask.is_some());
+        let val_set = if val_vols.is_empty() {
+            None
+        } else {
+            Some(PatchSet::new(
+                val_vols.iter().map(|v| to_patch(v, val_masks)).collect(),
+                size,
+            )?)
+        };
+        let synth_set = synthetic.map(|s| PatchSet::new(s, size)).transpose()?;
+        timings.push(("patches", t.elapsed().as_secs_f64()));
+
+        // 4. Fit.
+        let image_names = spec.image_channels.clone();
+        let mut trainer = build_trainer(cfg, &image_names, ctx.seed, &ctx.device)?;
+        let report = fit(
+            trainer.as_mut(),
+            &FitData {
+                train: &train_set,
+                synthetic: synth_set.as_ref(),
+                val: val_set.as_ref(),
+            },
+            &FitOptions {
+                driver: &l.driver,
+                patches: &l.patches,
+                classes: &cfg.classes,
+                threshold: l.infer.threshold,
+                seed: ctx.seed,
+                trial_id: &ctx.trial_id,
+                attempt: ctx.attempt,
+                checkpoint_latest: paths.checkpoint_latest(),
+                checkpoint_best: paths.checkpoint_best(),
+                resume: ctx.resume,
+            },
+            sink,
+            stop,
+            &mut log,
+        )?;
+        timings.push(("train", report.state.train_s));
+        timings.push(("validate", report.state.validate_s));
+        match report.end {
+            FitEnd::Interrupted => {
+                return Ok(TrialOutcome::Interrupted {
+                    epoch: report.state.epochs_done,
+                });
+            }
+            FitEnd::Stopped(reason) => (
+                Some(trainer),
+                report.state.epochs_done,
+                if l.driver.restore_best {
+                    report.state.best_epoch
+                } else {
+                    Some(report.state.epochs_done)
+                },
+                reason,
+            ),
+        }
+    } else {
+        (None, 0, None, StopReason::NoTraining)
+    };
+
+    // 5. Predict the test volumes; 6. evaluate them.
+    let (mut predict_s, mut evaluate_s) = (0.0, 0.0);
+    for v in &test {
+        let t = Instant::now();
+        let mask = match (&trainer, cfg.learned()) {
+            (Some(tr), Some(l)) => {
+                let mut windows = TrainerWindows {
+                    trainer: tr.as_ref(),
+                    out_channels: cfg.classes.len(),
+                };
+                predict_volume(&mut windows, &v.image, &l.infer)?.mask
+            }
+            _ => otsu_mask(&v.image, cfg.classes.len(), &v.id)?,
+        };
+        write_mask_file(&paths.prediction(&v.id), &mask)?;
+        predict_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        if let Some(gt) = &v.mask {
+            let e = evaluate(&mask, gt, &cfg.classes, &cfg.eval)?;
+            let rows: Vec<ResultRow> = e
+                .rows()
+                .into_iter()
+                .map(|r| ResultRow {
+                    trial_id: ctx.trial_id.clone(),
+                    attempt: ctx.attempt,
+                    volume: v.id.clone(),
+                    class: r.class,
+                    metric: r.metric,
+                    value: r.value,
+                })
+                .collect();
+            let dice: Vec<String> = e
+                .classes
+                .iter()
+                .map(|(c, m)| format!("{c} {:.4}", m.voxel.dice))
+                .collect();
+            log(&format!("test {}: dice {}", v.id, dice.join(", ")));
+            sink.results(&rows)?;
+        } else {
+            log(&format!("test {}: no ground truth, not evaluated", v.id));
+        }
+        evaluate_s += t.elapsed().as_secs_f64();
+    }
+    timings.push(("predict", predict_s));
+    timings.push(("evaluate", evaluate_s));
+    let rows: Vec<TimingRow> = timings
+        .iter()
+        .map(|&(phase, seconds)| TimingRow {
+            trial_id: ctx.trial_id.clone(),
+            attempt: ctx.attempt,
+            phase: phase.to_string(),
+            seconds,
+        })
+        .collect();
+    sink.timings(&rows)?;
+    log("finished");
+    Ok(TrialOutcome::Finished(TrialSummary {
+        epochs: summary_epochs,
+        best_epoch,
+        stop: stop_reason,
+        test_volumes: test.iter().map(|v| v.id.clone()).collect(),
+    }))
+}
+
+/// The threshold baseline: image channel `c` > its Otsu threshold is class `c`.
+fn otsu_mask(image: &Volume<f32>, classes: usize, id: &str) -> Result<Volume<u8>, TrainError> {
+    if image.channels() < classes {
+        return Err(TrainError::Setting(format!(
+            "threshold baseline: volume `{id}` has {} image channels for {classes} classes",
+            image.channels()
+        )));
+    }
+    let [_, z, y, x] = image.shape();
+    let mut out = Volume::<u8>::zeros([classes, z, y, x]).with_spacing(image.spacing);
+    for c in 0..classes {
+        let src = image.channel(c);
+        let t = otsu_threshold(src).unwrap_or(f32::INFINITY);
+        for (o, &v) in out.channel_mut(c).iter_mut().zip(src) {
+            *o = u8::from(v > t);
+        }
+    }
+    Ok(out)
+}
+
+/// A fresh trainer for the trial's model (the networks take the dataset's image channels).
+pub fn build_trainer(
+    cfg: &TrialConfig,
+    image_names: &[String],
+    seed: u64,
+    device: &Device,
+) -> Result<Box<dyn Trainer>, TrainError> {
+    let check = |field: &str, n: usize| {
+        if n != image_names.len() {
+            Err(TrainError::Setting(format!(
+                "{field} = {n} but the dataset has {} image channels ({}); set --set {field}={}",
+                image_names.len(),
+                image_names.join(", "),
+                image_names.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match &cfg.settings {
+        ModelSettings::Unet3d { net, train } => {
+            check("net.in_channels", net.in_channels)?;
+            Box::new(Unet3dTrainer::new(
+                net.clone(),
+                train.clone(),
+                seed,
+                device,
+            )?)
+        }
+        ModelSettings::Vox2Vox { net, train } => {
+            check("net.in_channels", net.in_channels)?;
+            Box::new(Vox2VoxTrainer::new(
+                net.clone(),
+                train.clone(),
+                seed,
+                device,
+            )?)
+        }
+        ModelSettings::CycleGan { net, train, .. } => {
+            check("net.image_channels", net.image_channels)?;
+            Box::new(CycleGanTrainer::new(
+                net.clone(),
+                train.clone(),
+                image_names,
+                &cfg.classes,
+                seed,
+                device,
+            )?)
+        }
+        ModelSettings::Threshold => {
+            return Err(TrainError::Setting(
+                "the threshold baseline has no trainer".into(),
+            ));
+        }
+    })
+}
+
+/// Rebuilds a trainer from a checkpoint directory alone (`seglab predict`): the model and
+/// training configuration come from its `state.json`.
+pub fn trainer_from_checkpoint(
+    dir: &Path,
+    device: &Device,
+) -> Result<Box<dyn Trainer>, TrainError> {
+    let info = checkpoint::read_info(dir)?;
+    let path = dir.join(checkpoint::STATE_FILE);
+    let bad = |e: serde_json::Error| TrainError::Checkpoint {
+        path: path.clone(),
+        message: format!("configuration: {e}"),
+    };
+    let mut trainer: Box<dyn Trainer> = match info.model {
+        ModelKind::Unet3d => Box::new(Unet3dTrainer::new(
+            serde_json::from_value::<Unet3dConfig>(info.model_config.clone()).map_err(bad)?,
+            serde_json::from_value(info.train_config.clone()).map_err(bad)?,
+            info.seed,
+            device,
+        )?),
+        ModelKind::Vox2Vox => Box::new(Vox2VoxTrainer::new(
+            serde_json::from_value::<Vox2VoxConfig>(info.model_config.clone()).map_err(bad)?,
+            serde_json::from_value(info.train_config.clone()).map_err(bad)?,
+            info.seed,
+            device,
+        )?),
+        ModelKind::CycleGan => {
+            let net: CycleGanConfig =
+                serde_json::from_value(info.model_config.clone()).map_err(bad)?;
+            // Channel names only weigh the training losses; prediction does not use them.
+            let names = |n: usize| (0..n).map(|i| format!("channel{i}")).collect::<Vec<_>>();
+            let (img, msk) = (names(net.image_channels), names(net.mask_channels));
+            Box::new(CycleGanTrainer::new(
+                net,
+                serde_json::from_value(info.train_config.clone()).map_err(bad)?,
+                &img,
+                &msk,
+                info.seed,
+                device,
+            )?)
+        }
+        ModelKind::Threshold => {
+            return Err(TrainError::Checkpoint {
+                path,
+                message: "the threshold baseline has no checkpoint".into(),
+            });
+        }
+    };
+    trainer.load_checkpoint(dir)?;
+    Ok(trainer)
+}
+
+/// The number of mask channels a checkpoint's network predicts.
+pub fn checkpoint_out_channels(dir: &Path) -> Result<usize, TrainError> {
+    let info = checkpoint::read_info(dir)?;
+    let key = match info.model {
+        ModelKind::CycleGan => "mask_channels",
+        _ => "out_channels",
+    };
+    info.model_config
+        .get(key)
+        .and_then(|v| v.as_u64())
+        .map(|n| n as usize)
+        .ok_or_else(|| TrainError::Checkpoint {
+            path: dir.join(checkpoint::STATE_FILE),
+            message: format!("model configuration has no `{key}`"),
+        })
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), TrainError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))
+}
+
+/// Writes `bytes` to a temporary sibling, then renames it into place.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
 }

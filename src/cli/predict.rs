@@ -1,0 +1,136 @@
+//! `seglab predict`: sliding-window prediction of one image with a checkpoint.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::dataset::preprocess::PreprocessConfig;
+use crate::dataset::spec::PreprocessDefaults;
+use crate::experiment::paths::TrialPaths;
+use crate::infer::{MergeMode, SlidingWindowConfig, predict_volume};
+use crate::models::parse_device;
+use crate::preset::Preset;
+use crate::synth::dataset::write_mask_file;
+use crate::train::TrialConfig;
+use crate::train::driver::TrainerWindows;
+use crate::train::trial::{checkpoint_out_channels, trainer_from_checkpoint};
+use crate::volume::{AnyVolume, DType, read_tiff, write_tiff};
+
+/// Predict a whole image with a trained checkpoint: percentile stretch, sliding
+/// windows, merge, threshold; writes an ImageJ TIFF mask (0/255 per class).
+/// Preprocessing and window settings come from the trial's config.json beside
+/// the checkpoint when it exists, else from the defaults and the options.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Checkpoint folder (checkpoint_best or checkpoint_latest of a trial).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Image TIFF, channels as the model was trained on.
+    #[arg(long, value_name = "TIF")]
+    pub image: PathBuf,
+    /// Output mask TIFF.
+    #[arg(long, value_name = "TIF")]
+    pub out: PathBuf,
+    /// Window edge in voxels when the trial config is absent (32 = cpu-small,
+    /// 64 = paper).
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    /// Window step in voxels (default: the trial's, else 3/4 of the window).
+    #[arg(long)]
+    pub step: Option<usize>,
+    /// Window merge: or (as published), mean or gaussian.
+    #[arg(long, default_value = "or", value_parser = parse_merge)]
+    pub merge: MergeMode,
+    /// Foreground threshold on the merged probabilities.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f32,
+    /// Image channel names for the preset percentiles, e.g. golgi,nuclei.
+    #[arg(long, value_delimiter = ',', default_value = "golgi,nuclei")]
+    pub channels: Vec<String>,
+    /// Also write the merged probabilities (float32 TIFF).
+    #[arg(long, value_name = "TIF")]
+    pub probabilities: Option<PathBuf>,
+    /// Device: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn parse_merge(s: &str) -> Result<MergeMode, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("expected or, mean or gaussian, got `{s}`"))
+}
+
+pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    let device = parse_device(&args.device)?;
+    let ckpt = &args.checkpoint;
+    let out_channels =
+        checkpoint_out_channels(ckpt).with_context(|| format!("checkpoint {}", ckpt.display()))?;
+    let trainer = trainer_from_checkpoint(ckpt, &device)
+        .with_context(|| format!("checkpoint {}", ckpt.display()))?;
+    let raw = read_tiff(&args.image).with_context(|| format!("{}", args.image.display()))?;
+    let dtype: DType = raw.dtype();
+    let image = raw.to_f32();
+    let channels: Vec<String> = args
+        .channels
+        .iter()
+        .take(image.channels())
+        .cloned()
+        .collect();
+    anyhow::ensure!(
+        channels.len() == image.channels(),
+        "{}: the image has {} channels but --channels names {}",
+        args.image.display(),
+        image.channels(),
+        args.channels.len()
+    );
+    // The trial's own settings when the checkpoint sits in a trial folder.
+    let trial = ckpt.parent().map(|d| TrialPaths::new(d).config());
+    let trial = match trial.filter(|p| p.exists()) {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            Some(TrialConfig::from_json(&text).with_context(|| format!("{}", p.display()))?)
+        }
+        None => None,
+    };
+    let (preprocess, preset, mut cfg) = match &trial {
+        Some(t) => (
+            t.preprocess.clone(),
+            t.preset,
+            t.learned().map(|l| l.infer.clone()).unwrap_or_default(),
+        ),
+        None => {
+            let w = args.window;
+            let cfg = SlidingWindowConfig {
+                window: [w; 3],
+                step: [(w * 3 / 4).max(1); 3],
+                ..SlidingWindowConfig::default()
+            };
+            (PreprocessConfig::default(), Preset::Code, cfg)
+        }
+    };
+    let pre = preprocess.resolve(preset, &channels, &PreprocessDefaults::default())?;
+    let (image, _) = pre.apply(&image, dtype)?;
+    if let Some(step) = args.step {
+        cfg.step = [step; 3];
+    }
+    cfg.merge = args.merge;
+    cfg.threshold = args.threshold;
+    let mut windows = TrainerWindows {
+        trainer: trainer.as_ref(),
+        out_channels,
+    };
+    let pred = predict_volume(&mut windows, &image, &cfg)?;
+    write_mask_file(&args.out, &pred.mask)
+        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    if let Some(p) = &args.probabilities {
+        let tmp = p.with_extension("tmp.tif");
+        write_tiff(&tmp, &AnyVolume::F32(pred.probabilities.clone()))
+            .with_context(|| format!("{}: cannot write", p.display()))?;
+        std::fs::rename(&tmp, p).with_context(|| format!("{}: cannot write", p.display()))?;
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
