@@ -396,3 +396,65 @@ fn a_sweep_killed_mid_trial_resumes_to_the_store_of_an_uninterrupted_run() {
         canonical_content(&clean_dir.join("store"))
     );
 }
+
+#[test]
+fn ctrl_c_checkpoints_marks_killed_and_a_rerun_resumes() {
+    let dir = util::temp_dir();
+    phantom(dir.path());
+    let body = format!(
+        "{}[set]\n{}",
+        head("\"unet3d\""),
+        TINY_UNET.replace("EPOCHS", "6")
+    );
+    let path = spec(dir.path(), "stopped", &body);
+    let p = path.to_str().unwrap().to_string();
+    let child = util::seglab()
+        .args(["sweep", "run", &p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let store = dir.path().join("experiments/stopped/store");
+    wait_for("a U-Net epoch", || has_parts(&store.join("epochs")));
+    // SIGINT to the runner alone: it forwards SIGTERM to its workers.
+    kill(child.id() as i32, libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("run the same command again"));
+    let (e, _) = &chosen(&store)[0];
+    assert_eq!(e.status, TrialStatus::Killed, "{:?}", e.error);
+    let trial = dir
+        .path()
+        .join("experiments/stopped/trials")
+        .join(&e.trial_id);
+    assert!(trial.join("checkpoint_latest").is_dir());
+
+    let again = sweep(&["run", &p]);
+    assert!(again.status.success(), "{}", text(&again));
+    let (e, attempts) = &chosen(&store)[0];
+    assert_eq!(e.status, TrialStatus::Finished);
+    assert_eq!(*attempts, 2);
+    assert!(
+        std::fs::read_to_string(trial.join("log.txt"))
+            .unwrap()
+            .contains("resuming"),
+        "the second attempt resumed from the checkpoint"
+    );
+}
+
+#[test]
+fn the_example_spec_of_the_repository_plans() {
+    let dir = util::temp_dir();
+    let data = phantom(dir.path());
+    let moved = dir.path().join("phantom-retina");
+    std::fs::rename(&data, &moved).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::rename(&moved, data.join("phantom-retina")).unwrap();
+    let example =
+        std::fs::read_to_string(util::repo_root().join("experiments/paper-2class.toml")).unwrap();
+    let path = spec(dir.path(), "paper-2class", &example);
+    let o = sweep(&["plan", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    // (threshold + unet3d + 2 vox2vox + 2 cyclegan) × 3 folds × 3 seeds
+    assert_eq!(plan_ids(&o).len(), 54);
+}
