@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod inspect;
 pub mod mlflow;
@@ -16,6 +17,7 @@ pub mod models;
 pub mod predict;
 pub mod report;
 pub mod runs;
+pub mod sweep;
 pub mod synth;
 pub mod train;
 
@@ -42,6 +44,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job: phantom data → model comparison sweep → report.
+    Demo(demo::DemoArgs),
     // (about and long help come from the Args structs' doc comments)
     Inspect(inspect::InspectArgs),
     /// Look at a dataset folder (`data info DIR`).
@@ -57,6 +61,9 @@ pub enum Command {
     /// Compare a predicted mask with a reference mask (voxel, object,
     /// surface and pairing metrics).
     Eval(eval::EvalArgs),
+    /// Sweeps: plan, run (resumable, N trials at once) and status of the
+    /// trials of an experiments/*.toml spec.
+    Sweep(sweep::SweepArgs),
     /// Look at a sweep's store: list trials, compare test metrics, compact.
     Runs(runs::RunsArgs),
     Report(report::ReportArgs),
@@ -67,16 +74,18 @@ pub enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Eval(args) => eval::run(args),
-        Command::Runs(args) => runs::run(args),
-        Command::Mlflow(args) => mlflow::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Data(args) => data::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Models(args) => models::run(args),
-        Command::Report(args) => report::run(args),
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Sweep(args) => sweep::run(args),
+        Command::Runs(args) => runs::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Mlflow(args) => mlflow::run(args),
     }
 }
 

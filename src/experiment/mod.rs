@@ -1,5 +1,42 @@
-//! (under construction)
-//! Experiments: sweep specs, trial expansion and config hashes, the local and SLURM runners,
-//! provenance. [`paths::SweepPaths`] is the one builder of sweep and trial paths.
+//! Experiments: sweep specs ([`spec::SweepSpec`], the `experiments/*.toml` files), their
+//! expansion into trials with content-hash ids ([`trial::Trial`]), the provenance recorded with
+//! every trial ([`provenance::Provenance`]) and the local runner behind `seglab sweep`
+//! ([`runner`]: one worker process per trial, resumable, the store as the record).
+//! [`paths::SweepPaths`] is the one builder of sweep and trial paths.
+//!
+//! This module does not train or evaluate (that is `train::run_trial`), and it writes the store
+//! and the MLflow mirror only through `tracking`.
+
+use std::path::PathBuf;
 
 pub mod paths;
+pub mod provenance;
+pub mod runner;
+pub mod spec;
+pub mod trial;
+
+/// Errors of sweep specs, trial expansion and the runner. Each names the file (or trial) and
+/// what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A problem in a sweep spec; the message names the key and what was expected.
+    #[error("{}: {message}", path.display())]
+    Spec { path: PathBuf, message: String },
+    /// Another local runner holds the sweep.
+    #[error(
+        "{}: the sweep is already being run by process {owner} (pid, host); wait for it or \
+         stop it first",
+        path.display()
+    )]
+    Busy { path: PathBuf, owner: String },
+    /// `sweep task --trial ID` names no trial of the spec.
+    #[error("{}: no trial {trial_id} in this sweep (see `seglab sweep plan`)", spec.display())]
+    UnknownTrial { spec: PathBuf, trial_id: String },
+    #[error(transparent)]
+    Tracking(#[from] crate::tracking::TrackingError),
+}

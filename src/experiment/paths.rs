@@ -3,6 +3,7 @@
 //! ```text
 //! experiments/<sweep>/
 //!   store/                 the Parquet store (tracking::Store)
+//!   splits/                computed CV splits, one file per scheme and seed
 //!   trials/<trial_id>/     one folder per trial: config.json, checkpoints, log, predictions/,
 //!                          figures/
 //! ```
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 const STORE_DIR: &str = "store";
 const TRIALS_DIR: &str = "trials";
+const SPLITS_DIR: &str = "splits";
 const PREDICTIONS_DIR: &str = "predictions";
 const FIGURES_DIR: &str = "figures";
 const CONFIG_FILE: &str = "config.json";
@@ -37,6 +39,12 @@ impl SweepPaths {
     /// The sweep's Parquet store.
     pub fn store(&self) -> PathBuf {
         self.root.join(STORE_DIR)
+    }
+
+    /// The computed cross-validation splits of the sweep (one file per scheme and seed,
+    /// `dataset::splits::load_or_create_splits`).
+    pub fn splits(&self) -> PathBuf {
+        self.root.join(SPLITS_DIR)
     }
 
     /// The folder of one trial.

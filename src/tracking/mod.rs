@@ -50,6 +50,7 @@ use std::path::PathBuf;
 
 pub use canonical::Canonical;
 pub use rows::{EpochRow, ResultRow, Table, TimingRow, TrialEvent, TrialStatus};
+pub(crate) use store::hostname;
 pub use store::{CompactReport, Store};
 
 /// Errors of the store and the MLflow mirror. Each names the folder, part file or server

@@ -1,0 +1,606 @@
+//! Sweep specs: the `experiments/*.toml` files a researcher writes (DESIGN.md "Sweep spec").
+//!
+//! ```toml
+//! name = "paper-2class"          # optional; default: the file name without `.toml`
+//! dataset = "../data/phantom"    # relative to the spec file
+//! classes = ["golgi", "nuclei"]  # mask channels of the task
+//! models = ["unet3d", "threshold"]  # crossed with each [[grid]] block without `model`
+//! preset = "code"                # code | thesis | paper (default code)
+//! scale = "cpu-small"            # paper | cpu-small (default paper)
+//!
+//! [cv]
+//! scheme = "nested"              # nested | kfold | leave-one-out | explicit
+//! folds = 3                      # k (nested, kfold)
+//! seeds = [0, 1, 2]              # default [0]
+//! run_folds = [0]                # optional: only these fold indices run
+//! file = "splits.json"           # explicit scheme only, relative to the spec file
+//!
+//! [set]                          # overrides of every trial (dotted config keys)
+//! "train.epochs" = 20
+//!
+//! [[grid]]                       # each block is its own Cartesian product
+//! model = "cyclegan"             # or a list; also classes, preset, scale
+//! "loss.golgi_weight" = [1.0, 2.0, 3.5, 5.0]
+//! ```
+//!
+//! In a `[[grid]]` block every config key lists its candidate values: `[1.0, 2.0]` sweeps two
+//! values, a scalar is one value, and a key whose value is itself a list writes each candidate
+//! as a list (`"loss.class_weights" = [[6.0, 1.0], [6.63, 1.0]]`). Unquoted dotted keys
+//! (`train.epochs = 20`) are TOML sub-tables; they are flattened back into dotted keys.
+//!
+//! This file only parses and checks the spec's own structure (unknown top-level keys name the
+//! nearest valid key); whether a dotted key exists in a model's configuration is checked when
+//! the spec is expanded into trials ([`super::trial`]), against the resolved config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ExperimentError;
+use crate::dataset::splits::SplitScheme;
+use crate::keys::{KeySchema, nearest, parse_toml};
+use crate::models::{ModelKind, ModelScale};
+use crate::preset::Preset;
+
+/// Keys of a `[[grid]]` block that choose the trial's cell rather than override a config value.
+pub const CELL_KEYS: [&str; 4] = ["model", "classes", "preset", "scale"];
+
+/// A parsed and checked sweep spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepSpec {
+    /// The spec file (as given).
+    pub file: PathBuf,
+    pub name: String,
+    /// The dataset folder, resolved against the spec's folder.
+    pub dataset: PathBuf,
+    pub classes: Vec<String>,
+    /// Models crossed with the grid blocks that do not name their own.
+    pub models: Vec<ModelKind>,
+    pub preset: Preset,
+    pub scale: ModelScale,
+    pub cv: CvSpec,
+    /// Overrides applied to every trial whose config has the key.
+    pub set: BTreeMap<String, serde_json::Value>,
+    pub grids: Vec<GridBlock>,
+}
+
+/// The cross-validation part of a spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CvSpec {
+    pub scheme: SplitScheme,
+    pub seeds: Vec<u64>,
+    /// Only these fold indices run (all folds when `None`).
+    pub run_folds: Option<Vec<u32>>,
+}
+
+/// One `[[grid]]` block: its own Cartesian product.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GridBlock {
+    pub models: Option<Vec<ModelKind>>,
+    pub classes: Option<Vec<Vec<String>>>,
+    pub presets: Option<Vec<Preset>>,
+    pub scales: Option<Vec<ModelScale>>,
+    /// Dotted config keys and their candidate values, in key order.
+    pub axes: Vec<(String, Vec<serde_json::Value>)>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    #[serde(default)]
+    name: Option<String>,
+    dataset: PathBuf,
+    classes: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    preset: Option<Preset>,
+    #[serde(default)]
+    scale: Option<ModelScale>,
+    cv: RawCv,
+    #[serde(default)]
+    set: toml::Table,
+    #[serde(default)]
+    grid: Vec<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCv {
+    scheme: String,
+    #[serde(default)]
+    folds: Option<usize>,
+    #[serde(default)]
+    seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    run_folds: Option<Vec<u32>>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+const SCHEMES: [&str; 4] = ["nested", "kfold", "leave-one-out", "explicit"];
+
+impl SweepSpec {
+    /// Reads and checks a spec file.
+    pub fn load(path: &Path) -> Result<SweepSpec, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SweepSpec::parse(path, &text)
+    }
+
+    /// Parses the text of the spec file `path` (relative paths in it are resolved against the
+    /// folder of `path`). Errors name the file, the key and what was expected.
+    pub fn parse(path: &Path, text: &str) -> Result<SweepSpec, ExperimentError> {
+        let fail = |message: String| ExperimentError::Spec {
+            path: path.to_path_buf(),
+            message,
+        };
+        let schema = KeySchema::of::<RawSpec>().child("cv", KeySchema::of::<RawCv>());
+        let raw: RawSpec = parse_toml(text, &schema).map_err(|e| fail(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let name = match raw.name {
+            Some(n) => n,
+            None => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string(),
+        };
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(fail(format!(
+                "name {name:?}: expected letters, digits, '_', '-' or '.' (it names the sweep \
+                 folder), not starting with '.'"
+            )));
+        }
+        check_classes(&raw.classes).map_err(|m| fail(format!("classes: {m}")))?;
+        let models = raw
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.parse().map_err(|e| fail(format!("models[{i}]: {e}"))))
+            .collect::<Result<Vec<ModelKind>, _>>()?;
+        let cv = parse_cv(raw.cv, base).map_err(|m| fail(format!("cv.{m}")))?;
+        let set = flatten(&raw.set, "")
+            .into_iter()
+            .map(|(k, v)| {
+                check_config_key(&k).map_err(|m| fail(format!("set: {m}")))?;
+                Ok((k, toml_to_json(&v).map_err(|m| fail(format!("set.{m}")))?))
+            })
+            .collect::<Result<BTreeMap<_, _>, ExperimentError>>()?;
+        let mut grids = Vec::new();
+        for (i, table) in raw.grid.iter().enumerate() {
+            let block = parse_grid(table).map_err(|m| fail(format!("grid[{i}]: {m}")))?;
+            if block.models.is_none() && models.is_empty() {
+                return Err(fail(format!(
+                    "grid[{i}]: no model: set `model` in the block or `models` at the top"
+                )));
+            }
+            grids.push(block);
+        }
+        if grids.is_empty() {
+            if models.is_empty() {
+                return Err(fail(
+                    "no trials: list `models = [...]` or add [[grid]] blocks with `model`".into(),
+                ));
+            }
+            grids.push(GridBlock::default());
+        }
+        Ok(SweepSpec {
+            file: path.to_path_buf(),
+            name,
+            dataset: base.join(&raw.dataset),
+            classes: raw.classes,
+            models,
+            preset: raw.preset.unwrap_or_default(),
+            scale: raw.scale.unwrap_or_default(),
+            cv,
+            set,
+            grids,
+        })
+    }
+
+    /// The sweep folder: `<spec folder>/<name>/` unless `out` says otherwise (issue 6).
+    pub fn sweep_dir(&self, out: Option<&Path>) -> PathBuf {
+        match out {
+            Some(o) => o.to_path_buf(),
+            None => self.file.parent().unwrap_or(Path::new("")).join(&self.name),
+        }
+    }
+}
+
+fn check_classes(classes: &[String]) -> Result<(), String> {
+    if classes.is_empty() {
+        return Err("expected 1 to 3 of \"golgi\", \"nuclei\", \"pair\", got none".into());
+    }
+    let known = crate::dataset::MASK_CHANNELS;
+    for (i, c) in classes.iter().enumerate() {
+        if !known.contains(&c.as_str()) {
+            let hint = nearest(c, &known)
+                .map(|n| format!(", did you mean {n:?}?"))
+                .unwrap_or_default();
+            return Err(format!(
+                "[{i}] {c:?} is not a mask channel (golgi, nuclei, pair){hint}"
+            ));
+        }
+        if classes[..i].contains(c) {
+            return Err(format!("[{i}] {c:?} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_cv(raw: RawCv, base: &Path) -> Result<CvSpec, String> {
+    let need_k = |scheme: &str| {
+        raw.folds
+            .ok_or_else(|| format!("folds: the {scheme} scheme needs `folds = k`"))
+    };
+    let scheme = match raw.scheme.as_str() {
+        "nested" => SplitScheme::Nested {
+            k: need_k("nested")?,
+        },
+        "kfold" => SplitScheme::KFold {
+            k: need_k("kfold")?,
+        },
+        "leave-one-out" => SplitScheme::LeaveOneOut,
+        "explicit" => SplitScheme::Explicit(
+            base.join(
+                raw.file
+                    .as_ref()
+                    .ok_or("file: the explicit scheme needs `file = \"splits.json\"`")?,
+            ),
+        ),
+        other => {
+            let hint = nearest(other, &SCHEMES)
+                .map(|n| format!(", did you mean {n:?}?"))
+                .unwrap_or_default();
+            return Err(format!(
+                "scheme: {other:?} is not one of nested, kfold, leave-one-out, explicit{hint}"
+            ));
+        }
+    };
+    if raw.file.is_some() && !matches!(scheme, SplitScheme::Explicit(_)) {
+        return Err("file: only the explicit scheme reads a splits file".into());
+    }
+    if raw.folds.is_some() && matches!(scheme, SplitScheme::LeaveOneOut | SplitScheme::Explicit(_))
+    {
+        return Err(format!(
+            "folds: the {} scheme takes its folds from the data, remove `folds`",
+            raw.scheme
+        ));
+    }
+    let seeds = raw.seeds.unwrap_or_else(|| vec![0]);
+    if seeds.is_empty() {
+        return Err("seeds: expected at least one seed".into());
+    }
+    if let Some(dup) = first_duplicate(&seeds) {
+        return Err(format!("seeds: {dup} is listed twice"));
+    }
+    if let Some(f) = &raw.run_folds {
+        if f.is_empty() {
+            return Err("run_folds: expected at least one fold index (or no run_folds)".into());
+        }
+        if let Some(dup) = first_duplicate(f) {
+            return Err(format!("run_folds: {dup} is listed twice"));
+        }
+        if let SplitScheme::KFold { k } | SplitScheme::Nested { k } = scheme
+            && let Some(bad) = f.iter().find(|&&i| i as usize >= k)
+        {
+            return Err(format!(
+                "run_folds: fold {bad} does not exist (folds are 0..{})",
+                k.saturating_sub(1)
+            ));
+        }
+    }
+    Ok(CvSpec {
+        scheme,
+        seeds,
+        run_folds: raw.run_folds,
+    })
+}
+
+fn first_duplicate<T: PartialEq + Copy>(items: &[T]) -> Option<T> {
+    items
+        .iter()
+        .enumerate()
+        .find(|(i, x)| items[..*i].contains(x))
+        .map(|(_, x)| *x)
+}
+
+fn parse_grid(table: &toml::Table) -> Result<GridBlock, String> {
+    let mut block = GridBlock::default();
+    for (key, value) in flatten(table, "") {
+        match key.as_str() {
+            "model" => {
+                block.models = Some(
+                    strings(&value, "model")?
+                        .iter()
+                        .map(|m| m.parse::<ModelKind>().map_err(|e| format!("model: {e}")))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            "preset" => {
+                block.presets = Some(
+                    strings(&value, "preset")?
+                        .iter()
+                        .map(|p| p.parse::<Preset>().map_err(|e| format!("preset: {e}")))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            "scale" => {
+                block.scales = Some(
+                    strings(&value, "scale")?
+                        .iter()
+                        .map(|s| s.parse::<ModelScale>().map_err(|e| format!("scale: {e}")))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            "classes" => {
+                let lists = match &value {
+                    toml::Value::Array(a) if a.iter().all(|v| v.is_array()) && !a.is_empty() => a
+                        .iter()
+                        .map(|v| strings(v, "classes"))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    _ => vec![strings(&value, "classes")?],
+                };
+                for l in &lists {
+                    check_classes(l).map_err(|m| format!("classes: {m}"))?;
+                }
+                block.classes = Some(lists);
+            }
+            _ => {
+                check_config_key(&key)?;
+                let candidates = match &value {
+                    toml::Value::Array(a) => a.clone(),
+                    v => vec![v.clone()],
+                };
+                if candidates.is_empty() {
+                    return Err(format!("{key:?}: an empty list sweeps no value"));
+                }
+                let values = candidates
+                    .iter()
+                    .map(toml_to_json)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|m| format!("{key:?}{m}"))?;
+                block.axes.push((key, values));
+            }
+        }
+    }
+    block.axes.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(block)
+}
+
+/// Non-dotted keys of a grid or `[set]` can only be cell keys; catch typos of those here.
+fn check_config_key(key: &str) -> Result<(), String> {
+    if key.contains('.') {
+        return Ok(());
+    }
+    let hint = nearest(key, &CELL_KEYS)
+        .map(|n| format!(" (did you mean `{n}`?)"))
+        .unwrap_or_default();
+    Err(format!(
+        "unknown key `{key}`: expected model, classes, preset, scale or a dotted config key such \
+         as \"train.epochs\"{hint}"
+    ))
+}
+
+/// One string or a list of strings.
+fn strings(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
+    let one = |v: &toml::Value| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{key}: expected a string or a list of strings, got {v}"))
+    };
+    match value {
+        toml::Value::Array(a) if a.is_empty() => Err(format!("{key}: an empty list")),
+        toml::Value::Array(a) => a.iter().map(one).collect(),
+        v => Ok(vec![one(v)?]),
+    }
+}
+
+/// Flattens nested tables into dotted keys (`train = { epochs = 2 }` → `train.epochs`).
+fn flatten(table: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
+    let mut out = Vec::new();
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => out.extend(flatten(t, &key)),
+            v => out.push((key, v.clone())),
+        }
+    }
+    out
+}
+
+/// A TOML value as JSON (the form config overrides take). Datetimes have no JSON form.
+pub(crate) fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match value {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .ok_or_else(|| format!(": {f} is not a finite number"))?,
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => return Err(format!(": datetime {d} is not a config value")),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect::<Result<_, _>>()?),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), toml_to_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SweepSpec, String> {
+        SweepSpec::parse(Path::new("experiments/cv.toml"), text).map_err(|e| e.to_string())
+    }
+
+    const BASE: &str = r#"
+dataset = "../data/phantom"
+classes = ["golgi", "nuclei"]
+[cv]
+scheme = "nested"
+folds = 3
+"#;
+
+    #[test]
+    fn a_full_spec_parses() {
+        let spec = parse(
+            r#"
+name = "paper-2class"
+dataset = "../data/phantom"
+classes = ["golgi", "nuclei"]
+preset = "thesis"
+scale = "cpu-small"
+[cv]
+scheme = "nested"
+folds = 3
+seeds = [0, 1, 2]
+run_folds = [0, 2]
+[set]
+train.epochs = 2
+"infer.step" = 16
+[[grid]]
+model = "unet3d"
+[[grid]]
+model = ["vox2vox", "cyclegan"]
+"loss.class_weights" = [[6.0, 1.0], [6.63, 1.0]]
+loss.golgi_weight = [1.0, 3.5]
+"#,
+        )
+        .unwrap();
+        assert_eq!(spec.name, "paper-2class");
+        assert_eq!(spec.dataset, Path::new("experiments/../data/phantom"));
+        assert_eq!(spec.preset, Preset::Thesis);
+        assert_eq!(spec.scale, ModelScale::CpuSmall);
+        assert_eq!(spec.cv.scheme, SplitScheme::Nested { k: 3 });
+        assert_eq!(spec.cv.seeds, [0, 1, 2]);
+        assert_eq!(spec.cv.run_folds, Some(vec![0, 2]));
+        assert_eq!(spec.set["train.epochs"], serde_json::json!(2));
+        assert_eq!(spec.set["infer.step"], serde_json::json!(16));
+        assert_eq!(spec.grids.len(), 2);
+        assert_eq!(spec.grids[0].models, Some(vec![ModelKind::Unet3d]));
+        let g = &spec.grids[1];
+        assert_eq!(
+            g.models,
+            Some(vec![ModelKind::Vox2Vox, ModelKind::CycleGan])
+        );
+        assert_eq!(
+            g.axes,
+            vec![
+                (
+                    "loss.class_weights".to_string(),
+                    vec![
+                        serde_json::json!([6.0, 1.0]),
+                        serde_json::json!([6.63, 1.0])
+                    ]
+                ),
+                (
+                    "loss.golgi_weight".to_string(),
+                    vec![serde_json::json!(1.0), serde_json::json!(3.5)]
+                ),
+            ]
+        );
+        assert_eq!(spec.sweep_dir(None), Path::new("experiments/paper-2class"));
+    }
+
+    #[test]
+    fn defaults_name_preset_scale_and_seeds() {
+        let spec = parse(&format!("models = [\"threshold\"]\n{BASE}")).unwrap();
+        assert_eq!(spec.name, "cv");
+        assert_eq!(spec.preset, Preset::Code);
+        assert_eq!(spec.scale, ModelScale::Paper);
+        assert_eq!(spec.cv.seeds, [0]);
+        assert_eq!(spec.grids, vec![GridBlock::default()]);
+        assert_eq!(spec.models, [ModelKind::Threshold]);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_nearest_key() {
+        let e = parse(&format!("modles = [\"unet3d\"]\n{BASE}")).unwrap_err();
+        assert!(e.starts_with("experiments/cv.toml: 1:1"), "{e}");
+        assert!(
+            e.contains("unknown key `modles`, did you mean `models`?"),
+            "{e}"
+        );
+
+        let e = parse(&format!("models = [\"unet3d\"]\n{BASE}seedz = [1]\n")).unwrap_err();
+        assert!(
+            e.contains("unknown key `cv.seedz`, did you mean `seeds`?"),
+            "{e}"
+        );
+
+        let e = parse(&format!("{BASE}[[grid]]\nmodle = \"unet3d\"\n")).unwrap_err();
+        assert!(e.contains("grid[0]: unknown key `modle`"), "{e}");
+        assert!(e.contains("did you mean `model`?"), "{e}");
+
+        let e = parse(&format!("{BASE}[[grid]]\nmodel = \"unet\"\n")).unwrap_err();
+        assert!(e.contains("grid[0]: model: unknown model `unet`"), "{e}");
+
+        let e = parse(&format!("models = [\"unet3d\"]\n{BASE}").replace("\"nested\"", "\"nestd\""))
+            .unwrap_err();
+        assert!(e.contains("cv.scheme: \"nestd\""), "{e}");
+        assert!(e.contains("did you mean \"nested\"?"), "{e}");
+
+        let e =
+            parse(&format!("models = [\"unet3d\"]\n{BASE}").replace("\"nuclei\"", "\"nucleus\""))
+                .unwrap_err();
+        assert!(e.contains("classes: [1] \"nucleus\""), "{e}");
+
+        let e = parse(BASE).unwrap_err();
+        assert!(e.contains("no trials"), "{e}");
+
+        let e = parse(&format!("{BASE}[[grid]]\n\"loss.golgi_weight\" = [1.0]\n")).unwrap_err();
+        assert!(e.contains("grid[0]: no model"), "{e}");
+
+        let e = parse(&format!("models = [\"unet3d\"]\n{BASE}run_folds = [3]\n")).unwrap_err();
+        assert!(e.contains("cv.run_folds: fold 3 does not exist"), "{e}");
+
+        let e = parse(&format!("models = [\"unet3d\"]\n{BASE}seeds = []\n")).unwrap_err();
+        assert!(e.contains("cv.seeds"), "{e}");
+
+        let e = parse(&format!("models = [\"unet3d\"]\nname = \"a/b\"\n{BASE}")).unwrap_err();
+        assert!(e.contains("name \"a/b\""), "{e}");
+    }
+
+    #[test]
+    fn grid_classes_accept_one_list_or_a_list_of_lists() {
+        let one = parse(&format!(
+            "{BASE}[[grid]]\nmodel = \"unet3d\"\nclasses = [\"nuclei\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(one.grids[0].classes, Some(vec![vec!["nuclei".to_string()]]));
+        let two = parse(&format!(
+            "{BASE}[[grid]]\nmodel = \"unet3d\"\nclasses = [[\"nuclei\"], [\"golgi\", \"nuclei\", \"pair\"]]\n"
+        ))
+        .unwrap();
+        assert_eq!(two.grids[0].classes.as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn explicit_scheme_resolves_its_file() {
+        let spec = parse(
+            "models = [\"unet3d\"]\ndataset = \"d\"\nclasses = [\"nuclei\"]\n[cv]\nscheme = \"explicit\"\nfile = \"s.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.cv.scheme,
+            SplitScheme::Explicit(PathBuf::from("experiments/s.json"))
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! The trials of a sweep: [`expand`] turns a [`SweepSpec`] into [`Trial`]s, each with its
+//! fully resolved [`TrialConfig`] and a content-hash id (stage2-design.md "Trial").
+//!
+//! Expansion validates everything before the first trial runs (style anchor 4): the dataset
+//! opens and has the spec's classes, the split scheme fits the volumes, every `[[grid]]` key
+//! exists in the config of every model of its block (an unknown key names the nearest valid
+//! one), every `[set]` key exists for at least one trial, and every resolved config
+//! validates. Errors name the spec file and the block.
+//!
+//! Trial id = the first 12 hex digits of sha256 over the canonical JSON of
+//! `{config, fold, seed, cv, dataset}` (dataset = the dataset fingerprint; cv = the split
+//! scheme, with an explicit splits file identified by the hash of its contents rather than its
+//! path). Moving the sweep or the dataset keeps the ids; changing a config value, the data or
+//! the split changes them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::ExperimentError;
+use super::provenance::{Provenance, hex};
+use super::spec::SweepSpec;
+use crate::dataset::Dataset;
+use crate::dataset::splits::{SplitScheme, make_splits};
+use crate::tracking::{TrialEvent, TrialStatus};
+use crate::train::TrialConfig;
+use crate::train::config::canonical_json;
+
+/// Hex digits of a trial id.
+pub const TRIAL_ID_LEN: usize = 12;
+
+/// One trial of a sweep: a resolved config on one fold and seed of one dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    pub sweep: String,
+    pub trial_id: String,
+    pub config: TrialConfig,
+    pub fold: u32,
+    pub seed: u64,
+    pub scheme: SplitScheme,
+    pub dataset: PathBuf,
+    pub dataset_fingerprint: String,
+    /// The swept and `[set]` keys of this trial with their values (the `param.*` columns).
+    pub params: BTreeMap<String, String>,
+}
+
+impl Trial {
+    /// The trial's event for `attempt` in `status`, with provenance, started at `started_ms`.
+    pub fn event(
+        &self,
+        attempt: u32,
+        status: TrialStatus,
+        started_ms: i64,
+        device: &str,
+        prov: &Provenance,
+    ) -> TrialEvent {
+        let now = crate::tracking::now_ms();
+        TrialEvent {
+            sweep: self.sweep.clone(),
+            trial_id: self.trial_id.clone(),
+            attempt,
+            status,
+            event_ms: now,
+            model: self.config.model.name().to_string(),
+            classes: self.config.classes.clone(),
+            fold: self.fold,
+            seed: self.seed,
+            preset: self.config.preset.name().to_string(),
+            scale: self.config.scale.name().to_string(),
+            dataset: self.dataset.display().to_string(),
+            dataset_fingerprint: self.dataset_fingerprint.clone(),
+            config_json: self.config.canonical_json(),
+            error: None,
+            started_ms,
+            ended_ms: status.is_terminal().then_some(now),
+            git_commit: prov.git_commit.clone(),
+            git_dirty: prov.git_dirty,
+            git_diff_sha256: prov.git_diff_sha256.clone(),
+            user: prov.user.clone(),
+            host: prov.host.clone(),
+            device: device.to_string(),
+            seglab_version: prov.seglab_version.clone(),
+            burn_version: prov.burn_version.clone(),
+            command: prov.command.clone(),
+            params: self.params.clone(),
+        }
+    }
+}
+
+/// The trial id of (config, fold, seed, cv identity, dataset fingerprint).
+pub fn trial_id(
+    config: &TrialConfig,
+    fold: u32,
+    seed: u64,
+    cv: &Value,
+    fingerprint: &str,
+) -> String {
+    let doc = json!({
+        "config": config.to_value(),
+        "fold": fold,
+        "seed": seed,
+        "cv": cv,
+        "dataset": fingerprint,
+    });
+    let digest = Sha256::digest(canonical_json(&doc).as_bytes());
+    hex(&digest)[..TRIAL_ID_LEN].to_string()
+}
+
+/// What identifies a split scheme in trial ids: its name and k, or the contents of an explicit
+/// splits file.
+fn cv_identity(scheme: &SplitScheme) -> Result<Value, ExperimentError> {
+    Ok(match scheme {
+        SplitScheme::KFold { k } => json!({"scheme": "kfold", "k": k}),
+        SplitScheme::Nested { k } => json!({"scheme": "nested", "k": k}),
+        SplitScheme::LeaveOneOut => json!({"scheme": "leave-one-out"}),
+        SplitScheme::Explicit(path) => {
+            let bytes = std::fs::read(path).map_err(|source| ExperimentError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            json!({"scheme": "explicit", "file_sha256": hex(&Sha256::digest(&bytes))})
+        }
+    })
+}
+
+/// True when the dotted `key` names a node of the config tree.
+fn has_key(tree: &Value, key: &str) -> bool {
+    let mut node = tree;
+    for part in key.split('.') {
+        match node.get(part) {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The value of a swept key as it lands in a `param.*` column.
+fn param_text(config: &TrialConfig, key: &str) -> String {
+    let tree = config.to_value();
+    let mut node = &tree;
+    for part in key.split('.') {
+        node = &node[part];
+    }
+    match node {
+        Value::String(s) => s.clone(),
+        other => canonical_json(other),
+    }
+}
+
+/// All combinations of the axes' values (the Cartesian product), in axis order.
+fn product(axes: &[(String, Vec<Value>)]) -> Vec<Vec<(String, Value)>> {
+    let mut out: Vec<Vec<(String, Value)>> = vec![Vec::new()];
+    for (key, values) in axes {
+        out = out
+            .into_iter()
+            .flat_map(|combo| {
+                values.iter().map(move |v| {
+                    let mut c = combo.clone();
+                    c.push((key.clone(), v.clone()));
+                    c
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// Expands a spec into its trials (see the module doc), validating all of them. Duplicate
+/// trials (two blocks giving the same config) are kept once, in first-appearance order.
+pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
+    let fail = |message: String| ExperimentError::Spec {
+        path: spec.file.clone(),
+        message,
+    };
+    let dataset = Dataset::open(&spec.dataset).map_err(|e| fail(format!("dataset: {e}")))?;
+    let fingerprint = dataset
+        .fingerprint()
+        .map_err(|e| fail(format!("dataset: {e}")))?;
+    let folds = make_splits(&dataset.ids(), &dataset.groups(), &spec.cv.scheme, 0)
+        .map_err(|e| fail(format!("cv: {e}")))?
+        .len() as u32;
+    let fold_list: Vec<u32> = match &spec.cv.run_folds {
+        Some(list) => {
+            if let Some(bad) = list.iter().find(|&&f| f >= folds) {
+                return Err(fail(format!(
+                    "cv.run_folds: fold {bad} does not exist ({} has folds 0..{})",
+                    spec.cv.scheme,
+                    folds - 1
+                )));
+            }
+            list.clone()
+        }
+        None => (0..folds).collect(),
+    };
+    let cv = cv_identity(&spec.cv.scheme)?;
+    let mask_channels = &dataset.spec().mask_channels;
+
+    let mut trials = Vec::new();
+    let mut seen = HashSet::new();
+    let mut set_used: HashSet<&str> = HashSet::new();
+    let mut set_error: Option<String> = None;
+    for (gi, block) in spec.grids.iter().enumerate() {
+        let bfail = |m: String| fail(format!("grid[{gi}]: {m}"));
+        let models = block.models.clone().unwrap_or_else(|| spec.models.clone());
+        let classes = block
+            .classes
+            .clone()
+            .unwrap_or_else(|| vec![spec.classes.clone()]);
+        let presets = block.presets.clone().unwrap_or_else(|| vec![spec.preset]);
+        let scales = block.scales.clone().unwrap_or_else(|| vec![spec.scale]);
+        for model in &models {
+            for cls in &classes {
+                if let Some(c) = cls.iter().find(|c| !mask_channels.contains(c)) {
+                    return Err(fail(format!(
+                        "classes: the dataset {} has no mask channel {c:?} (it has {})",
+                        spec.dataset.display(),
+                        mask_channels.join(", ")
+                    )));
+                }
+                for &preset in &presets {
+                    for &scale in &scales {
+                        let base = TrialConfig::resolve(*model, cls, preset, scale)
+                            .map_err(|e| bfail(format!("{}: {e}", model.name())))?;
+                        let tree = base.to_value();
+                        let mut overrides: Vec<(String, Value)> = Vec::new();
+                        for (k, v) in &spec.set {
+                            if has_key(&tree, k) {
+                                set_used.insert(k);
+                                overrides.push((k.clone(), v.clone()));
+                            } else if set_error.is_none() {
+                                set_error = base
+                                    .apply_overrides(&[(k.clone(), v.clone())])
+                                    .err()
+                                    .map(|e| format!("set: {e}"));
+                            }
+                        }
+                        for (k, _) in &block.axes {
+                            if !has_key(&tree, k) {
+                                let e = base
+                                    .apply_overrides(&[(k.clone(), Value::Null)])
+                                    .err()
+                                    .map(|e| e.to_string())
+                                    .unwrap_or_else(|| format!("unknown config key `{k}`"));
+                                return Err(bfail(format!(
+                                    "{e} (in the config of {})",
+                                    model.name()
+                                )));
+                            }
+                        }
+                        for combo in product(&block.axes) {
+                            let mut all = overrides.clone();
+                            all.extend(combo.iter().cloned());
+                            let config = base.apply_overrides(&all).map_err(|e| {
+                                let what = combo
+                                    .iter()
+                                    .map(|(k, v)| format!("{k} = {v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ");
+                                bfail(format!("{} with {what}: {e}", model.name()))
+                            })?;
+                            let params: BTreeMap<String, String> = all
+                                .iter()
+                                .map(|(k, _)| (k.clone(), param_text(&config, k)))
+                                .collect();
+                            for &seed in &spec.cv.seeds {
+                                for &fold in &fold_list {
+                                    let id = trial_id(&config, fold, seed, &cv, &fingerprint);
+                                    if !seen.insert(id.clone()) {
+                                        continue;
+                                    }
+                                    trials.push(Trial {
+                                        sweep: spec.name.clone(),
+                                        trial_id: id,
+                                        config: config.clone(),
+                                        fold,
+                                        seed,
+                                        scheme: spec.cv.scheme.clone(),
+                                        dataset: spec.dataset.clone(),
+                                        dataset_fingerprint: fingerprint.clone(),
+                                        params: params.clone(),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(unused) = spec.set.keys().find(|k| !set_used.contains(k.as_str())) {
+        return Err(fail(set_error.unwrap_or_else(|| {
+            format!("set: `{unused}` applies to none of the sweep's models")
+        })));
+    }
+    Ok(trials)
+}
+
+/// The short description of a trial's cell for tables: model, classes and swept values.
+pub fn describe(trial: &Trial) -> String {
+    let mut s = format!(
+        "{} {}",
+        trial.config.model.name(),
+        trial.config.classes.join(",")
+    );
+    for (k, v) in &trial.params {
+        s.push_str(&format!(" {k}={v}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ModelKind, ModelScale};
+    use crate::preset::Preset;
+
+    #[test]
+    fn products_cover_every_combination_in_order() {
+        let axes = vec![
+            ("a".to_string(), vec![json!(1), json!(2)]),
+            ("b".to_string(), vec![json!("x"), json!("y"), json!("z")]),
+        ];
+        let p = product(&axes);
+        assert_eq!(p.len(), 6);
+        assert_eq!(p[0], vec![("a".into(), json!(1)), ("b".into(), json!("x"))]);
+        assert_eq!(p[5], vec![("a".into(), json!(2)), ("b".into(), json!("z"))]);
+        assert_eq!(product(&[]), vec![Vec::<(String, Value)>::new()]);
+    }
+
+    #[test]
+    fn trial_ids_depend_on_every_part_and_nothing_else() {
+        let c = TrialConfig::resolve(
+            ModelKind::Threshold,
+            &["nuclei"],
+            Preset::Code,
+            ModelScale::CpuSmall,
+        )
+        .unwrap();
+        let cv = json!({"scheme": "nested", "k": 3});
+        let id = trial_id(&c, 0, 0, &cv, "abc");
+        assert_eq!(id.len(), TRIAL_ID_LEN);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(id, trial_id(&c.clone(), 0, 0, &cv, "abc"));
+        let others = [
+            trial_id(&c, 1, 0, &cv, "abc"),
+            trial_id(&c, 0, 1, &cv, "abc"),
+            trial_id(&c, 0, 0, &json!({"scheme": "kfold", "k": 3}), "abc"),
+            trial_id(&c, 0, 0, &cv, "abd"),
+        ];
+        for o in others {
+            assert_ne!(o, id);
+        }
+        let u = TrialConfig::resolve(
+            ModelKind::Unet3d,
+            &["nuclei"],
+            Preset::Code,
+            ModelScale::CpuSmall,
+        )
+        .unwrap();
+        let u2 = u
+            .apply_overrides(&[("train.epochs".into(), json!(3))])
+            .unwrap();
+        assert_ne!(
+            trial_id(&u, 0, 0, &cv, "abc"),
+            trial_id(&u2, 0, 0, &cv, "abc")
+        );
+    }
+
+    #[test]
+    fn dotted_keys_are_found_in_the_tree() {
+        let tree = json!({"loss": {"golgi_weight": 1.0, "class_weights": null}});
+        assert!(has_key(&tree, "loss.golgi_weight"));
+        assert!(has_key(&tree, "loss.class_weights"));
+        assert!(!has_key(&tree, "loss.golgi_wieght"));
+        assert!(!has_key(&tree, "train.epochs"));
+    }
+}
