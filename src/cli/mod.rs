@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod inspect;
@@ -55,6 +56,8 @@ pub enum Command {
     /// Trainable parameter counts of every network at a scale.
     Models(models::ModelsArgs),
     Report(report::ReportArgs),
+    /// Time training steps and predicted windows of a model.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synth(args) => synth::run(args),
         Command::Models(args) => models::run(args),
         Command::Report(args) => report::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -20,6 +20,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::models::{ModelError, ModelKind};
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cyclegan;
 pub mod losses;
