@@ -178,7 +178,7 @@ impl CycleGanConfig {
     /// Checks that cubic patches of `size` voxels pass the generators' two stride-2 levels and
     /// the discriminators' four (a multiple of 16).
     pub fn validate_patch(&self, size: usize) -> Result<(), ModelError> {
-        if size == 0 || size % 16 != 0 {
+        if size == 0 || !size.is_multiple_of(16) {
             return Err(ModelError::config(
                 "patch_size",
                 "must be a positive multiple of 16 for CycleGAN",

@@ -213,7 +213,7 @@ impl ScaleSpec {
     /// least one filter.
     pub fn width(&self, published: usize, field: &str) -> Result<usize, ModelError> {
         let d = self.width_divisor();
-        if d == 0 || published % d != 0 || published / d == 0 {
+        if d == 0 || !published.is_multiple_of(d) || published / d == 0 {
             return Err(ModelError::config(
                 "scale.width_divisor",
                 format!("must divide the published {field} ({published}) into a whole number ≥ 1"),

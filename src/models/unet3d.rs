@@ -129,7 +129,7 @@ impl Unet3dConfig {
     /// Checks that cubic patches of `size` voxels pass the four poolings.
     pub fn validate_patch(&self, size: usize) -> Result<(), ModelError> {
         let m = 1 << LEVELS;
-        if size == 0 || size % m != 0 {
+        if size == 0 || !size.is_multiple_of(m) {
             return Err(ModelError::config(
                 "patch_size",
                 format!("must be a positive multiple of {m} for the U-Net"),

@@ -173,7 +173,7 @@ impl Vox2VoxConfig {
     /// patch four times and the discriminator's two valid 4³ convolutions need size/8 ≥ 3, so
     /// sizes are multiples of 16 from 32 up.
     pub fn validate_patch(&self, size: usize) -> Result<(), ModelError> {
-        if size < 32 || size % 16 != 0 {
+        if size < 32 || !size.is_multiple_of(16) {
             return Err(ModelError::config(
                 "patch_size",
                 "must be a multiple of 16 and ≥ 32 for Vox2Vox",
@@ -192,6 +192,7 @@ impl Vox2VoxConfig {
         )
     }
 
+    #[allow(clippy::too_many_arguments)] // one argument per column of the published layer table
     fn down(
         &self,
         channels: [usize; 2],
