@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod eval;
@@ -69,6 +70,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Mirror a sweep's store into an MLflow tracking server.
     Mlflow(mlflow::MlflowArgs),
+    /// Time training steps and predicted windows of a model.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => runs::run(args),
         Command::Report(args) => report::run(args),
         Command::Mlflow(args) => mlflow::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

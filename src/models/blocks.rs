@@ -3,8 +3,9 @@
 //!
 //! - [`Conv3dLayer`] and [`ConvTranspose3dLayer`]: every 3D convolution of seglab goes through
 //!   these two wrappers, which apply TensorFlow's 'same' padding rule (asymmetric when the
-//!   kernel and stride call for it) and its transposed-convolution cropping. A faster
-//!   convolution can later replace burn's in exactly these two `forward`s.
+//!   kernel and stride call for it) and its transposed-convolution cropping. The
+//!   convolution itself is [`super::conv::conv3d`], which picks a GEMM-based form for
+//!   stride 1 and burn's for strided convolutions.
 //! - [`InstanceNorm3d`]: keras-contrib `InstanceNormalization`, per channel (`axis=-1`,
 //!   CycleGAN) or over all channels with a scalar γ, β (`axis=None`, Vox2Vox); ε is added to
 //!   the standard deviation, not the variance.
@@ -17,12 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::{Flag, Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig};
-use burn::tensor::module::{conv_transpose3d, conv3d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, MaxPoolOptions, PadMode};
+use burn::tensor::module::{conv_transpose3d, max_pool2d};
+use burn::tensor::ops::{ConvTransposeOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
+use super::conv;
 use super::init::{self, Fans, InitScheme, SeedStream};
 
 /// How a convolution pads its input (Keras `padding=`).
@@ -101,21 +103,14 @@ impl Conv3dLayer {
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let [_, _, d, h, w] = x.dims();
         let pads = [d, h, w].map(|n| self.padding.amounts(n, self.kernel, self.stride));
-        // burn's conv3d only pads symmetrically: pad the common part inside the convolution
-        // and the asymmetric remainder explicitly with zeros (TensorFlow puts it after).
-        let sym = pads.map(|(b, a)| b.min(a));
-        let extra: [(usize, usize); 3] =
-            std::array::from_fn(|i| (pads[i].0 - sym[i], pads[i].1 - sym[i]));
-        let x = if extra.iter().any(|&(b, a)| b + a > 0) {
-            x.pad(extra, PadMode::Constant(0.0)) // [batch, in, d+…, h+…, w+…]
-        } else {
-            x
-        };
-        conv3d(
+        let path = conv::choose_path(&x, self.weight.val().dims(), self.stride);
+        conv::conv3d(
             x,
             self.weight.val(),
             Some(self.bias.val()),
-            ConvOptions::new([self.stride; 3], sym, [1; 3], 1),
+            self.stride,
+            pads,
+            path,
         )
     }
 }
@@ -168,6 +163,10 @@ impl ConvTranspose3dLayer {
     /// - input: `[batch, in, depth, height, width]`
     /// - output: `[batch, out, depth·s, height·s, width·s]`
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        if self.kernel == self.stride {
+            // Non-overlapping blocks, nothing to crop: a matrix product.
+            return conv::conv_transpose3d_blocks(x, self.weight.val(), Some(self.bias.val()));
+        }
         let [_, _, d, h, w] = x.dims();
         let crop = self.kernel - self.stride;
         let (before, after) = (crop / 2, crop - crop / 2);

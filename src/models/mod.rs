@@ -22,6 +22,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub mod blocks;
+pub mod conv;
 pub mod cyclegan;
 pub mod init;
 pub mod unet3d;

@@ -192,7 +192,7 @@ impl Vox2VoxConfig {
         )
     }
 
-    #[allow(clippy::too_many_arguments)] // one block's full description, read at the call site
+    #[allow(clippy::too_many_arguments)] // one argument per column of the published layer table
     fn down(
         &self,
         channels: [usize; 2],

@@ -250,6 +250,7 @@ impl CycleGanTrainer {
                 .into());
             }
         }
+        super::keep_freed_memory();
         let device = device.clone().autodiff();
         let g_ab = model_config.init_segmenter(derive_seed(seed, 0), &device);
         let g_ba = model_config.init_painter(derive_seed(seed, 1), &device);

@@ -23,6 +23,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::models::{ModelError, ModelKind};
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod cyclegan;
@@ -237,6 +238,26 @@ pub trait Trainer {
     /// Restores the state written by [`Trainer::save_checkpoint`] into this trainer (built
     /// with the same configuration).
     fn load_checkpoint(&mut self, dir: &std::path::Path) -> Result<(), TrainError>;
+}
+
+/// Keeps freed memory in the process instead of handing it back to the kernel after every
+/// tensor: with glibc's defaults each tensor above a few hundred KiB is a fresh `mmap`, whose
+/// pages fault in and are zeroed again on every training step (≈ 10 % of a `cpu-small` U-Net
+/// step in a profile). Raises the mmap threshold to glibc's maximum (32 MiB) and the trim
+/// threshold to 1 GiB, once per process. Called by every trainer's constructor.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only changes allocator parameters; it is called before the
+            // trainer allocates its tensors and is safe to call from any thread.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            }
+        });
+    }
 }
 
 /// Seed of the per-step random stream `stream` of a trainer seeded with `seed`.

@@ -74,6 +74,7 @@ impl Unet3dTrainer {
     ) -> Result<Self, TrainError> {
         model_config.validate()?;
         config.validate(model_config.out_channels)?;
+        super::keep_freed_memory();
         let device = device.clone().autodiff();
         let model = model_config.init(derive_seed(seed, 0), &device);
         materialize(&model);

@@ -134,6 +134,7 @@ impl Vox2VoxTrainer {
     ) -> Result<Self, TrainError> {
         model_config.validate()?;
         config.validate(model_config.out_channels)?;
+        super::keep_freed_memory();
         let device = device.clone().autodiff();
         let generator = model_config.init_generator(derive_seed(seed, 0), &device);
         let discriminator = model_config.init_discriminator(derive_seed(seed, 1), &device);
