@@ -784,3 +784,59 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
     let b = seglab::volume::read_tiff(&again).unwrap().to_f32();
     assert_eq!(a.data(), b.data());
 }
+
+/// Validation takes losses and prediction from one forward pass (`valid_predict`); the
+/// prediction must equal `predict` of the same images, after a few training steps so that
+/// weights and batch-norm statistics are not at their initial values. Returns the losses and
+/// the prediction (host data).
+fn check_valid_predict(trainer: &mut impl Trainer, batch: &Batch) -> (StepLosses, Vec<f32>) {
+    losses_of(trainer, batch, 2);
+    let (losses, pred) = trainer.valid_predict(batch);
+    let expected: Vec<f32> = trainer
+        .predict(batch.images.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let got: Vec<f32> = pred.into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(got.len(), expected.len());
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-6, "prediction differs by {worst}");
+    (losses, got)
+}
+
+#[test]
+fn valid_predict_matches_predict_and_the_loss_of_its_prediction() {
+    let device = Device::flex();
+    let mut unet = Unet3dTrainer::new(
+        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
+        Unet3dTrainConfig::new(),
+        0,
+        &device,
+    )
+    .unwrap();
+    let batch = blob_batch(&mut ChaCha8Rng::seed_from_u64(3), 2, 32, unet.device());
+    let (losses, pred) = check_valid_predict(&mut unet, &batch);
+    // The U-Net's validation loss is the global soft Dice (smoothing 1) of that prediction.
+    let masks: Vec<f32> = batch.masks.clone().into_data().try_to_vec::<f32>().unwrap();
+    let inter: f64 = pred.iter().zip(&masks).map(|(p, y)| f64::from(p * y)).sum();
+    let total: f64 = pred.iter().chain(&masks).map(|&v| f64::from(v)).sum();
+    let expected = 1.0 - (2.0 * inter + 1.0) / (total + 1.0);
+    let loss = losses.get("loss").unwrap();
+    assert!((loss - expected).abs() < 1e-4, "{loss} vs {expected}");
+    assert_eq!(losses, unet.valid_step(&batch));
+
+    let mut vox = Vox2VoxTrainer::new(
+        Vox2VoxConfig::for_scale(2, 2, &tiny()).unwrap(),
+        Vox2VoxTrainConfig::new(),
+        0,
+        &device,
+    )
+    .unwrap();
+    let (losses, _) = check_valid_predict(&mut vox, &batch);
+    let names: Vec<&str> = losses.0.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["g_loss", "dice_loss", "adv_loss", "d_loss"]);
+}

@@ -587,8 +587,10 @@ fn validate(
     let mask_grid = plan.mask_grid.as_deref().unwrap_or_default();
     for chunk in origins.chunks(cfg.batch) {
         let synth_origins = synthetic.map(|_| rm.sample_from(mask_grid, chunk.len()));
-        // Validation losses need masks: the GT (paired) or synthetic draws (unpaired).
-        if synthetic.is_some() || has_masks {
+        // Validation losses need masks: the GT (paired) or synthetic draws (unpaired). The
+        // losses and the prediction come from one call so that the paired trainers run the
+        // network forward once per batch, not twice.
+        let pred = if synthetic.is_some() || has_masks {
             let batch = make_batch(
                 trainer,
                 val,
@@ -597,18 +599,20 @@ fn validate(
                 synthetic.zip(synth_origins.as_deref()),
                 masks.as_mut(),
             )?;
-            accumulate(&mut sums, &trainer.valid_step(&batch));
+            let (losses, pred) = trainer.valid_predict(&batch);
+            accumulate(&mut sums, &losses);
             batches += 1;
+            pred
         } else {
             val.fill_batch(chunk, &mut images);
-        }
-        let shape = images.image_shape();
-        let input = Tensor::<5>::from_data(
-            TensorData::new(images.image.clone(), shape),
-            trainer.device(),
-        );
-        let probs: Vec<f32> = trainer
-            .predict(input)
+            let shape = images.image_shape();
+            let input = Tensor::<5>::from_data(
+                TensorData::new(images.image.clone(), shape),
+                trainer.device(),
+            );
+            trainer.predict(input)
+        };
+        let probs: Vec<f32> = pred
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| TrainError::Batch(format!("prediction: {e:?}")))?;

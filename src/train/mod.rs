@@ -215,7 +215,17 @@ pub trait Trainer {
     /// The losses of `batch` without updating anything (dropout off, batch norm in inference).
     /// The first entry is the model's validation criterion (U-Net: Dice loss; Vox2Vox: the
     /// generator's total loss, §4.4; CycleGAN: the segmenter's cycle + identity loss).
-    fn valid_step(&self, batch: &Batch) -> StepLosses;
+    fn valid_step(&self, batch: &Batch) -> StepLosses {
+        self.valid_predict(batch).0
+    }
+
+    /// [`Trainer::valid_step`] together with [`Trainer::predict`] of `batch.images`. Validation
+    /// needs both every epoch; the paired trainers override this to run the network forward
+    /// once and return the prediction their loss was computed on, halving validation time.
+    /// Implement at least one of `valid_step` and `valid_predict`.
+    fn valid_predict(&self, batch: &Batch) -> (StepLosses, Tensor<5>) {
+        (self.valid_step(batch), self.predict(batch.images.clone()))
+    }
 
     /// Per-class probabilities in [0, 1] for `images` in [0, 1] (inference mode).
     ///

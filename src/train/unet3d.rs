@@ -113,14 +113,14 @@ impl Trainer for Unet3dTrainer {
         out
     }
 
-    fn valid_step(&self, batch: &Batch) -> StepLosses {
+    fn valid_predict(&self, batch: &Batch) -> (StepLosses, Tensor<5>) {
         let pred = self.model.valid().forward(batch.images.clone().inner());
         let mut out = StepLosses::default();
         out.push(
             "loss",
-            dice_loss(pred, batch.masks.clone().inner(), &self.config.loss),
+            dice_loss(pred.clone(), batch.masks.clone().inner(), &self.config.loss),
         );
-        out
+        (out, pred)
     }
 
     fn predict(&self, images: Tensor<5>) -> Tensor<5> {

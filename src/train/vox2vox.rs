@@ -216,20 +216,20 @@ impl Trainer for Vox2VoxTrainer {
         out
     }
 
-    fn valid_step(&self, batch: &Batch) -> StepLosses {
+    fn valid_predict(&self, batch: &Batch) -> (StepLosses, Tensor<5>) {
         let (x, y) = (batch.images.clone().inner(), batch.masks.clone().inner());
         let g = self.generator.valid();
         let d = self.discriminator.valid();
         let fake = g.forward(x.clone());
         let (total, dice, adv) = self.generator_losses(&d, x.clone(), y.clone(), fake.clone());
         let real = lsgan(d.forward(x.clone(), y), 1.0);
-        let generated = lsgan(d.forward(x, fake), 0.0);
+        let generated = lsgan(d.forward(x, fake.clone()), 0.0);
         let mut out = StepLosses::default();
         out.push("g_loss", total);
         out.push("dice_loss", dice);
         out.push("adv_loss", adv);
         out.push("d_loss", (real + generated) * 0.5);
-        out
+        (out, fake)
     }
 
     fn predict(&self, images: Tensor<5>) -> Tensor<5> {
