@@ -26,10 +26,17 @@ fn quick_demo_runs_end_to_end_and_resumes_from_the_store() {
     for f in ["index.md", "index.html"] {
         assert!(report.join(f).is_file(), "{f} missing");
     }
-    assert!(root.path().join("data/phantom-quick/dataset.toml").is_file());
+    assert!(
+        root.path()
+            .join("data/phantom-quick/dataset.toml")
+            .is_file()
+    );
 
     let second = util::run_seglab(&["demo", "--quick", "--root", r]);
     let out2 = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "{out2}");
-    assert!(out2.contains("(0 finished now, 4 earlier, 0 failed)"), "{out2}");
+    assert!(
+        out2.contains("(0 finished now, 4 earlier, 0 failed)"),
+        "{out2}"
+    );
 }
