@@ -454,7 +454,8 @@ fn the_example_specs_of_the_repository_plan() {
     let expected = [
         // 4 models × 3 folds × 1 seed
         ("paper-2class", 12),
-        ("paper-3class", 12),
+        // 3 learned models (no threshold baseline for the pair class) × 3 folds
+        ("paper-3class", 9),
         // 5 Golgi weights × 3 folds
         ("golgi-weight", 15),
         // 4 class weightings × 3 folds
