@@ -669,44 +669,36 @@ pub struct StoreSink<'a> {
     pub mirror: Option<&'a mut MlflowMirror>,
 }
 
-impl TrialSink for StoreSink<'_> {
-    fn epochs(&mut self, rows: &[EpochRow]) -> Result<(), TrainError> {
+impl StoreSink<'_> {
+    /// Writes `rows` as one store part, then hands them to the mirror; empty calls do nothing.
+    fn record<R>(
+        &mut self,
+        rows: &[R],
+        write: impl FnOnce(&Store, &[R]) -> crate::tracking::Result<Vec<PathBuf>>,
+        mirror: impl FnOnce(&mut MlflowMirror, &[R]),
+    ) -> Result<(), TrainError> {
         if rows.is_empty() {
             return Ok(());
         }
-        self.store
-            .write_epochs(rows)
-            .map_err(|e| TrainError::Sink(e.to_string()))?;
+        write(self.store, rows).map_err(|e| TrainError::Sink(e.to_string()))?;
         if let Some(m) = self.mirror.as_deref_mut() {
-            m.epochs(rows);
+            mirror(m, rows);
         }
         Ok(())
+    }
+}
+
+impl TrialSink for StoreSink<'_> {
+    fn epochs(&mut self, rows: &[EpochRow]) -> Result<(), TrainError> {
+        self.record(rows, Store::write_epochs, MlflowMirror::epochs)
     }
 
     fn results(&mut self, rows: &[ResultRow]) -> Result<(), TrainError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.store
-            .write_results(rows)
-            .map_err(|e| TrainError::Sink(e.to_string()))?;
-        if let Some(m) = self.mirror.as_deref_mut() {
-            m.results(rows);
-        }
-        Ok(())
+        self.record(rows, Store::write_results, MlflowMirror::results)
     }
 
     fn timings(&mut self, rows: &[TimingRow]) -> Result<(), TrainError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.store
-            .write_timings(rows)
-            .map_err(|e| TrainError::Sink(e.to_string()))?;
-        if let Some(m) = self.mirror.as_deref_mut() {
-            m.timings(rows);
-        }
-        Ok(())
+        self.record(rows, Store::write_timings, MlflowMirror::timings)
     }
 }
 

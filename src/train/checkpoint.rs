@@ -47,6 +47,28 @@ pub struct CheckpointInfo {
     pub pool_shapes: Vec<[usize; 5]>,
 }
 
+impl CheckpointInfo {
+    /// The header of a trainer's checkpoint in the current format (no image pools; the
+    /// CycleGAN trainer sets `pool_shapes` when it writes its pools).
+    pub fn new<M: Serialize, T: Serialize>(
+        model: ModelKind,
+        steps: u64,
+        seed: u64,
+        model_config: &M,
+        train_config: &T,
+    ) -> Self {
+        CheckpointInfo {
+            format: FORMAT_VERSION,
+            model,
+            steps,
+            seed,
+            model_config: serde_json::to_value(model_config).expect("config serialises"),
+            train_config: serde_json::to_value(train_config).expect("config serialises"),
+            pool_shapes: Vec::new(),
+        }
+    }
+}
+
 /// Reads `<dir>/state.json`.
 pub fn read_info(dir: &Path) -> Result<CheckpointInfo, TrainError> {
     let path = dir.join(STATE_FILE);

@@ -26,7 +26,7 @@ use burn::tensor::{Device, Tensor};
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, RngExt, SeedableRng};
 
-use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, FORMAT_VERSION};
+use super::checkpoint::{self, CheckpointInfo, CheckpointWriter};
 use super::losses::{channel_weights, lsgan, weighted_l1};
 use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer, step_seed};
 use crate::models::init::derive_seed;
@@ -528,14 +528,12 @@ impl Trainer for CycleGanTrainer {
 
 impl CycleGanTrainer {
     fn info(&self) -> CheckpointInfo {
-        CheckpointInfo {
-            format: FORMAT_VERSION,
-            model: ModelKind::CycleGan,
-            steps: self.steps,
-            seed: self.seed,
-            model_config: serde_json::to_value(&self.model_config).expect("config serialises"),
-            train_config: serde_json::to_value(&self.config).expect("config serialises"),
-            pool_shapes: Vec::new(),
-        }
+        CheckpointInfo::new(
+            ModelKind::CycleGan,
+            self.steps,
+            self.seed,
+            &self.model_config,
+            &self.config,
+        )
     }
 }

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, FORMAT_VERSION};
+use super::checkpoint::{self, CheckpointInfo, CheckpointWriter};
 use super::losses::{DiceLossConfig, dice_loss};
 use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer};
 use crate::models::init::derive_seed;
@@ -156,14 +156,12 @@ impl Trainer for Unet3dTrainer {
 
 impl Unet3dTrainer {
     fn info(&self) -> CheckpointInfo {
-        CheckpointInfo {
-            format: FORMAT_VERSION,
-            model: ModelKind::Unet3d,
-            steps: self.steps,
-            seed: self.seed,
-            model_config: serde_json::to_value(&self.model_config).expect("config serialises"),
-            train_config: serde_json::to_value(&self.config).expect("config serialises"),
-            pool_shapes: Vec::new(),
-        }
+        CheckpointInfo::new(
+            ModelKind::Unet3d,
+            self.steps,
+            self.seed,
+            &self.model_config,
+            &self.config,
+        )
     }
 }

@@ -19,7 +19,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, FORMAT_VERSION};
+use super::checkpoint::{self, CheckpointInfo, CheckpointWriter};
 use super::losses::{DiceLossConfig, DiceMode, dice_loss, lsgan};
 use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer, step_seed};
 use crate::models::init::derive_seed;
@@ -272,14 +272,12 @@ impl Trainer for Vox2VoxTrainer {
 
 impl Vox2VoxTrainer {
     fn info(&self) -> CheckpointInfo {
-        CheckpointInfo {
-            format: FORMAT_VERSION,
-            model: ModelKind::Vox2Vox,
-            steps: self.steps,
-            seed: self.seed,
-            model_config: serde_json::to_value(&self.model_config).expect("config serialises"),
-            train_config: serde_json::to_value(&self.config).expect("config serialises"),
-            pool_shapes: Vec::new(),
-        }
+        CheckpointInfo::new(
+            ModelKind::Vox2Vox,
+            self.steps,
+            self.seed,
+            &self.model_config,
+            &self.config,
+        )
     }
 }
