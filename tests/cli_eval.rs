@@ -286,7 +286,9 @@ fn table_for_the_real_embryo_masks() {
         table.contains("spacing     2.18 × 1 × 1 µm (z × y × x; given)"),
         "{table}"
     );
-    for line in table.lines() {
+    // The two header lines echo the file paths as given, so only the table must fit 79 columns.
+    let echoed_paths = |l: &&str| l.starts_with("prediction  ") || l.starts_with("reference   ");
+    for line in table.lines().filter(|l| !echoed_paths(l)) {
         assert!(line.chars().count() <= 79, "line over 79 columns: {line}");
     }
 }

@@ -155,8 +155,15 @@ impl CheckpointWriter {
     }
 
     /// Saves the weights (and batch-norm statistics) of `module` as `<name>.bpk`.
+    ///
+    /// burn keeps a batch norm's latest running-statistics update in a per-thread buffer
+    /// until something syncs it, and saving reads the synced value only; `valid()` syncs the
+    /// shared statistics as a side effect. Without it a checkpoint taken right after a training
+    /// step holds statistics one step old and a resumed run diverges from an uninterrupted one.
+    /// (The record of `valid()` itself is not saved: it has dropout switched off.)
     pub(crate) fn module<M: Module>(&self, name: &str, module: &M) -> Result<(), TrainError> {
         let path = self.partial.join(format!("{name}.bpk"));
+        drop(module.valid());
         module
             .clone()
             .save_file(&path)

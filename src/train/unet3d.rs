@@ -150,6 +150,8 @@ impl Trainer for Unet3dTrainer {
         self.model = model;
         self.optim = optim;
         self.steps = info.steps;
+        // The run's seed, written into the checkpoints that follow.
+        self.seed = info.seed;
         Ok(())
     }
 }

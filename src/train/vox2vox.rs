@@ -266,6 +266,8 @@ impl Trainer for Vox2VoxTrainer {
         self.opt_g = opt_g;
         self.opt_d = opt_d;
         self.steps = info.steps;
+        // The random streams (dropout, image pool) derive from the seed and the step.
+        self.seed = info.seed;
         Ok(())
     }
 }
