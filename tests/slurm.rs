@@ -735,6 +735,28 @@ fn a_sweep_runs_as_a_slurm_array_and_a_warned_task_requeues_and_resumes() {
     let path = spec(root, "requeue", "\"unet3d\"", 8);
     let (array, report) = submit(&mut cluster, root, &path, &[]);
     let task = format!("{array}_0");
+    // While the array is queued, a second manifest would pull the rug from under its tasks.
+    let again = seglab_in(
+        root,
+        &cluster.env(),
+        &["sweep", "slurm", path.to_str().unwrap()],
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains(&format!("array job {array}")) && err.contains("still in the queue"),
+        "{err}"
+    );
+    let st = seglab_in(
+        root,
+        &cluster.env(),
+        &["sweep", "status", path.to_str().unwrap()],
+    );
+    let st = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.contains("PENDING") || st.contains("RUNNING"),
+        "squeue lines expected: {st}"
+    );
     let sweep_dir = root.join("experiments/requeue");
     let store = sweep_dir.join("store");
     assert!(
@@ -762,20 +784,25 @@ fn a_sweep_runs_as_a_slurm_array_and_a_warned_task_requeues_and_resumes() {
         "{}",
         cluster.logs()
     );
-    // A requeued job waits ~2 minutes (BeginTime) before it may start again; let it start now.
     assert!(
         wait_until("the requeue", Duration::from_secs(30), || {
-            let j = cluster.job(&task);
-            j.get("Restarts").is_some_and(|r| r == "1")
-                && j.get("JobState").is_some_and(|s| s == "PENDING")
+            cluster.job(&task).get("Restarts").is_some_and(|r| r == "1")
         }),
         "{:?}\n{}",
         cluster.job(&task),
         cluster.logs()
     );
-    run(cluster
+    // A requeued job waits ~2 minutes (BeginTime) before it may start again; let it start now.
+    let update = cluster
         .command("scontrol")
-        .args(["update", &format!("JobId={task}"), "StartTime=now"]));
+        .args(["update", &format!("JobId={task}"), "StartTime=now"])
+        .output()
+        .unwrap();
+    assert!(
+        update.status.success() || cluster.job_state(&task) != "PENDING",
+        "{}",
+        text(&update)
+    );
     assert_eq!(
         wait_for_end(&cluster, &report, Duration::from_secs(300)),
         "COMPLETED"
@@ -806,7 +833,7 @@ fn a_sweep_runs_as_a_slurm_array_and_a_warned_task_requeues_and_resumes() {
     let trial_log =
         std::fs::read_to_string(sweep_dir.join("trials").join(&e.trial_id).join("log.txt"))
             .unwrap();
-    assert!(trial_log.contains("resuming"), "{trial_log}");
+    assert!(trial_log.contains("resumed from"), "{trial_log}");
 
     // Nothing lost or doubled: attempt 1 wrote epochs, the canonical view holds every epoch
     // of attempt 2 exactly once, and one result row per (volume, class, metric).
