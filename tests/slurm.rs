@@ -258,7 +258,8 @@ impl Drop for Cluster {
         if !self.jobs.is_empty() {
             let _ = self.command("scancel").args(&self.jobs).output();
             let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(20) && self.any_job_active() {
+            // Slurm ends the jobs' processes (SIGKILL after KillWait) before it drops them.
+            while t.elapsed() < Duration::from_secs(30) && self.any_job_active() {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
@@ -535,7 +536,7 @@ fn cluster() -> Option<Cluster> {
              TaskPlugin=task/none\nSelectType=select/cons_tres\nSelectTypeParameters=CR_Core\n\
              SchedulerType=sched/backfill\nAccountingStorageType=accounting_storage/none\n\
              JobAcctGatherType=jobacct_gather/none\nJobCompType=jobcomp/none\nJobRequeue=1\n\
-             MpiDefault=none\nReturnToService=2\nMinJobAge=600\n\
+             MpiDefault=none\nReturnToService=2\nMinJobAge=600\nKillWait=5\n\
              NodeName={host} CPUs={cpus} RealMemory={memory} State=UNKNOWN\n\
              PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n",
             p("state"),

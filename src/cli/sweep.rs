@@ -407,30 +407,27 @@ fn slurm_cmd(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "sweep {}: {} of {} trial(s) to run ({earlier}); wrote
-  manifest  {}
-  array     {}
-           report    {}",
-        spec.name,
-        p.tasks,
-        p.trials,
-        p.manifest.display(),
-        p.array_script.display(),
-        p.report_script.display()
+        "sweep {}: {} of {} trial(s) to run ({earlier}); wrote",
+        spec.name, p.tasks, p.trials
     );
+    println!("  manifest  {}", p.manifest.display());
+    println!("  array     {}", p.array_script.display());
+    println!("  report    {}", p.report_script.display());
     if p.tasks > slurm::DEFAULT_MAX_ARRAY_TASKS {
         eprintln!(
-            "warning: {} array tasks; clusters with the default MaxArraySize (1001) refuse more              than {}",
+            "warning: {} array tasks; clusters with the default MaxArraySize (1001) refuse more \
+             than {}",
             p.tasks,
             slurm::DEFAULT_MAX_ARRAY_TASKS
         );
     }
     if !args.submit {
         println!(
-            "submit with (or add --submit, which also records the job ids for `seglab sweep              status`):
-  array=$(sbatch --parsable {})
-  sbatch --dependency=afterany:${{array%%;*}} {}",
-            p.array_script.display(),
+            "submit with (or add --submit, which also records the job ids for `sweep status`):"
+        );
+        println!("  array=$(sbatch --parsable {})", p.array_script.display());
+        println!(
+            "  sbatch --dependency=afterany:${{array%%;*}} {}",
             p.report_script.display()
         );
         return Ok(ExitCode::SUCCESS);

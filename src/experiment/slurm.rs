@@ -142,10 +142,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn new(spec: &SweepSpec, trials: &[&Trial]) -> Manifest {
+    /// The manifest of `trials` of `spec`, read from `spec_file` (absolute, for the record).
+    pub fn new(spec: &SweepSpec, spec_file: &Path, trials: &[&Trial]) -> Manifest {
         Manifest {
             sweep: spec.name.clone(),
-            spec: spec.file.clone(),
+            spec: spec_file.to_path_buf(),
             trials: trials
                 .iter()
                 .enumerate()
@@ -272,7 +273,7 @@ pub fn prepare(spec: &SweepSpec, opts: &SlurmOptions) -> Result<Prepared, Experi
     }
     check_no_queued_array(&paths)?;
     let spec_file = absolute(&spec.file)?;
-    let manifest = Manifest::new(spec, &pending.to_run);
+    let manifest = Manifest::new(spec, &spec_file, &pending.to_run);
     let json = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
     write_atomic(&prepared.manifest, &json, false)?;
     let array = array_script(spec, &spec_file, prepared.tasks, opts)?;
@@ -361,12 +362,21 @@ pub fn array_script(
     let mut s = String::from("#!/bin/bash\n");
     writeln!(
         s,
-        "# seglab sweep {}: {tasks} trial(s) as a job array, written by `seglab sweep slurm`.\n\
-         # Task i runs row i of {}. On USR1 ({warning} s before the time limit, or\n\
-         # `scancel --batch --signal=USR1 JOB`) seglab checkpoints, records the attempt\n\
-         # interrupted and requeues the task, which then resumes from the checkpoint.",
-        spec.name,
+        "# seglab sweep {}: {tasks} trial(s) as a job array, written by `seglab sweep slurm`.",
+        spec.name
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "# Task i runs row i of {}.",
         paths.slurm_manifest().display()
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "# On USR1 ({warning} s before the time limit, or `scancel --batch --signal=USR1 JOB`)\n\
+         # seglab checkpoints, records the attempt interrupted and requeues the task, which\n\
+         # then resumes from the checkpoint."
     )
     .unwrap();
     writeln!(s, "#SBATCH --job-name=seglab-{}", spec.name).unwrap();
@@ -534,7 +544,7 @@ pub fn squeue(job_ids: &[&str]) -> Option<Result<Vec<String>, String>> {
     let out = match Command::new("squeue")
         .arg("--jobs")
         .arg(job_ids.join(","))
-        .args(["--format", "%.18i %.9T %.10M %.20j %R"])
+        .args(["--format", "%.18i %.9T %.10M %.28j %R"])
         .output()
     {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
