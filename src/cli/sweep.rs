@@ -102,7 +102,8 @@ pub struct SlurmArgs {
     #[arg(long, value_name = "P")]
     pub partition: Option<String>,
     /// Time limit of each array task, HH:MM:SS or D-HH:MM:SS; USR1 comes a
-    /// tenth of it (1 to 10 minutes) before the end.
+    /// tenth of it (1 to 10 minutes) before the end [default: the cluster's
+    /// limit, warned 180 s before it].
     #[arg(long, value_name = "HH:MM:SS")]
     pub time: Option<String>,
     /// GPUs per array task (the tasks then run on --device cuda:0).
