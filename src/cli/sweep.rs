@@ -1,8 +1,8 @@
-//! `seglab sweep plan / run / status` and the hidden worker `seglab sweep task`: sweeps of
-//! trials expanded from an `experiments/*.toml` spec (experiment module doc, issue 6).
+//! `seglab sweep plan / run / status / slurm` and the hidden worker `seglab sweep task`: sweeps
+//! of trials expanded from an `experiments/*.toml` spec (experiment module doc, issues 6 and 9).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,9 +10,11 @@ use clap::{Args, Subcommand};
 
 use super::runs::render_table;
 use crate::experiment::ExperimentError;
+use crate::experiment::paths::SweepPaths;
 use crate::experiment::runner::{
     RunOptions, TaskOptions, TaskSignals, run_sweep, run_task, sweep_state,
 };
+use crate::experiment::slurm::{self, Manifest, SlurmJobs, SlurmOptions, TimeLimit};
 use crate::experiment::spec::SweepSpec;
 use crate::experiment::trial::{Trial, expand};
 use crate::tracking::TrialStatus;
@@ -30,8 +32,12 @@ pub enum SweepCommand {
     /// Run the trials of a spec that are not finished (resumable: run it
     /// again after a crash or Ctrl-C).
     Run(RunArgs),
-    /// Show the state of every trial of a spec, from its store.
+    /// Show the state of every trial of a spec, from its store (and its SLURM
+    /// jobs from squeue).
     Status(StatusArgs),
+    /// Write (and with --submit, submit) a SLURM job array of the trials that
+    /// are not finished, plus a report job that runs after it.
+    Slurm(SlurmArgs),
     /// Run one attempt of one trial (the worker process of `sweep run`).
     #[command(hide = true)]
     Task(TaskArgs),
@@ -78,13 +84,56 @@ pub struct StatusArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Writes `<sweep>/slurm/`: manifest.json (the trials that are not finished;
+/// task i runs row i), array.sbatch (the job array: requeued on USR1 after a
+/// checkpoint, resumed after the restart) and report.sbatch (`seglab report`,
+/// run after the array). Without --submit, prints the sbatch commands so the
+/// scripts can be reviewed or edited first.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    /// The sweep spec (experiments/<name>.toml).
+    #[arg(value_name = "SPEC")]
+    pub spec: PathBuf,
+    /// The sweep folder [default: <spec folder>/<name>/]; it must be on a
+    /// filesystem the compute nodes share.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The SLURM partition (sbatch --partition) [default: the cluster's].
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+    /// Time limit of each array task, HH:MM:SS or D-HH:MM:SS; USR1 comes a
+    /// tenth of it (1 to 10 minutes) before the end [default: the cluster's
+    /// limit, warned 180 s before it].
+    #[arg(long, value_name = "HH:MM:SS")]
+    pub time: Option<String>,
+    /// GPUs per array task (the tasks then run on --device cuda:0).
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Array tasks running at once (the %K of --array=0-N%K) [default: no cap].
+    #[arg(long, value_name = "K")]
+    pub max_parallel: Option<u32>,
+    /// cpu or cuda:N [default: cpu, or cuda:0 with --gpus].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Put failed trials in the manifest too (they are left out otherwise).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Submit with sbatch, print the job ids and record them for `sweep status`.
+    #[arg(long)]
+    pub submit: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct TaskArgs {
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
     /// The id of the trial to run.
-    #[arg(long, value_name = "ID")]
-    pub trial: String,
+    #[arg(long, value_name = "ID", required_unless_present = "index")]
+    pub trial: Option<String>,
+    /// Run row N of the sweep's SLURM manifest (an array task's
+    /// $SLURM_ARRAY_TASK_ID); requeues itself when stopped by USR1.
+    #[arg(long, value_name = "N", conflicts_with = "trial")]
+    pub index: Option<usize>,
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     #[arg(long, value_name = "URL")]
@@ -98,6 +147,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         SweepCommand::Plan(a) => plan(a),
         SweepCommand::Run(a) => run_cmd(a),
         SweepCommand::Status(a) => status(a),
+        SweepCommand::Slurm(a) => slurm_cmd(a),
         SweepCommand::Task(a) => task(a),
     }
 }
@@ -254,6 +304,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         states.len(),
         summary.join(", ")
     );
+    print_slurm_jobs(&dir)?;
     let failed = states.iter().any(|s| s.status == Some(TrialStatus::Failed));
     Ok(if failed {
         ExitCode::from(1)
@@ -266,22 +317,205 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
     // Handlers first: a stop request during the expansion must not be lost.
     let signals = TaskSignals::install().context("installing signal handlers")?;
     let (spec, trials) = load(&args.spec)?;
+    let sweep_dir = spec.sweep_dir(args.out.as_deref());
+    let trial_id = match (args.trial, args.index) {
+        (Some(id), _) => id,
+        (None, Some(index)) => {
+            let path = SweepPaths::new(&sweep_dir).slurm_manifest();
+            Manifest::read(&path)?
+                .trial_id(&path, &spec.name, index)?
+                .to_string()
+        }
+        (None, None) => anyhow::bail!("expected --trial ID or --index N"),
+    };
     let trial = trials
         .into_iter()
-        .find(|t| t.trial_id == args.trial)
+        .find(|t| t.trial_id == trial_id)
         .ok_or_else(|| ExperimentError::UnknownTrial {
             spec: args.spec.clone(),
-            trial_id: args.trial.clone(),
+            trial_id: trial_id.clone(),
         })?;
+    let array_task = args.index.and_then(|_| slurm::array_task_id());
+    if args.index.is_some() && already_finished(&trial, &sweep_dir)? {
+        // A task that Slurm runs again after the trial finished (a requeue that came late).
+        tracing::info!("trial {trial_id} is already finished; nothing to do");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(task) = &array_task {
+        tracing::info!(
+            "SLURM array task {task}, restart {}: trial {trial_id}",
+            slurm::restart_count()
+        );
+    }
     let opts = TaskOptions {
-        sweep_dir: spec.sweep_dir(args.out.as_deref()),
+        sweep_dir,
         device: args.device,
         mlflow_uri: args.mlflow_uri,
     };
     let status = run_task(&spec, &trial, &opts, &signals)?;
+    if status == TrialStatus::Interrupted
+        && let Some(task) = &array_task
+    {
+        // The store has the terminal event: let Slurm restart the task, which resumes.
+        match slurm::requeue_self(task) {
+            Ok(()) => tracing::info!("requeued {task}; its next run resumes the trial"),
+            Err(e) => tracing::warn!(
+                "{e}; the trial stays interrupted (`seglab sweep slurm SPEC --submit` resumes it)"
+            ),
+        }
+    }
     Ok(match status {
         TrialStatus::Finished => ExitCode::SUCCESS,
         TrialStatus::Failed => ExitCode::from(1),
         _ => ExitCode::from(130),
     })
+}
+
+/// True when the trial's chosen attempt in the sweep's store is finished.
+fn already_finished(trial: &Trial, sweep_dir: &Path) -> anyhow::Result<bool> {
+    let state = sweep_state(vec![trial.clone()], sweep_dir)?;
+    Ok(state
+        .first()
+        .is_some_and(|s| s.status == Some(TrialStatus::Finished)))
+}
+
+fn slurm_cmd(args: SlurmArgs) -> anyhow::Result<ExitCode> {
+    let opts = slurm_options(&args)?;
+    let spec = SweepSpec::load(&args.spec)?;
+    let opts = SlurmOptions {
+        sweep_dir: std::path::absolute(spec.sweep_dir(args.out.as_deref()))
+            .context("--out: resolving the sweep folder")?,
+        ..opts
+    };
+    let p = slurm::prepare(&spec, &opts)?;
+    let earlier = format!(
+        "{} finished earlier{}",
+        p.already_finished,
+        if p.skipped_failed > 0 {
+            format!(
+                ", {} failed earlier (--retry-failed includes them)",
+                p.skipped_failed
+            )
+        } else {
+            String::new()
+        }
+    );
+    if p.tasks == 0 {
+        println!(
+            "sweep {}: nothing to run ({} trial(s): {earlier}); no SLURM files written",
+            spec.name, p.trials
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "sweep {}: {} of {} trial(s) to run ({earlier}); wrote",
+        spec.name, p.tasks, p.trials
+    );
+    println!("  manifest  {}", p.manifest.display());
+    println!("  array     {}", p.array_script.display());
+    println!("  report    {}", p.report_script.display());
+    if p.tasks > slurm::DEFAULT_MAX_ARRAY_TASKS {
+        eprintln!(
+            "warning: {} array tasks; clusters with the default MaxArraySize (1001) refuse more \
+             than {}",
+            p.tasks,
+            slurm::DEFAULT_MAX_ARRAY_TASKS
+        );
+    }
+    if !args.submit {
+        println!(
+            "submit with (or add --submit, which also records the job ids for `sweep status`):"
+        );
+        println!("  array=$(sbatch --parsable {})", p.array_script.display());
+        println!(
+            "  sbatch --dependency=afterany:${{array%%;*}} {}",
+            p.report_script.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let jobs = slurm::submit(&p, &SweepPaths::new(&opts.sweep_dir))?;
+    println!(
+        "submitted array job {} ({} task(s)) and report job {} (after the array; writes {})",
+        jobs.array_job_id,
+        jobs.tasks,
+        jobs.report_job_id.as_deref().unwrap_or("-"),
+        p.report_dir.display()
+    );
+    println!(
+        "job ids recorded in {}; follow with `seglab sweep status {}`",
+        SweepPaths::new(&opts.sweep_dir).slurm_jobs().display(),
+        args.spec.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the flags of `sweep slurm` (errors name the flag and what was expected); the sweep
+/// folder is filled in once the spec is read.
+fn slurm_options(args: &SlurmArgs) -> anyhow::Result<SlurmOptions> {
+    let time = match &args.time {
+        Some(t) => Some(
+            t.parse::<TimeLimit>()
+                .map_err(|e| anyhow::anyhow!("--time: {e}"))?,
+        ),
+        None => None,
+    };
+    if args.max_parallel == Some(0) {
+        anyhow::bail!("--max-parallel: expected at least 1 (array tasks at once), got 0");
+    }
+    if args.gpus == Some(0) {
+        anyhow::bail!("--gpus: expected at least 1 GPU per task, got 0 (leave it out for CPU)");
+    }
+    if let Some(p) = &args.partition
+        && (p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.,".contains(c)))
+    {
+        anyhow::bail!("--partition: expected a partition name as `sinfo` lists it, got `{p}`");
+    }
+    let device = args
+        .device
+        .clone()
+        .unwrap_or_else(|| if args.gpus.is_some() { "cuda:0" } else { "cpu" }.to_string());
+    crate::models::parse_device(&device).context("--device")?;
+    Ok(SlurmOptions {
+        sweep_dir: PathBuf::new(),
+        workdir: std::env::current_dir().context("reading the current folder")?,
+        exe: std::env::current_exe().context("locating the seglab executable")?,
+        partition: args.partition.clone(),
+        time,
+        gpus: args.gpus,
+        max_parallel: args.max_parallel,
+        device,
+        retry_failed: args.retry_failed,
+    })
+}
+
+/// The sweep's recorded SLURM jobs and what `squeue` says about them (nothing when the sweep
+/// was never submitted by `sweep slurm --submit`).
+fn print_slurm_jobs(sweep_dir: &Path) -> anyhow::Result<()> {
+    let Some(jobs) = SlurmJobs::read(&SweepPaths::new(sweep_dir))? else {
+        return Ok(());
+    };
+    let mut ids = vec![jobs.array_job_id.as_str()];
+    if let Some(r) = &jobs.report_job_id {
+        ids.push(r);
+    }
+    println!(
+        "SLURM: array job {} ({} task(s)), report job {}",
+        jobs.array_job_id,
+        jobs.tasks,
+        jobs.report_job_id.as_deref().unwrap_or("-")
+    );
+    match slurm::squeue(&ids) {
+        None => println!("  squeue is not on PATH: the queue state is unknown here"),
+        Some(Err(e)) => println!("  {e}"),
+        Some(Ok(lines)) if lines.len() <= 1 => println!("  none of these jobs is in the queue"),
+        Some(Ok(lines)) => {
+            for l in lines {
+                println!("  {l}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! Experiments: sweep specs ([`spec::SweepSpec`], the `experiments/*.toml` files), their
 //! expansion into trials with content-hash ids ([`trial::Trial`]), the provenance recorded with
 //! every trial ([`provenance::Provenance`]) and the local runner behind `seglab sweep`
-//! ([`runner`]: one worker process per trial, resumable, the store as the record).
+//! ([`runner`]: one worker process per trial, resumable, the store as the record), and the
+//! SLURM backend ([`slurm`]: a job array whose tasks take the runner's trial code path).
 //! [`paths::SweepPaths`] is the one builder of sweep and trial paths.
 //!
 //! This module does not train or evaluate (that is `train::run_trial`), and it writes the store
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 pub mod paths;
 pub mod provenance;
 pub mod runner;
+pub mod slurm;
 pub mod spec;
 pub mod trial;
 
@@ -37,6 +39,10 @@ pub enum ExperimentError {
     /// `sweep task --trial ID` names no trial of the spec.
     #[error("{}: no trial {trial_id} in this sweep (see `seglab sweep plan`)", spec.display())]
     UnknownTrial { spec: PathBuf, trial_id: String },
+    /// A problem with the SLURM files of a sweep (manifest, job record) or with sbatch; the
+    /// message names what was expected.
+    #[error("{}: {message}", path.display())]
+    Slurm { path: PathBuf, message: String },
     #[error(transparent)]
     Tracking(#[from] crate::tracking::TrackingError),
 }

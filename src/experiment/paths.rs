@@ -6,6 +6,8 @@
 //!   splits/                computed CV splits, one file per scheme and seed
 //!   trials/<trial_id>/     one folder per trial: config.json, checkpoints, log, predictions/,
 //!                          figures/
+//!   slurm/                 `seglab sweep slurm`: manifest.json, array.sbatch, report.sbatch,
+//!                          jobs.json (submitted job ids), <array>_<task>.out logs
 //! ```
 //!
 //! A trial's identity is read from its `config.json` or the store, never parsed from these
@@ -19,6 +21,7 @@ const SPLITS_DIR: &str = "splits";
 const PREDICTIONS_DIR: &str = "predictions";
 const FIGURES_DIR: &str = "figures";
 const CONFIG_FILE: &str = "config.json";
+const SLURM_DIR: &str = "slurm";
 
 /// The folder of one sweep (`experiments/<sweep>/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,41 @@ impl SweepPaths {
     /// Figures made for a trial (learning curves, slices).
     pub fn trial_figures(&self, trial_id: &str) -> PathBuf {
         self.trial(trial_id).join(FIGURES_DIR)
+    }
+
+    /// The SLURM files of the sweep (`seglab sweep slurm`): scripts, manifest, job ids, logs.
+    pub fn slurm(&self) -> PathBuf {
+        self.root.join(SLURM_DIR)
+    }
+
+    /// The trials an array task's index points into (row i = `SLURM_ARRAY_TASK_ID` i).
+    pub fn slurm_manifest(&self) -> PathBuf {
+        self.slurm().join("manifest.json")
+    }
+
+    /// The sbatch script of the job array.
+    pub fn slurm_array_script(&self) -> PathBuf {
+        self.slurm().join("array.sbatch")
+    }
+
+    /// The sbatch script of the report job that runs after the array.
+    pub fn slurm_report_script(&self) -> PathBuf {
+        self.slurm().join("report.sbatch")
+    }
+
+    /// The ids of the submitted array and report jobs (read by `sweep status`).
+    pub fn slurm_jobs(&self) -> PathBuf {
+        self.slurm().join("jobs.json")
+    }
+
+    /// The `--output` pattern of the array tasks (`%A` array job id, `%a` task index).
+    pub fn slurm_task_log_pattern(&self) -> PathBuf {
+        self.slurm().join("%A_%a.out")
+    }
+
+    /// The `--output` pattern of the report job (`%j` its job id).
+    pub fn slurm_report_log_pattern(&self) -> PathBuf {
+        self.slurm().join("report-%j.out")
     }
 }
 
@@ -157,6 +195,14 @@ mod tests {
         assert_eq!(
             p.trial_config("ab12"),
             Path::new("experiments/cv/trials/ab12/config.json")
+        );
+        assert_eq!(
+            p.slurm_manifest(),
+            Path::new("experiments/cv/slurm/manifest.json")
+        );
+        assert_eq!(
+            p.slurm_task_log_pattern(),
+            Path::new("experiments/cv/slurm/%A_%a.out")
         );
     }
 }

@@ -106,6 +106,41 @@ fn chosen_status(store: &Store) -> Result<HashMap<String, TrialStatus>, Experime
         .collect())
 }
 
+/// The trials of a sweep that still have to run, split from those left alone.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    /// In spec order: never started, killed, interrupted, still `running`, and failed ones
+    /// when `retry_failed`.
+    pub to_run: Vec<&'a Trial>,
+    /// Chosen attempt finished.
+    pub already_finished: usize,
+    /// Chosen attempt failed and `retry_failed` not set.
+    pub skipped_failed: usize,
+}
+
+/// Which of `trials` still have to run, by the status of their chosen attempt in `store`. The
+/// one rule behind `sweep run` and the manifest of `sweep slurm`, so both skip the same trials.
+pub fn pending_trials<'a>(
+    trials: &'a [Trial],
+    store: &Store,
+    retry_failed: bool,
+) -> Result<Pending<'a>, ExperimentError> {
+    let status = chosen_status(store)?;
+    let mut pending = Pending {
+        to_run: Vec::new(),
+        already_finished: 0,
+        skipped_failed: 0,
+    };
+    for t in trials {
+        match status.get(&t.trial_id) {
+            Some(TrialStatus::Finished) => pending.already_finished += 1,
+            Some(TrialStatus::Failed) if !retry_failed => pending.skipped_failed += 1,
+            _ => pending.to_run.push(t),
+        }
+    }
+    Ok(pending)
+}
+
 /// Runs the pending trials of `spec` (see the module doc). Returns when every trial ran or
 /// the run was stopped (SIGINT/SIGTERM to this process).
 pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, ExperimentError> {
@@ -125,19 +160,14 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
     mark_dead_attempts(&store, mirror.as_mut())?;
     let prov = Provenance::collect(spec.file.parent().unwrap_or(Path::new("")));
 
-    let status = chosen_status(&store)?;
+    let pending = pending_trials(&trials, &store, opts.retry_failed)?;
     let mut summary = SweepSummary {
         trials: trials.len(),
+        already_finished: pending.already_finished,
+        skipped_failed: pending.skipped_failed,
         ..Default::default()
     };
-    let mut queue: Vec<&Trial> = Vec::new();
-    for t in &trials {
-        match status.get(&t.trial_id) {
-            Some(TrialStatus::Finished) => summary.already_finished += 1,
-            Some(TrialStatus::Failed) if !opts.retry_failed => summary.skipped_failed += 1,
-            _ => queue.push(t),
-        }
-    }
+    let mut queue: Vec<&Trial> = pending.to_run;
     queue.reverse(); // pop() takes them in spec order
 
     let stopping = Arc::new(AtomicBool::new(false));
