@@ -371,6 +371,42 @@ fn parallel_threads_never_lose_or_overwrite_parts() {
     assert_no_temp_files(&root);
 }
 
+/// A 1,000-trial sweep leaves thousands of parts; reading them once overflowed a thread's
+/// stack (parallel reads nested inside each other while waiting for polars' own pool).
+#[test]
+fn thousands_of_parts_are_all_read() {
+    let dir = util::temp_dir();
+    let store = new_store(dir.path());
+    const PARTS: u32 = 3000;
+    for epoch in 1..=PARTS {
+        store
+            .write_epochs(&epoch_rows("many-parts", 1, epoch..=epoch))
+            .unwrap();
+    }
+    let df = store.read(Table::Epochs).unwrap();
+    let per_part = epoch_rows("many-parts", 1, 1..=1).len();
+    assert_eq!(df.height(), PARTS as usize * per_part);
+    let epochs: Vec<u32> = df
+        .column("epoch")
+        .unwrap()
+        .cast(&DataType::UInt32)
+        .unwrap()
+        .u32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let mut sorted = epochs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted.first(), Some(&1));
+    assert_eq!(sorted.last(), Some(&PARTS));
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        PARTS as usize,
+        "an epoch's part missing or read twice"
+    );
+}
+
 /// How many temporary part files the store's folders hold.
 fn temp_files(root: &Path) -> usize {
     Table::ALL

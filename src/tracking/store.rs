@@ -20,7 +20,6 @@ use polars::prelude::*;
 use polars_io::parquet::read::ParquetReader;
 use polars_io::parquet::write::{KeyValueMetadata, ParquetCompression, ParquetWriter};
 use polars_io::prelude::SerReader;
-use rayon::prelude::*;
 
 use super::canonical::{self, Canonical};
 use super::frame;
@@ -299,10 +298,7 @@ impl Store {
         let mut tries = 0;
         loop {
             let parts = self.parts(table)?;
-            let frames = parts
-                .par_iter()
-                .map(|p| read_part(p, &base))
-                .collect::<Result<Vec<_>>>();
+            let frames = read_parts(&parts, &base);
             match frames {
                 Ok(frames) => return frame::concat_diagonal(frames, &base),
                 // A compaction replaced and removed parts after the listing: list again.
@@ -347,10 +343,7 @@ impl Store {
                 continue;
             }
             let base = table.schema();
-            let frames = merge
-                .par_iter()
-                .map(|p| read_part(p, &base))
-                .collect::<Result<Vec<_>>>()?;
+            let frames = read_parts(&merge, &base)?;
             let mut df = frame::concat_diagonal(frames, &base)?;
             report.rows_compacted += df.height();
             let names: Vec<String> = merge
@@ -564,6 +557,32 @@ impl Drop for CompactLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Reads `parts` in order, on a few plain threads rather than rayon's pool: polars runs each
+/// read on its own pool, and a rayon worker waiting for another pool steals further reads onto
+/// its stack while it waits, so thousands of parts (a 1,000-trial sweep) overflowed the stack.
+fn read_parts(parts: &[PathBuf], base: &Schema) -> Result<Vec<DataFrame>> {
+    let threads = rayon::current_num_threads().clamp(1, parts.len().max(1));
+    let chunk = parts.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .chunks(chunk)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|p| read_part(p, base))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut frames = Vec::with_capacity(parts.len());
+        for w in workers {
+            frames.extend(w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+        }
+        Ok(frames)
+    })
 }
 
 fn read_part(path: &Path, base: &Schema) -> Result<DataFrame> {
