@@ -452,6 +452,8 @@ fn the_example_specs_of_the_repository_plan() {
     std::fs::rename(&moved, data.join("phantom-retina")).unwrap();
     // Every spec of experiments/ on the phantom dataset expands; (name, trials) checked.
     let expected = [
+        // threshold + 3 models, each in its own grid block, × 3 folds
+        ("demo", 12),
         // 4 models × 3 folds × 1 seed
         ("paper-2class", 12),
         // 3 learned models (no threshold baseline for the pair class) × 3 folds
