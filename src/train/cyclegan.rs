@@ -522,7 +522,7 @@ impl Trainer for CycleGanTrainer {
             (opt_g_ab, opt_g_ba, opt_d_a, opt_d_b);
         (self.pool_a, self.pool_b) = (pool_a, pool_b);
         self.steps = info.steps;
-        // The random streams (dropout, image pool) derive from the seed and the step.
+        // The image pools' draws derive from the seed and the step.
         self.seed = info.seed;
         Ok(())
     }

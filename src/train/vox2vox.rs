@@ -266,7 +266,7 @@ impl Trainer for Vox2VoxTrainer {
         self.opt_g = opt_g;
         self.opt_d = opt_d;
         self.steps = info.steps;
-        // The random streams (dropout, image pool) derive from the seed and the step.
+        // The dropout streams derive from the seed and the step.
         self.seed = info.seed;
         Ok(())
     }
