@@ -649,20 +649,7 @@ fn sync_to_an_unreachable_server_is_an_error_naming_it() {
 fn a_sweep_run_with_a_live_mirror_survives_a_server_outage() {
     let Some(python) = util::python() else { return };
     let tmp = util::temp_dir();
-    let data = tmp.path().join("data");
-    let o = util::run_seglab(&[
-        "synth",
-        "phantom",
-        "--preset",
-        "easy",
-        "--volumes",
-        "3",
-        "--shape",
-        "16x48x48",
-        "--out",
-        data.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    util::easy_phantom(tmp.path());
     let spec = tmp.path().join("mirrored.toml");
     std::fs::write(
         &spec,

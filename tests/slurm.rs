@@ -15,24 +15,6 @@ use std::time::{Duration, Instant};
 use polars::prelude::*;
 use seglab::tracking::{Store, TrialEvent, TrialStatus};
 
-/// A 3-volume easy phantom (16 × 48 × 48), made by the CLI as a user would.
-fn phantom(dir: &Path) {
-    let out = dir.join("data");
-    let o = util::run_seglab(&[
-        "synth",
-        "phantom",
-        "--preset",
-        "easy",
-        "--volumes",
-        "3",
-        "--shape",
-        "16x48x48",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-}
-
 /// A spec of the threshold baseline and/or a tiny U-Net (the settings of tests/sweep.rs;
 /// `epochs` 0 = the threshold baseline alone, no training settings) on fold 0 of the phantom.
 fn spec(dir: &Path, name: &str, models: &str, epochs: u32) -> PathBuf {
@@ -100,7 +82,7 @@ fn manifest_ids(sweep_dir: &Path) -> Vec<String> {
 fn slurm_scripts_cover_the_unfinished_trials_and_tasks_run_their_manifest_row() {
     let dir = util::temp_dir();
     let root = dir.path();
-    phantom(root);
+    util::easy_phantom(root);
     let path = spec(root, "cluster", "\"threshold\", \"unet3d\"", 1);
     let p = path.to_str().unwrap();
     let o = seglab_in(
@@ -208,7 +190,7 @@ fn slurm_scripts_cover_the_unfinished_trials_and_tasks_run_their_manifest_row() 
 fn slurm_flag_errors_name_the_flag_and_what_was_expected() {
     let dir = util::temp_dir();
     let root = dir.path();
-    phantom(root);
+    util::easy_phantom(root);
     let path = spec(root, "flags", "\"threshold\"", 0);
     let p = path.to_str().unwrap();
     let cases: [(&[&str], &[&str]); 6] = [
@@ -679,7 +661,7 @@ fn a_sweep_runs_as_a_slurm_array_and_a_warned_task_requeues_and_resumes() {
     let started = Instant::now();
     let dir = util::temp_dir();
     let root = dir.path();
-    phantom(root);
+    util::easy_phantom(root);
 
     // 1. A submitted sweep ends with the store of a local run, and the report job runs.
     let path = spec(root, "cluster", "\"threshold\", \"unet3d\"", 2);

@@ -12,25 +12,6 @@ use std::time::{Duration, Instant};
 use polars::prelude::*;
 use seglab::tracking::{Store, TrialEvent, TrialStatus};
 
-/// A 3-volume easy phantom (16 × 48 × 48), made by the CLI as a user would.
-fn phantom(dir: &Path) -> PathBuf {
-    let out = dir.join("data");
-    let o = util::run_seglab(&[
-        "synth",
-        "phantom",
-        "--preset",
-        "easy",
-        "--volumes",
-        "3",
-        "--shape",
-        "16x48x48",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
-}
-
 /// A tiny U-Net that trains in seconds (the settings of tests/train.rs).
 const TINY_UNET: &str = r#"
 "train.epochs" = EPOCHS
@@ -71,7 +52,7 @@ fn sweep(args: &[&str]) -> Output {
 #[test]
 fn spec_errors_exit_2_and_name_file_key_and_nearest_key() {
     let dir = util::temp_dir();
-    phantom(dir.path());
+    util::easy_phantom(dir.path());
     let cases = [
         (
             format!(
@@ -119,7 +100,7 @@ fn plan_ids(out: &Output) -> Vec<String> {
 #[test]
 fn plan_expands_every_grid_block_with_stable_ids() {
     let dir = util::temp_dir();
-    phantom(dir.path());
+    util::easy_phantom(dir.path());
     let body = format!(
         "{}seeds = [0, 1]\n[[grid]]\nmodel = \"threshold\"\n[[grid]]\nmodel = \"unet3d\"\n\
          \"train.epochs\" = [1, 2]\n\"loss.smooth_denominator\" = [1.0, 0.5]\n",
@@ -210,7 +191,7 @@ fn chosen(store_dir: &Path) -> Vec<(TrialEvent, u32)> {
 #[test]
 fn tiny_sweep_runs_skips_finished_trials_and_reports_status() {
     let dir = util::temp_dir();
-    phantom(dir.path());
+    util::easy_phantom(dir.path());
     let body = format!(
         "{}[set]\n{}",
         head("\"threshold\", \"unet3d\""),
@@ -312,7 +293,7 @@ fn kill(pid: i32, sig: i32) {
 #[test]
 fn a_dead_worker_is_recorded_failed_and_retried_on_request() {
     let dir = util::temp_dir();
-    phantom(dir.path());
+    util::easy_phantom(dir.path());
     let body = format!(
         "{}[set]\n{}",
         head("\"unet3d\""),
@@ -349,7 +330,7 @@ fn a_dead_worker_is_recorded_failed_and_retried_on_request() {
 #[test]
 fn a_sweep_killed_mid_trial_resumes_to_the_store_of_an_uninterrupted_run() {
     let dir = util::temp_dir();
-    phantom(dir.path());
+    util::easy_phantom(dir.path());
     let body = format!(
         "{}[set]\n{}",
         head("\"threshold\", \"unet3d\""),
@@ -400,7 +381,7 @@ fn a_sweep_killed_mid_trial_resumes_to_the_store_of_an_uninterrupted_run() {
 #[test]
 fn ctrl_c_checkpoints_marks_killed_and_a_rerun_resumes() {
     let dir = util::temp_dir();
-    phantom(dir.path());
+    util::easy_phantom(dir.path());
     let body = format!(
         "{}[set]\n{}",
         head("\"unet3d\""),
@@ -445,7 +426,7 @@ fn ctrl_c_checkpoints_marks_killed_and_a_rerun_resumes() {
 #[test]
 fn the_example_specs_of_the_repository_plan() {
     let dir = util::temp_dir();
-    let data = phantom(dir.path());
+    let data = util::easy_phantom(dir.path());
     let moved = dir.path().join("phantom-retina");
     std::fs::rename(&data, &moved).unwrap();
     std::fs::create_dir_all(&data).unwrap();

@@ -96,3 +96,27 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("cannot create a temporary directory")
 }
+
+/// A 3-volume easy phantom (16 × 48 × 48) in `<dir>/data`, made by the CLI as a user would;
+/// returns that folder. The small dataset of the sweep, Slurm and MLflow tests.
+pub fn easy_phantom(dir: &Path) -> PathBuf {
+    let out = dir.join("data");
+    let o = run_seglab(&[
+        "synth",
+        "phantom",
+        "--preset",
+        "easy",
+        "--volumes",
+        "3",
+        "--shape",
+        "16x48x48",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "seglab synth phantom: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
