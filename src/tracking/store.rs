@@ -17,9 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use polars::prelude::*;
-use polars_io::parquet::read::ParquetReader;
-use polars_io::parquet::write::{KeyValueMetadata, ParquetCompression, ParquetWriter};
+use polars_io::parquet::read::{ParallelStrategy, ParquetReader};
 use polars_io::prelude::SerReader;
+use polars_parquet::write::{
+    CompressionOptions, Encoding, FileWriter, KeyValue, StatisticsOptions, Version, WriteOptions,
+    get_dtype_encoding, row_group_iter, schema_to_metadata_key,
+};
 
 use super::canonical::{self, Canonical};
 use super::frame;
@@ -204,18 +207,11 @@ impl Store {
         df: &mut DataFrame,
         metadata: Option<Vec<(String, String)>>,
     ) -> Result<()> {
-        // Encoded in memory first: one write call instead of many small ones. Snappy: the
-        // parts are small and many, and its codec needs no per-column context.
-        let mut bytes = Vec::with_capacity(16 * 1024);
-        ParquetWriter::new(&mut bytes)
-            .with_compression(ParquetCompression::Snappy)
-            .set_parallel(false)
-            .with_key_value_metadata(metadata.map(KeyValueMetadata::from_static))
-            .finish(df)
-            .map_err(|source| TrackingError::WritePart {
-                path: tmp.to_path_buf(),
-                source,
-            })?;
+        // Encoded in memory first: one write call instead of many small ones.
+        let bytes = encode_part(df, metadata).map_err(|source| TrackingError::WritePart {
+            path: tmp.to_path_buf(),
+            source,
+        })?;
         let written = File::options()
             .write(true)
             .create_new(true)
@@ -562,8 +558,17 @@ impl Drop for CompactLock {
 /// Reads `parts` in order, on a few plain threads rather than rayon's pool: polars runs each
 /// read on its own pool, and a rayon worker waiting for another pool steals further reads onto
 /// its stack while it waits, so thousands of parts (a 1,000-trial sweep) overflowed the stack.
+/// When there are more parts than threads, each part is decoded on the thread that reads it:
+/// handing every small part's columns to polars' pool and waiting for them cost more in thread
+/// wake-ups than the decoding itself (DESIGN.md "Performance budgets", `benches/store.rs`). A
+/// few big parts (a compacted store) still let polars decode their columns in parallel.
 fn read_parts(parts: &[PathBuf], base: &Schema) -> Result<Vec<DataFrame>> {
     let threads = rayon::current_num_threads().clamp(1, parts.len().max(1));
+    let strategy = if parts.len() > threads {
+        ParallelStrategy::None
+    } else {
+        ParallelStrategy::Auto
+    };
     let chunk = parts.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = parts
@@ -572,7 +577,7 @@ fn read_parts(parts: &[PathBuf], base: &Schema) -> Result<Vec<DataFrame>> {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|p| read_part(p, base))
+                        .map(|p| read_part(p, base, strategy))
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -585,15 +590,87 @@ fn read_parts(parts: &[PathBuf], base: &Schema) -> Result<Vec<DataFrame>> {
     })
 }
 
-fn read_part(path: &Path, base: &Schema) -> Result<DataFrame> {
+fn read_part(path: &Path, base: &Schema, strategy: ParallelStrategy) -> Result<DataFrame> {
     let file = File::open(path).map_err(|e| TrackingError::io(path, e))?;
     let df = ParquetReader::new(file)
+        .read_parallel(strategy)
         .finish()
         .map_err(|e| TrackingError::ReadPart {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
     frame::conform(df, base, path)
+}
+
+/// Parts with fewer rows than this are plain-encoded (see [`encode_part`]): every part one
+/// attempt writes in practice (a results part is volumes × classes × metrics rows, an epochs part
+/// one row per epoch and metric). Compacted and bulk parts are bigger and keep dictionaries,
+/// which make them about a fifth smaller (`benches/store.rs`: 8.1 MB instead of 10.0 MB for
+/// 1 million result rows).
+const DICTIONARY_MIN_ROWS: usize = 10_000;
+
+/// Row groups of a part hold at most this many rows (polars' own default), so that a big
+/// compacted part is still read in pieces.
+const ROW_GROUP_ROWS: usize = 512 * 512;
+
+/// Encodes `df` as a Parquet file in memory: Snappy pages, min/max/null statistics, the Arrow
+/// schema and `metadata` in the footer, as polars' `ParquetWriter` writes them, but with the
+/// column encodings chosen here. Polars asks for dictionary encoding of every string and
+/// numeric column, and first estimates each such column's number of distinct values with a
+/// 16,384-register HyperLogLog, even for a one-row part. A sweep writes thousands of small
+/// parts (one trials part per status event, one results part per trial), and that estimate
+/// plus the dictionary building were most of the time of writing them (DESIGN.md "Performance
+/// budgets": 1 million metric rows written and aggregated in under 2 s). Parts below
+/// [`DICTIONARY_MIN_ROWS`] rows are therefore plain-encoded: Snappy still shrinks their
+/// repeated ids and names. Readers see the same columns and types either way: the encoding is
+/// a property of each column chunk that every Parquet reader handles, and parts written by
+/// earlier versions (all dictionary-encoded) read as before.
+fn encode_part(
+    df: &mut DataFrame,
+    metadata: Option<Vec<(String, String)>>,
+) -> PolarsResult<Vec<u8>> {
+    let plain = df.height() < DICTIONARY_MIN_ROWS;
+    let chunked = polars::frame::chunk_df_for_writing(df, ROW_GROUP_ROWS)?;
+    let schema = chunked.schema().to_arrow(CompatLevel::newest());
+    let encodings: Vec<Vec<Encoding>> = schema
+        .iter_values()
+        .map(|field| {
+            let mut e = get_dtype_encoding(&field.dtype);
+            if plain {
+                e.fill(Encoding::Plain);
+            }
+            e
+        })
+        .collect();
+    let options = WriteOptions {
+        statistics: StatisticsOptions::default(),
+        compression: CompressionOptions::Snappy,
+        version: Version::V1,
+        data_page_size: None,
+    };
+    let mut bytes = Vec::with_capacity(16 * 1024);
+    let mut writer = FileWriter::try_new(&mut bytes, schema.clone(), options)?;
+    let fields = writer.parquet_schema().fields().to_vec();
+    for batch in chunked.iter_chunks(CompatLevel::newest(), false) {
+        if batch.len() == 0 {
+            continue;
+        }
+        let rows = batch.len() as u64;
+        let columns = row_group_iter(batch, encodings.clone().into(), fields.clone(), options);
+        writer.write(rows, columns)?;
+    }
+    // The footer holds the Arrow schema (so readers get back the exact polars types) followed
+    // by the store's own entries.
+    let footer = metadata.map(|kv| {
+        std::iter::once(schema_to_metadata_key(&schema))
+            .chain(kv.into_iter().map(|(key, value)| KeyValue {
+                key,
+                value: Some(value),
+            }))
+            .collect()
+    });
+    writer.end(footer)?;
+    Ok(bytes)
 }
 
 /// Claims `final_path` for the finished temporary file without ever replacing an existing part:
@@ -800,6 +877,111 @@ mod tests {
         assert!(own_file.exists() && foreign.exists() && unknown.exists());
         // Readers never see them.
         assert_eq!(store.read(Table::Epochs).unwrap().height(), 0);
+    }
+
+    fn results(trial: &str, n: usize) -> Vec<ResultRow> {
+        (0..n)
+            .map(|i| ResultRow {
+                trial_id: trial.into(),
+                attempt: 1,
+                volume: format!("vol{:02}", i % 5),
+                class: ["golgi", "nuclei"][i % 2].into(),
+                metric: format!("m{:03}", i % 100),
+                value: if i == 3 { f64::NAN } else { i as f64 / 7.0 },
+            })
+            .collect()
+    }
+
+    /// Per column chunk of the first row group: (column name, has a dictionary page, codec).
+    fn chunk_encodings(bytes: Vec<u8>) -> Vec<(String, bool, String)> {
+        let mut reader = ParquetReader::new(std::io::Cursor::new(bytes));
+        let meta = reader.get_metadata().unwrap().clone();
+        meta.row_groups[0]
+            .parquet_columns()
+            .iter()
+            .map(|c| {
+                (
+                    c.descriptor().path_in_schema[0].to_string(),
+                    c.dictionary_page_offset().is_some(),
+                    format!("{:?}", c.compression()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_parts_are_plain_and_big_parts_keep_dictionaries() {
+        let mut small = ResultRow::to_frame(&results("t", 1000)).unwrap();
+        for (name, dict, codec) in chunk_encodings(encode_part(&mut small, None).unwrap()) {
+            assert!(!dict, "column {name} of a small part has a dictionary");
+            assert_eq!(codec, "Snappy", "column {name}");
+        }
+        let mut big = ResultRow::to_frame(&results("t", DICTIONARY_MIN_ROWS)).unwrap();
+        let encodings = chunk_encodings(encode_part(&mut big, None).unwrap());
+        for column in ["trial_id", "volume", "class", "metric"] {
+            let (_, dict, codec) = encodings.iter().find(|e| e.0 == column).unwrap();
+            assert!(
+                dict,
+                "string column {column} of a big part lost its dictionary"
+            );
+            assert_eq!(codec, "Snappy");
+        }
+    }
+
+    #[test]
+    fn encoded_parts_read_back_with_types_values_and_metadata() {
+        let rows = results("t", 50);
+        let mut df = ResultRow::to_frame(&rows).unwrap();
+        let kv = vec![("seglab.test".to_string(), "[\"a\"]".to_string())];
+        let bytes = encode_part(&mut df, Some(kv)).unwrap();
+        let mut reader = ParquetReader::new(std::io::Cursor::new(bytes));
+        let meta = reader.get_metadata().unwrap().clone();
+        let keys: Vec<_> = meta
+            .key_value_metadata
+            .iter()
+            .flatten()
+            .map(|kv| (kv.key.as_str(), kv.value.as_deref()))
+            .collect();
+        assert_eq!(
+            keys[0].0, "ARROW:schema",
+            "the Arrow schema leads the footer"
+        );
+        assert!(keys.contains(&("seglab.test", Some("[\"a\"]"))));
+        let back = reader.finish().unwrap();
+        assert_eq!(back.schema(), df.schema());
+        // Debug strings compare NaN equal to NaN.
+        let key = |r: &ResultRow| format!("{r:?}");
+        let back = ResultRow::from_frame(&back).unwrap();
+        assert_eq!(
+            back.iter().map(key).collect::<Vec<_>>(),
+            rows.iter().map(key).collect::<Vec<_>>()
+        );
+        assert!(back[3].value.is_nan());
+    }
+
+    #[test]
+    fn parts_written_by_polars_own_writer_read_as_before() {
+        // Parts of earlier versions came from polars' `ParquetWriter` (dictionary-encoded).
+        use polars_io::parquet::write::{ParquetCompression, ParquetWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap().with_durable(false);
+        let old_rows = results("old", 1200);
+        let mut old = ResultRow::to_frame(&old_rows).unwrap();
+        let file = File::create(
+            store
+                .table_dir(Table::Results)
+                .join("old-a1-000000.parquet"),
+        );
+        ParquetWriter::new(file.unwrap())
+            .with_compression(ParquetCompression::Snappy)
+            .finish(&mut old)
+            .unwrap();
+        let new_rows = results("new", 1200);
+        store.write_results(&new_rows).unwrap();
+        let back = ResultRow::from_frame(&store.read(Table::Results).unwrap()).unwrap();
+        let key = |r: &ResultRow| format!("{r:?}");
+        let expected: Vec<String> = new_rows.iter().chain(&old_rows).map(key).collect();
+        assert_eq!(back.iter().map(key).collect::<Vec<_>>(), expected);
     }
 
     #[test]
