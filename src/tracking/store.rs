@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use polars::prelude::*;
-use polars_io::parquet::read::{ParallelStrategy, ParquetReader};
+use polars_io::parquet::read::ParquetReader;
 use polars_io::prelude::SerReader;
 use polars_parquet::write::{
     CompressionOptions, Encoding, FileWriter, KeyValue, StatisticsOptions, Version, WriteOptions,
@@ -558,17 +558,8 @@ impl Drop for CompactLock {
 /// Reads `parts` in order, on a few plain threads rather than rayon's pool: polars runs each
 /// read on its own pool, and a rayon worker waiting for another pool steals further reads onto
 /// its stack while it waits, so thousands of parts (a 1,000-trial sweep) overflowed the stack.
-/// When there are more parts than threads, each part is decoded on the thread that reads it:
-/// handing every small part's columns to polars' pool and waiting for them cost more in thread
-/// wake-ups than the decoding itself (DESIGN.md "Performance budgets", `benches/store.rs`). A
-/// few big parts (a compacted store) still let polars decode their columns in parallel.
 fn read_parts(parts: &[PathBuf], base: &Schema) -> Result<Vec<DataFrame>> {
     let threads = rayon::current_num_threads().clamp(1, parts.len().max(1));
-    let strategy = if parts.len() > threads {
-        ParallelStrategy::None
-    } else {
-        ParallelStrategy::Auto
-    };
     let chunk = parts.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let workers: Vec<_> = parts
@@ -577,7 +568,7 @@ fn read_parts(parts: &[PathBuf], base: &Schema) -> Result<Vec<DataFrame>> {
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|p| read_part(p, base, strategy))
+                        .map(|p| read_part(p, base))
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -590,10 +581,9 @@ fn read_parts(parts: &[PathBuf], base: &Schema) -> Result<Vec<DataFrame>> {
     })
 }
 
-fn read_part(path: &Path, base: &Schema, strategy: ParallelStrategy) -> Result<DataFrame> {
+fn read_part(path: &Path, base: &Schema) -> Result<DataFrame> {
     let file = File::open(path).map_err(|e| TrackingError::io(path, e))?;
     let df = ParquetReader::new(file)
-        .read_parallel(strategy)
         .finish()
         .map_err(|e| TrackingError::ReadPart {
             path: path.to_path_buf(),
@@ -619,7 +609,7 @@ const ROW_GROUP_ROWS: usize = 512 * 512;
 /// numeric column, and first estimates each such column's number of distinct values with a
 /// 16,384-register HyperLogLog, even for a one-row part. A sweep writes thousands of small
 /// parts (one trials part per status event, one results part per trial), and that estimate
-/// plus the dictionary building were most of the time of writing them (DESIGN.md "Performance
+/// plus the dictionary building were the largest cost of writing them (DESIGN.md "Performance
 /// budgets": 1 million metric rows written and aggregated in under 2 s). Parts below
 /// [`DICTIONARY_MIN_ROWS`] rows are therefore plain-encoded: Snappy still shrinks their
 /// repeated ids and names. Readers see the same columns and types either way: the encoding is
@@ -652,7 +642,7 @@ fn encode_part(
     let mut writer = FileWriter::try_new(&mut bytes, schema.clone(), options)?;
     let fields = writer.parquet_schema().fields().to_vec();
     for batch in chunked.iter_chunks(CompatLevel::newest(), false) {
-        if batch.len() == 0 {
+        if batch.is_empty() {
             continue;
         }
         let rows = batch.len() as u64;
