@@ -85,6 +85,25 @@ impl Aggregation {
     }
 }
 
+impl Aggregation {
+    /// The aggregation of per-epoch values (learning curves), where a trial has one value per
+    /// epoch and metric rather than one per test volume: (units of n, one sentence).
+    pub fn describe_per_epoch(self) -> (&'static str, &'static str) {
+        match self {
+            Aggregation::OverFolds => (
+                "folds",
+                "mean ± std over folds: each fold's value (the mean over its seeds), then the \
+                 mean and sample standard deviation (ddof = 1) of the fold values",
+            ),
+            Aggregation::OverSeedsAndFolds | Aggregation::Pooled => (
+                "trials",
+                "mean ± std over trials (seeds × folds): the mean and sample standard \
+                 deviation (ddof = 1) of the trials' values",
+            ),
+        }
+    }
+}
+
 impl fmt::Display for Aggregation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

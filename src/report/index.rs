@@ -263,10 +263,11 @@ pub(crate) fn build_into(
                              and validation metric, one line per configuration. x axis: epoch; \
                              y axis: the value (unitless). Line: at each epoch, {}; band: ± one \
                              std. Trials that stopped early contribute to fewer epochs, so late \
-                             epochs can rest on fewer units.",
+                             epochs can rest on fewer units. Validation metrics come from the \
+                             inner validation split, never from test volumes.",
                             model_label(&model),
                             task.name,
-                            agg.describe()
+                            agg.describe_per_epoch().1
                         ),
                         files,
                     );

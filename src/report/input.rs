@@ -205,6 +205,8 @@ fn slice_set(
             }
         }
     }
+    // The tables' model order (U-Net, Vox2Vox, CycleGAN, baseline), not the store's.
+    predictions.sort_by_key(|(model, _)| crate::report::prepare::model_rank(model));
     Ok(Some(SliceSet {
         name: volume.to_string(),
         image: loaded.image,

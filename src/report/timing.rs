@@ -7,8 +7,9 @@
 //! training time. Testing costs the annotation of the test volumes (every model needs it to
 //! be scored) plus the prediction time. Totals add training and testing; ratios divide by the
 //! fastest model. From the store: a trial that recorded a `synth_masks` phase is
-//! self-supervised; one with training phases and no `synth_masks` phase is supervised; one
-//! without training (a threshold baseline) needs no training annotation.
+//! self-supervised; one with a `train` phase and no `synth_masks` phase is supervised; one
+//! without a `train` phase (a threshold baseline, which only preprocesses and predicts) needs no
+//! training annotation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -445,7 +446,8 @@ pub(crate) fn timing_rows(
         let synth = phases.get(SYNTH_PHASE).copied().unwrap_or(0.0);
         let train = sum(&TRAIN_PHASES);
         let test = sum(&TEST_PHASES);
-        let supervised = synth == 0.0 && train > 0.0;
+        // Preprocessing alone (the threshold baseline) is not training.
+        let supervised = synth == 0.0 && phases.get("train").is_some_and(|&s| s > 0.0);
         let train_volumes: Vec<&String> = if supervised {
             annotated
                 .iter()
@@ -565,5 +567,38 @@ mod tests {
             Cell::Value { text, .. } => assert_eq!(text, "40 min + 28.6 h = 29.27 h"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_trial_without_a_train_phase_needs_no_training_annotation() {
+        let mut input = crate::report::fixture::small_sweep();
+        let unet: Vec<String> = {
+            let ids = string_column(&input.trials, "trial_id").unwrap();
+            let models = string_column(&input.trials, "model").unwrap();
+            ids.into_iter()
+                .zip(models)
+                .filter(|(_, m)| m.as_deref() == Some("unet3d"))
+                .filter_map(|(id, _)| id)
+                .collect()
+        };
+        // The U-Net trials become baseline-like: preprocessing and prediction only.
+        let ids = string_column(&input.timings, "trial_id").unwrap();
+        let phases = string_column(&input.timings, "phase").unwrap();
+        let mask: BooleanChunked = ids
+            .iter()
+            .zip(&phases)
+            .map(|(id, p)| {
+                let baseline_phase = matches!(p.as_deref(), Some("preprocess" | "predict"));
+                Some(!id.as_ref().is_some_and(|id| unet.contains(id)) || baseline_phase)
+            })
+            .collect();
+        let keep = input.timings.filter(&mask).unwrap();
+        input.timings = keep;
+        let prep = Prepared::new(&input, &Default::default()).unwrap();
+        let task = &prep.tasks[0];
+        let (rows, _) = timing_rows(&input, &prep, task).unwrap();
+        let by = |m: &str| rows.iter().find(|r| r.model == m).unwrap();
+        assert_eq!(by("U-Net").annotated_train_volumes, 0.0);
+        assert!(by("Vox2Vox").annotated_train_volumes > 0.0);
     }
 }

@@ -114,7 +114,9 @@ impl LearningCurves {
                     });
                 }
             }
-            let direction = if higher_is_better(metric) {
+            let direction = if metric.ends_with("_spread") {
+                "collapse diagnostic"
+            } else if higher_is_better(metric) {
                 "higher is better"
             } else {
                 "lower is better"
@@ -132,10 +134,10 @@ impl LearningCurves {
             .collect();
         Ok(Some(Self {
             title: format!(
-                "Learning curves — {}, {} (mean ± std band, {})",
+                "Learning curves — {}, {} (mean ± std band over {})",
                 model_label(model),
                 task.name,
-                aggregation.name()
+                aggregation.describe_per_epoch().0
             ),
             panels,
             legend,

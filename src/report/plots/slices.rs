@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use super::style::{self, Figure, LABEL, TICK, TITLE, err, text};
 use crate::report::ReportError;
 use crate::report::input::SliceSet;
-use crate::report::prepare::class_label;
+use crate::report::prepare::{class_label, model_label};
 
 /// A slice-overlay figure, validated and with its slice chosen.
 #[derive(Clone, Debug)]
@@ -247,7 +247,7 @@ impl<'a> SliceFigure<'a> {
             format!("Image ({})", self.set.image_channels.join(", ")),
             "Ground truth".to_string(),
         ];
-        t.extend(self.set.predictions.iter().map(|(l, _)| l.clone()));
+        t.extend(self.set.predictions.iter().map(|(l, _)| model_label(l)));
         t
     }
 
