@@ -158,6 +158,9 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
         None => None,
     };
     mark_dead_attempts(&store, mirror.as_mut())?;
+    if let Some(m) = mirror.as_mut() {
+        m.start_sweep();
+    }
     let prov = Provenance::collect(spec.file.parent().unwrap_or(Path::new("")));
 
     let pending = pending_trials(&trials, &store, opts.retry_failed)?;

@@ -50,6 +50,11 @@ pub struct TimingRow {
 }
 
 impl TimingRow {
+    /// Whether the model learns from annotated or synthetic masks (a threshold baseline does not).
+    pub fn learns(&self) -> bool {
+        self.annotated_train_volumes > 0.0 || self.synth_hours > 0.0
+    }
+
     fn annotation(&self, volumes: f64) -> f64 {
         if volumes == 0.0 {
             0.0
@@ -134,7 +139,9 @@ fn trim(v: f64, decimals: usize) -> String {
 /// A duration given in hours, in the unit a reader would use: "35 s", "66 min", "28.6 h".
 pub fn duration(hours: f64) -> String {
     let seconds = hours * 3600.0;
-    if seconds < 90.0 {
+    if seconds > 0.0 && seconds < 0.5 {
+        "< 1 s".into()
+    } else if seconds < 90.0 {
         format!("{} s", trim(seconds, 0))
     } else if seconds < 90.0 * 60.0 {
         format!("{} min", trim(seconds / 60.0, 1))
@@ -155,21 +162,30 @@ pub struct TimingTable {
 }
 
 impl TimingTable {
-    /// `time / fastest time` per row, for `time` = training or total time.
+    /// `time / fastest time` per row, for `time` = training or total time. Only learned models
+    /// enter the comparison: a baseline without training ([`TimingRow::learns`]) has a ratio of
+    /// NaN (shown as "–") and is never the reference, since dividing by its near-zero training
+    /// time would give ratios in the hundred thousands.
     pub fn ratios(&self, time: impl Fn(&TimingRow) -> f64) -> Vec<f64> {
-        let fastest = self
-            .rows
+        let Some(fastest) = self.fastest(&time).map(&time) else {
+            return vec![f64::NAN; self.rows.len()];
+        };
+        self.rows
             .iter()
-            .map(&time)
-            .filter(|t| *t > 0.0)
-            .fold(f64::INFINITY, f64::min);
-        self.rows.iter().map(|r| time(r) / fastest).collect()
+            .map(|r| {
+                if r.learns() {
+                    time(r) / fastest
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect()
     }
 
     fn fastest(&self, time: impl Fn(&TimingRow) -> f64) -> Option<&TimingRow> {
         self.rows
             .iter()
-            .filter(|r| time(r) > 0.0)
+            .filter(|r| r.learns() && time(r) > 0.0)
             .min_by(|a, b| time(a).total_cmp(&time(b)))
     }
 
@@ -600,5 +616,34 @@ mod tests {
         let by = |m: &str| rows.iter().find(|r| r.model == m).unwrap();
         assert_eq!(by("U-Net").annotated_train_volumes, 0.0);
         assert!(by("Vox2Vox").annotated_train_volumes > 0.0);
+    }
+
+    #[test]
+    fn a_baseline_is_neither_the_ratio_reference_nor_given_a_ratio() {
+        let row = |model: &str, volumes: f64, synth: f64, train: f64| TimingRow {
+            model: model.into(),
+            annotation_hours_per_volume: Some(1.0),
+            annotated_train_volumes: volumes,
+            annotated_test_volumes: 2.0,
+            synth_hours: synth,
+            train_hours: train,
+            test_hours: 0.0,
+            n_trials: 1,
+        };
+        let table = TimingTable {
+            rows: vec![
+                row("U-Net", 4.0, 0.0, 0.1),
+                row("CycleGAN", 0.0, 1e-4, 0.02),
+                row("Otsu threshold", 0.0, 0.0, 2e-5),
+            ],
+            include_testing: true,
+            decimals: 2,
+        };
+        let r = table.ratios(TimingRow::training_time);
+        assert!((r[0] - 4.1 / (0.02 + 1e-4)).abs() < 1e-9, "{r:?}");
+        assert!((r[1] - 1.0).abs() < 1e-12);
+        assert!(r[2].is_nan());
+        assert_eq!(duration(1e-4), "< 1 s");
+        assert_eq!(duration(0.0), "0 s");
     }
 }

@@ -166,6 +166,14 @@ impl MlflowMirror {
         });
     }
 
+    /// Finds or creates the sweep's parent run now, before any trial worker starts. Workers
+    /// (`sweep task`, each with its own mirror) then find it instead of racing to create it:
+    /// two creators that search, create and search again can each adopt a different run when
+    /// one's second search happens before the other's run exists.
+    pub fn start_sweep(&mut self) {
+        self.guarded(|m| m.parent().map(|_| ()));
+    }
+
     /// Marks the sweep's parent run ended: finished, or failed when `any_failed`.
     pub fn finish_sweep(&mut self, any_failed: bool, at_ms: i64) {
         self.guarded(|m| {
