@@ -4,8 +4,8 @@
 //! - [`Conv3dLayer`] and [`ConvTranspose3dLayer`]: every 3D convolution of seglab goes through
 //!   these two wrappers, which apply TensorFlow's 'same' padding rule (asymmetric when the
 //!   kernel and stride call for it) and its transposed-convolution cropping. The
-//!   convolution itself is [`super::conv::conv3d`] on the path [`super::conv::choose_path`]
-//!   picks (burn's native one unless `SEGLAB_CONV` says otherwise).
+//!   convolution itself is [`super::conv::conv3d`], which picks a GEMM-based form for
+//!   stride 1 and burn's for strided convolutions.
 //! - [`InstanceNorm3d`]: keras-contrib `InstanceNormalization`, per channel (`axis=-1`,
 //!   CycleGAN) or over all channels with a scalar γ, β (`axis=None`, Vox2Vox); ε is added to
 //!   the standard deviation, not the variance.
@@ -103,7 +103,7 @@ impl Conv3dLayer {
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let [_, _, d, h, w] = x.dims();
         let pads = [d, h, w].map(|n| self.padding.amounts(n, self.kernel, self.stride));
-        let path = conv::choose_path();
+        let path = conv::choose_path(&x, self.weight.val().dims(), self.stride);
         conv::conv3d(
             x,
             self.weight.val(),

@@ -7,9 +7,9 @@
 //!   (the weight gradient is dY·Xᵀ per shift), instead of burn's generic conv3d weight
 //!   gradient, which runs a convolution with the whole output gradient as its kernel and
 //!   parallelises poorly (issue "Training and prediction speed on CPU").
-//! - burn's native `conv3d`, the default (see [`choose_path`] for the measurements).
+//! - burn's native `conv3d` for strided convolutions and where the shifted form does not pay.
 //!
-//! All compute the same function (checked against each other and against finite differences
+//! Both compute the same function (checked against each other and against finite differences
 //! in the tests below); the choice only changes speed.
 
 use burn::tensor::Tensor;
@@ -59,18 +59,27 @@ fn forced_path() -> Option<ConvPath> {
 /// allocate, large enough for an efficient matrix product.
 const INFER_COLUMN_BYTES: usize = 32 << 20;
 
-/// The implementation every layer uses: burn's native convolution unless `SEGLAB_CONV` forces
-/// another (strided convolutions always run natively, see [`conv3d`]).
+/// The implementation chosen for a convolution (overridable with `SEGLAB_CONV`):
 ///
-/// The shifted-GEMM and im2col forms were written when burn-flex's convolution backward was
-/// the bottleneck (issue "Training and prediction speed on CPU"). With burn-flex 0.22.1 on the
-/// project's 2-core AVX-512 machine the native convolution is faster for every network, in
-/// training and in prediction (`seglab bench`, median ms per step, native vs the former
-/// choice: U-Net cpu-small 424 vs 527, paper 46.9 s vs 105.5 s; Vox2Vox cpu-small 221 vs 403;
-/// CycleGAN cpu-small 8.1 s vs 9.1 s; U-Net paper prediction 2.9 s vs 4.5 s per window). The
-/// other forms stay available for machines where `seglab bench` shows them ahead.
-pub fn choose_path() -> ConvPath {
-    forced_path().unwrap_or(ConvPath::Burn)
+/// - stride > 1: burn's native convolution;
+/// - inference (plain device): [`conv3d_im2col`] in chunks of [`INFER_COLUMN_BYTES`];
+/// - training (autodiff device): [`conv3d_shifted_gemm`] for k ≤ 4 and burn's convolution
+///   for larger kernels (343 products of a 7³ kernel cost more than burn's generic
+///   backward). The stacked columns of [`conv3d_im2col`] are slower to differentiate than
+///   the k³ separate products (measured on the `cpu-small` U-Net: 3.6 s vs 1.0 s per step).
+pub fn choose_path(x: &Tensor<5>, weight_dims: [usize; 5], stride: usize) -> ConvPath {
+    if let Some(path) = forced_path() {
+        return path;
+    }
+    if stride != 1 {
+        ConvPath::Burn
+    } else if !x.device().is_autodiff() {
+        ConvPath::Im2col
+    } else if weight_dims[2] <= 4 {
+        ConvPath::ShiftedGemm
+    } else {
+        ConvPath::Burn
+    }
 }
 
 /// A 3D convolution with a cubic kernel, stride `stride` and explicit zero padding
