@@ -83,9 +83,7 @@ impl Aggregation {
             }
         }
     }
-}
 
-impl Aggregation {
     /// The aggregation of per-epoch values (learning curves), where a trial has one value per
     /// epoch and metric rather than one per test volume: (units of n, one sentence).
     pub fn describe_per_epoch(self) -> (&'static str, &'static str) {

@@ -21,8 +21,10 @@ use super::input::{ReportInput, f64_column, string_column, u64_column};
 use super::prepare::{Prepared, Task, model_label, model_rank};
 use super::tables::{Align, Cell, ColumnSpec, Row, Table};
 
+/// The phase of the optimisation steps themselves: only a trial that has it learned anything.
+pub const TRAIN_STEP_PHASE: &str = "train";
 /// Phases of the `timings` table that count as training compute.
-pub const TRAIN_PHASES: [&str; 4] = ["preprocess", "patches", "train", "validate"];
+pub const TRAIN_PHASES: [&str; 4] = ["preprocess", "patches", TRAIN_STEP_PHASE, "validate"];
 /// Phases that count as testing compute.
 pub const TEST_PHASES: [&str; 2] = ["predict", "evaluate"];
 /// The phase of synthetic-mask generation.
@@ -463,7 +465,7 @@ pub(crate) fn timing_rows(
         let train = sum(&TRAIN_PHASES);
         let test = sum(&TEST_PHASES);
         // Preprocessing alone (the threshold baseline) is not training.
-        let supervised = synth == 0.0 && phases.get("train").is_some_and(|&s| s > 0.0);
+        let supervised = synth == 0.0 && phases.get(TRAIN_STEP_PHASE).is_some_and(|&s| s > 0.0);
         let train_volumes: Vec<&String> = if supervised {
             annotated
                 .iter()
