@@ -58,7 +58,12 @@ fn main() {
             ConvPath::ShiftedGemm,
         );
         let diff = (ya - yb).abs().max().into_scalar::<f32>();
-        for path in [ConvPath::Burn, ConvPath::ShiftedGemm, ConvPath::Im2col] {
+        for path in [
+            ConvPath::Burn,
+            ConvPath::ShiftedGemm,
+            ConvPath::Im2col,
+            ConvPath::Kernel,
+        ] {
             let fwd = median_ms(reps, || {
                 let _ = conv3d(x.clone(), w.clone(), Some(b.clone()), 1, pads, path).into_data();
             });

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::{Flag, Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig};
-use burn::tensor::module::{conv_transpose3d, max_pool2d};
-use burn::tensor::ops::{ConvTransposeOptions, MaxPoolOptions};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -167,27 +167,16 @@ impl ConvTranspose3dLayer {
             // Non-overlapping blocks, nothing to crop: a matrix product.
             return conv::conv_transpose3d_blocks(x, self.weight.val(), Some(self.bias.val()));
         }
-        let [_, _, d, h, w] = x.dims();
         let crop = self.kernel - self.stride;
-        let (before, after) = (crop / 2, crop - crop / 2);
-        // burn crops `padding` voxels on both sides; crop the remainder at the end by slicing.
-        let sym = before.min(after);
-        let y = conv_transpose3d(
+        let path = conv::choose_path(&x, self.weight.val().dims(), self.stride);
+        conv::conv_transpose3d(
             x,
             self.weight.val(),
             Some(self.bias.val()),
-            ConvTransposeOptions::new([self.stride; 3], [sym; 3], [0; 3], [1; 3], 1),
-        ); // [batch, out, (n−1)s + k − 2·sym, …]
-        let (b0, b1) = (before - sym, after - sym);
-        if b0 + b1 == 0 {
-            return y;
-        }
-        let [n, c, yd, yh, yw] = y.dims();
-        debug_assert_eq!(
-            [yd, yh, yw].map(|m| m - b0 - b1),
-            [d, h, w].map(|m| m * self.stride)
-        );
-        y.slice([0..n, 0..c, b0..yd - b1, b0..yh - b1, b0..yw - b1]) // [batch, out, d·s, h·s, w·s]
+            self.stride,
+            (crop / 2, crop - crop / 2),
+            path,
+        ) // [batch, out, d·s, h·s, w·s]
     }
 }
 
@@ -350,6 +339,8 @@ impl Dropout3d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::module::conv_transpose3d;
+    use burn::tensor::ops::ConvTransposeOptions;
 
     fn device() -> Device {
         Device::flex()

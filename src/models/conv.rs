@@ -12,9 +12,10 @@
 //! Both compute the same function (checked against each other and against finite differences
 //! in the tests below); the choice only changes speed.
 
+use super::conv_kernel;
 use burn::tensor::Tensor;
-use burn::tensor::module::conv3d as burn_conv3d;
-use burn::tensor::ops::{ConvOptions, PadMode};
+use burn::tensor::module::{conv_transpose3d as burn_conv_transpose3d, conv3d as burn_conv3d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 
 /// Which implementation [`conv3d`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,9 @@ pub enum ConvPath {
     /// burn's forward and input gradient, [`conv3d_shifted_gemm`]'s weight gradient (both
     /// forward passes are computed).
     Hybrid,
+    /// [`conv_kernel::padded_conv3d`]: flex's forward convolution with a registered backward
+    /// (GEMM weight gradient); flex devices only, others fall back to [`ConvPath::Burn`].
+    Kernel,
 }
 
 impl ConvPath {
@@ -39,6 +43,7 @@ impl ConvPath {
             "gemm" => Some(ConvPath::ShiftedGemm),
             "hybrid" => Some(ConvPath::Hybrid),
             "im2col" => Some(ConvPath::Im2col),
+            "kernel" => Some(ConvPath::Kernel),
             _ => None,
         }
     }
@@ -60,23 +65,18 @@ fn forced_path() -> Option<ConvPath> {
 const INFER_COLUMN_BYTES: usize = 32 << 20;
 
 /// The implementation chosen for a convolution (overridable with `SEGLAB_CONV`):
+/// [`ConvPath::Kernel`] on flex (CPU) devices, burn's convolution elsewhere (CUDA).
 ///
-/// - stride > 1: burn's native convolution;
-/// - inference (plain device): [`conv3d_im2col`] in chunks of [`INFER_COLUMN_BYTES`];
-/// - training (autodiff device): [`conv3d_shifted_gemm`] for k ≤ 4 and burn's convolution
-///   for larger kernels (343 products of a 7³ kernel cost more than burn's generic
-///   backward). The stacked columns of [`conv3d_im2col`] are slower to differentiate than
-///   the k³ separate products (measured on the `cpu-small` U-Net: 3.6 s vs 1.0 s per step).
+/// Measured with `cargo bench --profile dev --bench conv` on 2 cores (forward + backward,
+/// ms): 2×16×64³ k3 burn 1619, shifted GEMM 3669, kernel 416; 2×4×32³ k7 burn 465, shifted
+/// GEMM 683, kernel 71. The kernel also wins every forward pass (inference).
 pub fn choose_path(x: &Tensor<5>, weight_dims: [usize; 5], stride: usize) -> ConvPath {
     if let Some(path) = forced_path() {
         return path;
     }
-    if stride != 1 {
-        ConvPath::Burn
-    } else if !x.device().is_autodiff() {
-        ConvPath::Im2col
-    } else if weight_dims[2] <= 4 {
-        ConvPath::ShiftedGemm
+    let inner_kernel = weight_dims[2].div_ceil(stride.max(1));
+    if conv_kernel::supports(x, inner_kernel, 0) {
+        ConvPath::Kernel
     } else {
         ConvPath::Burn
     }
@@ -113,7 +113,143 @@ pub fn conv3d(
             let g = conv3d_shifted_gemm(x.detach(), weight, None, pads);
             native + g.clone() - g.detach()
         }
+        ConvPath::Kernel => kernel_conv(x, weight, bias, stride, pads),
         _ => burn_conv(x, weight, bias, stride, pads),
+    }
+}
+
+/// [`ConvPath::Kernel`]: stride 1 runs [`conv_kernel::padded_conv3d`] directly (the symmetric
+/// part of the padding inside it, the rest as explicit zeros); stride s > 1 runs it on the
+/// polyphase form ([`polyphase`]); the bias is added after. burn's convolution where the
+/// kernel does not apply.
+fn kernel_conv(
+    x: Tensor<5>,
+    weight: Tensor<5>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
+    pads: [(usize, usize); 3],
+) -> Tensor<5> {
+    let [cout, _, k, _, _] = weight.dims();
+    let sym = if stride == 1 {
+        pads.iter().map(|&(b, a)| b.min(a)).min().unwrap_or(0)
+    } else {
+        0
+    };
+    let inner_kernel = k.div_ceil(stride);
+    if !conv_kernel::supports(&x, inner_kernel, sym) {
+        return burn_conv(x, weight, bias, stride, pads);
+    }
+    let extra = pads.map(|(b, a)| (b - sym, a - sym));
+    let x = if extra.iter().any(|&(b, a)| b + a > 0) {
+        x.pad(extra, PadMode::Constant(0.0))
+    } else {
+        x
+    };
+    let y = if stride == 1 {
+        conv_kernel::padded_conv3d(x, weight, sym)
+    } else {
+        let [_, _, dp, hp, wp] = x.dims();
+        let out = [dp, hp, wp].map(|n| (n - k) / stride + 1);
+        let (xs, ws) = polyphase(x, weight, stride);
+        let y = conv_kernel::padded_conv3d(xs, ws, 0);
+        let [n, c, ..] = y.dims();
+        y.slice([0..n, 0..c, 0..out[0], 0..out[1], 0..out[2]])
+    };
+    match bias {
+        Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
+        None => y,
+    }
+}
+
+/// A stride-s convolution of the (already padded) input as a stride-1 convolution of its s³
+/// polyphase components: with a = s·α + β, y[z] = Σₐ w[a]·x[s·z + a] = Σ_β Σ_α w[s·α + β]·x_β[z + α]
+/// where x_β[i] = x[s·i + β]. Returns the input `[batch, in·s³, ⌈d/s⌉, …]` (zero-extended to a
+/// multiple of s) and the kernel `[out, in·s³, ⌈k/s⌉³]` (taps past k are zero).
+fn polyphase(x: Tensor<5>, weight: Tensor<5>, s: usize) -> (Tensor<5>, Tensor<5>) {
+    let [n, cin, d, h, w] = x.dims();
+    let [cout, _, k, _, _] = weight.dims();
+    let q = [d, h, w].map(|m| m.div_ceil(s));
+    let x = x.pad(
+        [(0, q[0] * s - d), (0, q[1] * s - h), (0, q[2] * s - w)],
+        PadMode::Constant(0.0),
+    );
+    let xs = x
+        .reshape([n, cin, q[0], s, q[1], s, q[2], s])
+        .permute([0, 1, 3, 5, 7, 2, 4, 6]) // [batch, in, s, s, s, d/s, h/s, w/s]
+        .reshape([n, cin * s * s * s, q[0], q[1], q[2]]);
+    let kk = k.div_ceil(s);
+    let e = kk * s - k;
+    let ws = weight
+        .pad([(0, e), (0, e), (0, e)], PadMode::Constant(0.0))
+        .reshape([cout, cin, kk, s, kk, s, kk, s])
+        .permute([0, 1, 3, 5, 7, 2, 4, 6]) // [out, in, s, s, s, kk, kk, kk]
+        .reshape([cout, cin * s * s * s, kk, kk, kk]);
+    (xs, ws)
+}
+
+/// A transposed convolution, stride s, kernel k ≥ s, weight `[in, out, k, k, k]` (burn's
+/// layout), whose full output `[(n − 1)·s + k]` per axis is cropped by `crop = (before,
+/// after)` voxels. On flex devices ([`ConvPath::Kernel`]) each of the s³ output phases is a
+/// stride-1 convolution of the input with a flipped sub-kernel — one
+/// [`conv_kernel::padded_conv3d`] with out·s³ channels, interleaved after — else burn's
+/// `conv_transpose3d`.
+pub fn conv_transpose3d(
+    x: Tensor<5>,
+    weight: Tensor<5>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
+    crop: (usize, usize),
+    path: ConvPath,
+) -> Tensor<5> {
+    let [n, _, d, h, w] = x.dims();
+    let [cin, cout, k, _, _] = weight.dims();
+    let s = stride;
+    let kk = k.div_ceil(s);
+    let (before, after) = crop;
+    let size = [d, h, w].map(|m| (m - 1) * s + k - before - after);
+    if path != ConvPath::Kernel || !conv_kernel::supports(&x, kk, kk - 1) {
+        // burn crops `padding` voxels on both sides; the remainder by slicing.
+        let sym = before.min(after);
+        let y = burn_conv_transpose3d(
+            x,
+            weight,
+            bias,
+            ConvTransposeOptions::new([s; 3], [sym; 3], [0; 3], [1; 3], 1),
+        );
+        let b0 = before - sym;
+        return y.slice([
+            0..n,
+            0..cout,
+            b0..b0 + size[0],
+            b0..b0 + size[1],
+            b0..b0 + size[2],
+        ]);
+    }
+    // Output o = s·m + β collects taps a = s·α + β from input m − α: a stride-1 correlation
+    // of the input padded by kk − 1 with the sub-kernel w[s·(kk − 1 − α) + β].
+    let e = kk * s - k;
+    let wt = weight
+        .pad([(0, e), (0, e), (0, e)], PadMode::Constant(0.0))
+        .reshape([cin, cout, kk, s, kk, s, kk, s])
+        .flip([2, 4, 6])
+        .permute([1, 3, 5, 7, 0, 2, 4, 6]) // [out, s, s, s, in, kk, kk, kk]
+        .reshape([cout * s * s * s, cin, kk, kk, kk]);
+    let y = conv_kernel::padded_conv3d(x, wt, kk - 1); // [batch, out·s³, n + kk − 1, …]
+    let [_, _, md, mh, mw] = y.dims();
+    let y = y
+        .reshape([n, cout, s, s, s, md, mh, mw])
+        .permute([0, 1, 5, 2, 6, 3, 7, 4]) // [batch, out, md, s, mh, s, mw, s]
+        .reshape([n, cout, md * s, mh * s, mw * s])
+        .slice([
+            0..n,
+            0..cout,
+            before..before + size[0],
+            before..before + size[1],
+            before..before + size[2],
+        ]);
+    match bias {
+        Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
+        None => y,
     }
 }
 
@@ -385,7 +521,7 @@ mod tests {
             let b = tensor([cout], 200 + i as u64, &dev);
             let run = |path| conv3d(x.clone(), wt.clone(), Some(b.clone()), 1, pads, path);
             let reference = to_vec(run(ConvPath::Burn));
-            for path in [ConvPath::ShiftedGemm, ConvPath::Im2col] {
+            for path in [ConvPath::ShiftedGemm, ConvPath::Im2col, ConvPath::Kernel] {
                 assert_close(
                     &to_vec(run(path)),
                     &reference,
@@ -425,7 +561,12 @@ mod tests {
     fn gradients_equal_burns_generic_backward() {
         for (i, case) in CASES.iter().enumerate() {
             let reference = gradients(case, 10 * i as u64, ConvPath::Burn);
-            for path in [ConvPath::ShiftedGemm, ConvPath::Im2col, ConvPath::Hybrid] {
+            for path in [
+                ConvPath::ShiftedGemm,
+                ConvPath::Im2col,
+                ConvPath::Hybrid,
+                ConvPath::Kernel,
+            ] {
                 let got = gradients(case, 10 * i as u64, path);
                 for (name, (g, r)) in ["x", "weight", "bias"]
                     .iter()
@@ -512,11 +653,110 @@ mod tests {
         }
     }
 
+    /// Values and the gradients of L = Σ y·r for input, weight and bias of `f(x, w, b)`.
+    fn values_and_gradients(
+        x_shape: [usize; 5],
+        w_shape: [usize; 5],
+        bias: usize,
+        seed: u64,
+        f: impl Fn(Tensor<5>, Tensor<5>, Tensor<1>) -> Tensor<5>,
+    ) -> [Vec<f32>; 4] {
+        let dev = Device::flex().autodiff();
+        let x = tensor(x_shape, seed, &dev).require_grad();
+        let wt = tensor(w_shape, seed + 1, &dev).require_grad();
+        let b = tensor([bias], seed + 2, &dev).require_grad();
+        let y = f(x.clone(), wt.clone(), b.clone());
+        let r = tensor(y.dims(), seed + 3, &dev);
+        let grads = (y.clone() * r).sum().backward();
+        [
+            to_vec(y),
+            to_vec(x.grad(&grads).unwrap()),
+            to_vec(wt.grad(&grads).unwrap()),
+            to_vec(b.grad(&grads).unwrap()),
+        ]
+    }
+
+    fn assert_all_close(got: &[Vec<f32>; 4], reference: &[Vec<f32>; 4], what: &str) {
+        for (name, (g, r)) in ["y", "dx", "dweight", "dbias"]
+            .iter()
+            .zip(got.iter().zip(reference))
+        {
+            assert_close(g, r, 1e-4, &format!("{what} {name}"));
+        }
+    }
+
+    /// Strided convolutions through the polyphase form: Vox2Vox's k4 s2, the CycleGAN's
+    /// k3 s2 with TensorFlow's asymmetric 'same' padding, odd sizes, a stride of 3.
+    #[test]
+    fn strided_kernel_path_equals_burns_values_and_gradients() {
+        type Strided = (usize, usize, [usize; 3], [(usize, usize); 3]);
+        let cases: [Strided; 4] = [
+            (4, 2, [6, 7, 8], [(1, 1); 3]),
+            (3, 2, [5, 6, 7], [(0, 1), (1, 1), (0, 0)]),
+            (4, 2, [8, 8, 8], [(1, 2); 3]),
+            (3, 3, [7, 6, 9], [(1, 1); 3]),
+        ];
+        for (i, (k, stride, [d, h, w], pads)) in cases.into_iter().enumerate() {
+            let run = |path| {
+                values_and_gradients(
+                    [2, 3, d, h, w],
+                    [2, 3, k, k, k],
+                    2,
+                    40 + i as u64,
+                    |x, wt, b| conv3d(x, wt, Some(b), stride, pads, path),
+                )
+            };
+            assert_all_close(
+                &run(ConvPath::Kernel),
+                &run(ConvPath::Burn),
+                &format!("case {i}"),
+            );
+        }
+    }
+
+    /// Transposed convolutions through the output phases: the CycleGAN's k3 s2 ('same' crops
+    /// 0 before and 1 after), k4 s2, k = s, a stride of 3.
+    #[test]
+    fn transposed_kernel_path_equals_burns_values_and_gradients() {
+        let cases = [
+            (3, 2, (0, 1)),
+            (4, 2, (1, 1)),
+            (2, 2, (0, 0)),
+            (5, 3, (1, 1)),
+        ];
+        for (i, (k, stride, crop)) in cases.into_iter().enumerate() {
+            let run = |path| {
+                values_and_gradients(
+                    [2, 3, 3, 4, 5],
+                    [3, 2, k, k, k],
+                    2,
+                    60 + i as u64,
+                    |x, wt, b| conv_transpose3d(x, wt, Some(b), stride, crop, path),
+                )
+            };
+            assert_all_close(
+                &run(ConvPath::Kernel),
+                &run(ConvPath::Burn),
+                &format!("case {i}"),
+            );
+        }
+    }
+
+    #[test]
+    fn the_kernel_path_applies_on_flex_devices() {
+        for dev in [Device::flex(), Device::flex().autodiff()] {
+            let x = tensor([1, 2, 4, 4, 4], 1, &dev);
+            assert!(conv_kernel::supports(&x, 3, 1), "{dev:?}");
+            assert!(!conv_kernel::supports(&x, 3, 3), "padding ≥ kernel");
+        }
+    }
+
     #[test]
     fn paths_parse() {
         assert_eq!(ConvPath::parse("gemm"), Some(ConvPath::ShiftedGemm));
         assert_eq!(ConvPath::parse("hybrid"), Some(ConvPath::Hybrid));
         assert_eq!(ConvPath::parse("burn"), Some(ConvPath::Burn));
+        assert_eq!(ConvPath::parse("kernel"), Some(ConvPath::Kernel));
         assert_eq!(ConvPath::parse("fast"), None);
     }
 }

@@ -1,0 +1,446 @@
+//! A stride-1 3D convolution for the CPU (flex) backend with a handwritten backward pass,
+//! registered with burn as a backend extension (issue "Training and prediction speed on CPU").
+//!
+//! burn's autodiff differentiates `conv3d` with the backend's generic weight gradient, a
+//! convolution whose kernel is the whole output gradient: one huge, poorly parallel reduction.
+//! Here the forward pass and the input gradient are flex's own (fast, im2col + GEMM) forward
+//! convolution — the input gradient of a stride-1 convolution is the full convolution of the
+//! output gradient with the flipped, transposed kernel — and the weight gradient is a sum of
+//! k³ matrix products per chunk of output positions, `dW[:, :, a, b, c] = dY · shift_abc(X)ᵀ`,
+//! over the flattened padded input (the shifts are strided views, nothing is copied), the
+//! chunks spread over rayon's threads.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// The convolution as a backend operation: `x` `[batch, in, d, h, w]`, `weight`
+/// `[out, in, k, k, k]`, stride 1, zero padding `pad` on every side, no bias.
+#[backend_extension(Flex, Autodiff)]
+pub trait PaddedConv3d: Backend {
+    /// See the module documentation.
+    fn padded_conv3d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        pad: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// [`PaddedConv3d`] on tensors: flex devices only (with or without autodiff), `pad < k`,
+/// float32 — [`supports`] says whether a call qualifies.
+pub fn padded_conv3d(x: Tensor<5>, weight: Tensor<5>, pad: usize) -> Tensor<5> {
+    let out = <burn::backend::Dispatch as PaddedConv3d>::padded_conv3d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        pad,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// Whether [`padded_conv3d`] can run this convolution: a flex (CPU) device, float32 and a
+/// padding smaller than the kernel (so the input gradient is a convolution with padding ≥ 0).
+pub fn supports(x: &Tensor<5>, kernel: usize, pad: usize) -> bool {
+    pad < kernel
+        && x.dtype() == DType::F32
+        && x.device().without_autodiff() == burn::tensor::Device::flex()
+}
+
+impl PaddedConv3d for Flex {
+    fn padded_conv3d(x: FlexTensor, weight: FlexTensor, pad: usize) -> FlexTensor {
+        forward(&x, &weight, pad)
+    }
+}
+
+#[derive(Debug)]
+struct PaddedConv3dBackward;
+
+impl Backward<Flex, 2> for PaddedConv3dBackward {
+    /// (input node, weight node, padding)
+    type State = (NodeId, NodeId, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let dy: FlexTensor = grads.consume::<Flex>(&ops.node);
+        let (x_state, weight_state, pad) = ops.state;
+        let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+        let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
+        let k = weight.layout().shape()[2];
+        if let Some(node) = node_x {
+            let flipped = flip_transpose(&weight);
+            grads.register::<Flex>(node.id, forward(&dy, &flipped, k - 1 - pad));
+        }
+        if let Some(node) = node_weight {
+            grads.register::<Flex>(node.id, weight_gradient(&x, &dy, k, pad));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> PaddedConv3d for Autodiff<Flex, C> {
+    fn padded_conv3d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        match PaddedConv3dBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let y = Flex::padded_conv3d(x.into_primitive(), weight.into_primitive(), pad);
+                prep.finish((x_state, weight_state, pad), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::padded_conv3d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                pad,
+            )),
+        }
+    }
+}
+
+/// Contiguous float32 values of a flex tensor.
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("contiguous")
+                .to_vec(),
+        ),
+    }
+}
+
+fn flex_tensor(v: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, Shape::from(shape.to_vec())))
+}
+
+/// `[out, in, k, k, k]` → `[in, out, k, k, k]` with every kernel reversed along all three axes:
+/// the kernel of the input-gradient convolution.
+fn flip_transpose(weight: &FlexTensor) -> FlexTensor {
+    let dims: [usize; 5] = std::array::from_fn(|i| weight.layout().shape()[i]);
+    let [cout, cin, k, _, _] = dims;
+    let w = values(weight);
+    let k3 = k * k * k;
+    let mut out = vec![0.0; w.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let src = &w[(co * cin + ci) * k3..][..k3];
+            let dst = &mut out[(ci * cout + co) * k3..][..k3];
+            for (i, v) in src.iter().enumerate() {
+                dst[k3 - 1 - i] = *v;
+            }
+        }
+    }
+    flex_tensor(out, [cin, cout, k, k, k])
+}
+
+/// Geometry of a stride-1 convolution on the padded grid: input `[batch, in, d, h, w]` padded
+/// by `pad` to Dp×Hp×Wp, kernel k³, output D'×H'×W' with voxel (z, y, x) at flat grid position
+/// q = (z·Hp + y)·Wp + x. Kernel offset (a, b, c) pairs output position q with input position
+/// q + (a·Hp + b)·Wp + c, so for every offset the whole convolution is one matrix product on
+/// strided views of the flat grids; positions with x ≥ W' or y ≥ H' are computed and dropped.
+struct Grid {
+    batch: usize,
+    input: [usize; 3],
+    output: [usize; 3],
+    pad: usize,
+    k: usize,
+    /// Padded height and width.
+    hp: usize,
+    wp: usize,
+    /// Flat size of one channel of the padded input, and of the output on the same grid.
+    grid: usize,
+    ogrid: usize,
+    /// Flat positions that hold an output voxel: the last one + 1.
+    len: usize,
+}
+
+impl Grid {
+    fn new(x: &FlexTensor, k: usize, pad: usize) -> Self {
+        let s = x.layout().shape();
+        let [d, h, w] = [s[2], s[3], s[4]];
+        let (dp, hp, wp) = (d + 2 * pad, h + 2 * pad, w + 2 * pad);
+        assert!(
+            dp >= k && hp >= k && wp >= k,
+            "conv3d: kernel {k} larger than the padded input {dp}×{hp}×{wp}"
+        );
+        let output = [dp - k + 1, hp - k + 1, wp - k + 1];
+        Self {
+            batch: s[0],
+            input: [d, h, w],
+            output,
+            pad,
+            k,
+            hp,
+            wp,
+            grid: dp * hp * wp,
+            ogrid: output[0] * hp * wp,
+            len: (output[0] - 1) * hp * wp + (output[1] - 1) * wp + output[2],
+        }
+    }
+
+    /// Flat offset of every kernel position, in weight order (a, b, c).
+    fn offsets(&self) -> Vec<usize> {
+        let k = self.k;
+        (0..k * k * k)
+            .map(|o| ((o / (k * k)) * self.hp + (o / k) % k) * self.wp + o % k)
+            .collect()
+    }
+
+    /// Input values `[batch·in, d, h, w]` → zero-padded grid `[batch·in, grid]`.
+    fn pad_input(&self, x: &[f32]) -> Vec<f32> {
+        let [d, h, w] = self.input;
+        let p = self.pad;
+        let mut out = vec![0.0f32; x.len() / (d * h * w) * self.grid];
+        out.par_chunks_mut(self.grid)
+            .enumerate()
+            .for_each(|(bc, dst)| {
+                let src = &x[bc * d * h * w..][..d * h * w];
+                for z in 0..d {
+                    for y in 0..h {
+                        let row = ((z + p) * self.hp + y + p) * self.wp + p;
+                        dst[row..row + w].copy_from_slice(&src[(z * h + y) * w..][..w]);
+                    }
+                }
+            });
+        out
+    }
+
+    /// Output-shaped values `[batch·out, d', h', w']` ↔ their grid `[batch·out, ogrid]`.
+    fn grid_output(&self, y: &[f32]) -> Vec<f32> {
+        let [od, oh, ow] = self.output;
+        let mut out = vec![0.0f32; y.len() / (od * oh * ow) * self.ogrid];
+        out.par_chunks_mut(self.ogrid)
+            .enumerate()
+            .for_each(|(bc, dst)| {
+                let src = &y[bc * od * oh * ow..][..od * oh * ow];
+                for z in 0..od {
+                    for r in 0..oh {
+                        dst[(z * self.hp + r) * self.wp..][..ow]
+                            .copy_from_slice(&src[(z * oh + r) * ow..][..ow]);
+                    }
+                }
+            });
+        out
+    }
+
+    fn ungrid_output(&self, g: &[f32]) -> Vec<f32> {
+        let [od, oh, ow] = self.output;
+        let mut out = vec![0.0f32; g.len() / self.ogrid * od * oh * ow];
+        out.par_chunks_mut(od * oh * ow)
+            .enumerate()
+            .for_each(|(bc, dst)| {
+                let src = &g[bc * self.ogrid..][..self.ogrid];
+                for z in 0..od {
+                    for r in 0..oh {
+                        dst[(z * oh + r) * ow..][..ow]
+                            .copy_from_slice(&src[(z * self.hp + r) * self.wp..][..ow]);
+                    }
+                }
+            });
+        out
+    }
+
+    /// Chunks of flat positions for `rows` output rows: about 512 KiB of output per chunk
+    /// (kept in cache across the k³ products), at least 256 positions.
+    fn chunk(&self, rows: usize) -> usize {
+        ((128 << 10) / rows.max(1)).clamp(256, 8192)
+    }
+}
+
+/// Below this many input channels, [`forward`] stacks the shifted views into columns.
+const STACK_BELOW_CHANNELS: usize = 8;
+
+/// A raw pointer the tasks of one parallel loop write through, each to its own positions.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint positions (see the users), and the buffer outlives the loop.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer `i` elements on (a method, so closures capture the whole `Send` wrapper).
+    ///
+    /// # Safety
+    /// `i` must lie inside the buffer.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// y = conv(x, weight), stride 1, padding `pad`: for every chunk of output positions, the
+/// k³ products `W[:, :, a, b, c] · shift_abc(X)` accumulated in place.
+fn forward(x: &FlexTensor, weight: &FlexTensor, pad: usize) -> FlexTensor {
+    let ws = weight.layout().shape();
+    let (cout, cin, k) = (ws[0], ws[1], ws[2]);
+    let g = Grid::new(x, k, pad);
+    let xp = g.pad_input(&values(x));
+    let w = values(weight);
+    let k3 = k * k * k;
+    let offsets = g.offsets();
+    // Few input channels make each offset's product too thin (inner size `in`): stack the
+    // k³ shifted views into columns `[in·k³, chunk]` (row copies) for one product instead.
+    let stacked = cin < STACK_BELOW_CHANNELS;
+    let chunk = if stacked {
+        ((256 << 10) / (cin * k3)).clamp(256, 8192)
+    } else {
+        g.chunk(cout)
+    };
+    let chunks = g.len.div_ceil(chunk);
+    let mut yg = vec![0.0f32; g.batch * cout * g.ogrid];
+    let out = SharedOut(yg.as_mut_ptr());
+    (0..g.batch * chunks).into_par_iter().for_each(|task| {
+        let (b, q0) = (task / chunks, (task % chunks) * chunk);
+        let m = chunk.min(g.len - q0);
+        let x_b = &xp[b * cin * g.grid + q0..];
+        // SAFETY (both branches): this task alone writes columns q0..q0 + m of the rows of
+        // batch b (q0 + m ≤ len ≤ ogrid); it reads weight entries [co, ci, o] and input
+        // positions off + q0 .. off + q0 + m ≤ grid of each channel of batch b.
+        let dst = unsafe { out.at(b * cout * g.ogrid + q0) };
+        if stacked {
+            let mut columns = vec![0.0f32; cin * k3 * m]; // [(in, offset), chunk]
+            for (row, cols) in columns.chunks_mut(m).enumerate() {
+                let (ci, o) = (row / k3, row % k3);
+                cols.copy_from_slice(&x_b[ci * g.grid + offsets[o]..][..m]);
+            }
+            unsafe {
+                gemm::gemm(
+                    cout,
+                    m,
+                    cin * k3,
+                    dst,
+                    1,
+                    g.ogrid as isize,
+                    false,
+                    w.as_ptr(),
+                    1,
+                    (cin * k3) as isize,
+                    columns.as_ptr(),
+                    1,
+                    m as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            return;
+        }
+        for (o, &off) in offsets.iter().enumerate() {
+            unsafe {
+                gemm::gemm(
+                    cout,
+                    m,
+                    cin,
+                    dst,
+                    1,
+                    g.ogrid as isize,
+                    o > 0,
+                    w.as_ptr().add(o),
+                    k3 as isize,
+                    (cin * k3) as isize,
+                    x_b.as_ptr().add(off),
+                    1,
+                    g.grid as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    });
+    let [od, oh, ow] = g.output;
+    flex_tensor(g.ungrid_output(&yg), [g.batch, cout, od, oh, ow])
+}
+
+/// dW `[out, in, k, k, k]` of a stride-1 convolution with padding `pad`, from the input `x`
+/// `[batch, in, d, h, w]` and the output gradient `dy` `[batch, out, d', h', w']`: for every
+/// chunk of output positions and kernel offset, `dW[:, :, a, b, c] += dY · shift_abc(X)ᵀ`,
+/// the chunks spread over rayon's threads, each with its own accumulator.
+fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> FlexTensor {
+    let g = Grid::new(x, k, pad);
+    let cin = x.layout().shape()[1];
+    let cout = dy.layout().shape()[1];
+    let xp = g.pad_input(&values(x));
+    let dyp = g.grid_output(&values(dy));
+    let k3 = k * k * k;
+    let offsets = g.offsets();
+    let chunk = g.chunk(cout + cin);
+    let chunks = g.len.div_ceil(chunk);
+    let acc = (0..g.batch * chunks)
+        .into_par_iter()
+        .fold(
+            || vec![0.0f32; k3 * cout * cin], // [k³, out, in]
+            |mut acc, task| {
+                let (b, q0) = (task / chunks, (task % chunks) * chunk);
+                let m = chunk.min(g.len - q0);
+                let dy_b = &dyp[b * cout * g.ogrid + q0..];
+                let x_b = &xp[b * cin * g.grid + q0..];
+                for (o, &off) in offsets.iter().enumerate() {
+                    let dst = &mut acc[o * cout * cin..][..cout * cin];
+                    // SAFETY: rows co < out of dY at stride ogrid, positions q0 .. q0 + m ≤
+                    // ogrid; rows ci < in of X at stride grid, positions off + q0 + m ≤ grid.
+                    unsafe {
+                        gemm::gemm(
+                            cout,
+                            cin,
+                            m,
+                            dst.as_mut_ptr(),
+                            1,
+                            cin as isize,
+                            true,
+                            dy_b.as_ptr(),
+                            1,
+                            g.ogrid as isize,
+                            x_b.as_ptr().add(off),
+                            g.grid as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+                acc
+            },
+        )
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; k3 * cout * cin]);
+    // [k³, out, in] → [out, in, k³]
+    let mut dw = vec![0.0f32; cout * cin * k3];
+    for o in 0..k3 {
+        for co in 0..cout {
+            for ci in 0..cin {
+                dw[(co * cin + ci) * k3 + o] = acc[(o * cout + co) * cin + ci];
+            }
+        }
+    }
+    flex_tensor(dw, [cout, cin, k, k, k])
+}
