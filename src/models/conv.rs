@@ -1,16 +1,19 @@
-//! The one 3D convolution every network of seglab calls ([`conv3d`]), with two
-//! implementations:
+//! The one 3D convolution every network of seglab calls ([`conv3d`], and
+//! [`conv_transpose3d`] for upsampling), with several implementations of the same function:
 //!
-//! - [`conv3d_shifted_gemm`]: stride-1 convolutions as a sum of k³ matrix products over
-//!   shifted views of the zero-padded input, flattened so that every shift is a zero-copy
-//!   slice. Autodiff then differentiates matrix products, whose backward passes are GEMMs
-//!   (the weight gradient is dY·Xᵀ per shift), instead of burn's generic conv3d weight
-//!   gradient, which runs a convolution with the whole output gradient as its kernel and
-//!   parallelises poorly (issue "Training and prediction speed on CPU").
-//! - burn's native `conv3d` for strided convolutions and where the shifted form does not pay.
+//! - [`ConvPath::Kernel`], the default on the CPU: [`conv_kernel::padded_conv3d`], a
+//!   registered backend operation with a handwritten backward pass (all three passes are
+//!   GEMMs over shifted views of the padded input). Strided convolutions run it on their
+//!   polyphase form, transposed convolutions on their output phases, so burn's generic
+//!   convolution gradients — the slow part of training on the CPU (issue "Training and
+//!   prediction speed on CPU") — are never used.
+//! - [`conv3d_shifted_gemm`] and [`conv3d_im2col`]: the same products written in tensor
+//!   operations, differentiated by autodiff (the previous defaults, kept for comparison).
+//! - burn's native `conv3d`, the path on CUDA devices.
 //!
-//! Both compute the same function (checked against each other and against finite differences
-//! in the tests below); the choice only changes speed.
+//! `SEGLAB_CONV=burn|gemm|im2col|hybrid|kernel` forces one path, for benchmarks. All compute
+//! the same function: the tests below check values and gradients against burn's convolution
+//! and against finite differences; the choice only changes speed.
 
 use super::conv_kernel;
 use burn::tensor::Tensor;
@@ -36,7 +39,7 @@ pub enum ConvPath {
 }
 
 impl ConvPath {
-    /// `burn`, `gemm` or `hybrid`.
+    /// `burn`, `gemm`, `im2col`, `hybrid` or `kernel`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "burn" => Some(ConvPath::Burn),
@@ -49,7 +52,7 @@ impl ConvPath {
     }
 }
 
-/// The path forced by the environment variable `SEGLAB_CONV` (`burn`, `gemm`, `hybrid`), read
+/// The path forced by the environment variable `SEGLAB_CONV` (see [`ConvPath::parse`]), read
 /// once; for benchmarking the implementations against each other without rebuilding.
 fn forced_path() -> Option<ConvPath> {
     static FORCED: std::sync::OnceLock<Option<ConvPath>> = std::sync::OnceLock::new();
@@ -682,6 +685,28 @@ mod tests {
             .zip(got.iter().zip(reference))
         {
             assert_close(g, r, 1e-4, &format!("{what} {name}"));
+        }
+    }
+
+    /// Volumes large enough for several chunks of output positions per sample, with few
+    /// (stacked columns) and many input channels (one product per offset).
+    #[test]
+    fn kernel_path_equals_burns_across_chunks() {
+        for (cin, cout, n) in [(2, 3, 24), (9, 10, 22)] {
+            let run = |path| {
+                values_and_gradients(
+                    [2, cin, n, n + 1, n],
+                    [cout, cin, 3, 3, 3],
+                    cout,
+                    80,
+                    |x, wt, b| conv3d(x, wt, Some(b), 1, [(1, 1); 3], path),
+                )
+            };
+            assert_all_close(
+                &run(ConvPath::Kernel),
+                &run(ConvPath::Burn),
+                &format!("{cin}→{cout}"),
+            );
         }
     }
 

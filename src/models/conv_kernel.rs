@@ -1,14 +1,18 @@
 //! A stride-1 3D convolution for the CPU (flex) backend with a handwritten backward pass,
 //! registered with burn as a backend extension (issue "Training and prediction speed on CPU").
 //!
-//! burn's autodiff differentiates `conv3d` with the backend's generic weight gradient, a
-//! convolution whose kernel is the whole output gradient: one huge, poorly parallel reduction.
-//! Here the forward pass and the input gradient are flex's own (fast, im2col + GEMM) forward
-//! convolution — the input gradient of a stride-1 convolution is the full convolution of the
-//! output gradient with the flipped, transposed kernel — and the weight gradient is a sum of
-//! k³ matrix products per chunk of output positions, `dW[:, :, a, b, c] = dY · shift_abc(X)ᵀ`,
-//! over the flattened padded input (the shifts are strided views, nothing is copied), the
-//! chunks spread over rayon's threads.
+//! burn's autodiff differentiates `conv3d` with the backend's generic gradients; the weight
+//! gradient is a convolution whose kernel is the whole output gradient, one huge and poorly
+//! parallel reduction, and flex's forward pass builds its im2col columns element by element.
+//! Here all three passes are matrix products (gemm crate) on the flattened padded grid
+//! (`Grid`), where each kernel offset is a strided view and nothing is copied:
+//!
+//! - forward: Y = Σ over offsets of `W[:, :, a, b, c] · shift_abc(X)`, chunk by chunk of output
+//!   positions (few input channels: the shifted rows stacked into columns, one product);
+//! - input gradient: the forward pass applied to dY with the flipped, transposed kernel and
+//!   padding k − 1 − p (the transpose of a stride-1 convolution);
+//! - weight gradient: `dW[:, :, a, b, c] = Σ over chunks dY · shift_abc(X)ᵀ`, each rayon
+//!   thread summing its own chunks.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
