@@ -33,8 +33,8 @@ pub enum ConvPath {
     /// burn's forward and input gradient, [`conv3d_shifted_gemm`]'s weight gradient (both
     /// forward passes are computed).
     Hybrid,
-    /// [`conv_kernel::padded_conv3d`]: flex's forward convolution with a registered backward
-    /// (GEMM weight gradient); flex devices only, others fall back to [`ConvPath::Burn`].
+    /// [`conv_kernel::padded_conv3d`]: seglab's GEMM convolution with a handwritten backward
+    /// pass; flex devices only, others fall back to [`ConvPath::Burn`].
     Kernel,
 }
 
