@@ -1,6 +1,7 @@
-//! Speed of seglab's 3D convolution paths (burn's native conv3d vs the shifted-GEMM form of
-//! `models::conv`) on the layer shapes that dominate the U-Net: forward on a plain device and
-//! forward + backward (input and weight gradients) on an autodiff device.
+//! Speed of seglab's 3D convolution paths (burn's native conv3d, the shifted-GEMM and im2col
+//! forms of `models::conv` and the default `models::conv_kernel`) on the layer shapes that
+//! dominate the networks: forward on a plain device and forward + backward (input and weight
+//! gradients) on an autodiff device. Shapes are batch×channels×size×kernel (channels in = out).
 //!
 //! ```sh
 //! cargo bench --profile dev --bench conv
