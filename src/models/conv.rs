@@ -181,13 +181,21 @@ fn polyphase(x: Tensor<5>, weight: Tensor<5>, s: usize) -> (Tensor<5>, Tensor<5>
         .permute([0, 1, 3, 5, 7, 2, 4, 6]) // [batch, in, s, s, s, d/s, h/s, w/s]
         .reshape([n, cin * s * s * s, q[0], q[1], q[2]]);
     let kk = k.div_ceil(s);
-    let e = kk * s - k;
-    let ws = weight
-        .pad([(0, e), (0, e), (0, e)], PadMode::Constant(0.0))
-        .reshape([cout, cin, kk, s, kk, s, kk, s])
+    let ws = split_taps(weight, s)
         .permute([0, 1, 3, 5, 7, 2, 4, 6]) // [out, in, s, s, s, kk, kk, kk]
         .reshape([cout, cin * s * s * s, kk, kk, kk]);
     (xs, ws)
+}
+
+/// A kernel `[a, b, k, k, k]` as `[a, b, ⌈k/s⌉, s, ⌈k/s⌉, s, ⌈k/s⌉, s]`: tap s·α + β of
+/// each axis at (α, β), zero past k.
+fn split_taps(weight: Tensor<5>, s: usize) -> Tensor<8> {
+    let [a, b, k, _, _] = weight.dims();
+    let kk = k.div_ceil(s);
+    let e = kk * s - k;
+    weight
+        .pad([(0, e), (0, e), (0, e)], PadMode::Constant(0.0))
+        .reshape([a, b, kk, s, kk, s, kk, s])
 }
 
 /// A transposed convolution, stride s, kernel k ≥ s, weight `[in, out, k, k, k]` (burn's
@@ -230,10 +238,7 @@ pub fn conv_transpose3d(
     }
     // Output o = s·m + β collects taps a = s·α + β from input m − α: a stride-1 correlation
     // of the input padded by kk − 1 with the sub-kernel w[s·(kk − 1 − α) + β].
-    let e = kk * s - k;
-    let wt = weight
-        .pad([(0, e), (0, e), (0, e)], PadMode::Constant(0.0))
-        .reshape([cin, cout, kk, s, kk, s, kk, s])
+    let wt = split_taps(weight, s)
         .flip([2, 4, 6])
         .permute([1, 3, 5, 7, 0, 2, 4, 6]) // [out, s, s, s, in, kk, kk, kk]
         .reshape([cout * s * s * s, cin, kk, kk, kk]);
@@ -679,10 +684,20 @@ mod tests {
         ]
     }
 
-    fn assert_all_close(got: &[Vec<f32>; 4], reference: &[Vec<f32>; 4], what: &str) {
+    /// `f(…, ConvPath::Kernel)` gives the values and gradients of `f(…, ConvPath::Burn)`.
+    fn assert_kernel_equals_burn(
+        what: &str,
+        [x_shape, w_shape]: [[usize; 5]; 2],
+        bias: usize,
+        seed: u64,
+        f: impl Fn(Tensor<5>, Tensor<5>, Tensor<1>, ConvPath) -> Tensor<5>,
+    ) {
+        let run =
+            |path| values_and_gradients(x_shape, w_shape, bias, seed, |x, w, b| f(x, w, b, path));
+        let (got, reference) = (run(ConvPath::Kernel), run(ConvPath::Burn));
         for (name, (g, r)) in ["y", "dx", "dweight", "dbias"]
             .iter()
-            .zip(got.iter().zip(reference))
+            .zip(got.iter().zip(&reference))
         {
             assert_close(g, r, 1e-4, &format!("{what} {name}"));
         }
@@ -693,19 +708,12 @@ mod tests {
     #[test]
     fn kernel_path_equals_burns_across_chunks() {
         for (cin, cout, n) in [(2, 3, 24), (9, 10, 22)] {
-            let run = |path| {
-                values_and_gradients(
-                    [2, cin, n, n + 1, n],
-                    [cout, cin, 3, 3, 3],
-                    cout,
-                    80,
-                    |x, wt, b| conv3d(x, wt, Some(b), 1, [(1, 1); 3], path),
-                )
-            };
-            assert_all_close(
-                &run(ConvPath::Kernel),
-                &run(ConvPath::Burn),
+            assert_kernel_equals_burn(
                 &format!("{cin}→{cout}"),
+                [[2, cin, n, n + 1, n], [cout, cin, 3, 3, 3]],
+                cout,
+                80,
+                |x, w, b, path| conv3d(x, w, Some(b), 1, [(1, 1); 3], path),
             );
         }
     }
@@ -722,19 +730,12 @@ mod tests {
             (3, 3, [7, 6, 9], [(1, 1); 3]),
         ];
         for (i, (k, stride, [d, h, w], pads)) in cases.into_iter().enumerate() {
-            let run = |path| {
-                values_and_gradients(
-                    [2, 3, d, h, w],
-                    [2, 3, k, k, k],
-                    2,
-                    40 + i as u64,
-                    |x, wt, b| conv3d(x, wt, Some(b), stride, pads, path),
-                )
-            };
-            assert_all_close(
-                &run(ConvPath::Kernel),
-                &run(ConvPath::Burn),
+            assert_kernel_equals_burn(
                 &format!("case {i}"),
+                [[2, 3, d, h, w], [2, 3, k, k, k]],
+                2,
+                40 + i as u64,
+                |x, wt, b, path| conv3d(x, wt, Some(b), stride, pads, path),
             );
         }
     }
@@ -750,19 +751,12 @@ mod tests {
             (5, 3, (1, 1)),
         ];
         for (i, (k, stride, crop)) in cases.into_iter().enumerate() {
-            let run = |path| {
-                values_and_gradients(
-                    [2, 3, 3, 4, 5],
-                    [3, 2, k, k, k],
-                    2,
-                    60 + i as u64,
-                    |x, wt, b| conv_transpose3d(x, wt, Some(b), stride, crop, path),
-                )
-            };
-            assert_all_close(
-                &run(ConvPath::Kernel),
-                &run(ConvPath::Burn),
+            assert_kernel_equals_burn(
                 &format!("case {i}"),
+                [[2, 3, 3, 4, 5], [3, 2, k, k, k]],
+                2,
+                60 + i as u64,
+                |x, wt, b, path| conv_transpose3d(x, wt, Some(b), stride, crop, path),
             );
         }
     }

@@ -211,60 +211,119 @@ impl Grid {
     fn pad_input(&self, x: &[f32]) -> Vec<f32> {
         let [d, h, w] = self.input;
         let p = self.pad;
-        let mut out = vec![0.0f32; x.len() / (d * h * w) * self.grid];
-        out.par_chunks_mut(self.grid)
-            .enumerate()
-            .for_each(|(bc, dst)| {
-                let src = &x[bc * d * h * w..][..d * h * w];
-                for z in 0..d {
-                    for y in 0..h {
-                        let row = ((z + p) * self.hp + y + p) * self.wp + p;
-                        dst[row..row + w].copy_from_slice(&src[(z * h + y) * w..][..w]);
-                    }
-                }
-            });
-        out
+        copy_rows(
+            x,
+            [d * h * w, self.grid],
+            [d, h, w],
+            |z, y| (z * h + y) * w,
+            |z, y| ((z + p) * self.hp + y + p) * self.wp + p,
+        )
     }
 
-    /// Output-shaped values `[batch·out, d', h', w']` ↔ their grid `[batch·out, ogrid]`.
+    /// Output-shaped values `[batch·out, d', h', w']` → their grid `[batch·out, ogrid]`.
     fn grid_output(&self, y: &[f32]) -> Vec<f32> {
         let [od, oh, ow] = self.output;
-        let mut out = vec![0.0f32; y.len() / (od * oh * ow) * self.ogrid];
-        out.par_chunks_mut(self.ogrid)
-            .enumerate()
-            .for_each(|(bc, dst)| {
-                let src = &y[bc * od * oh * ow..][..od * oh * ow];
-                for z in 0..od {
-                    for r in 0..oh {
-                        dst[(z * self.hp + r) * self.wp..][..ow]
-                            .copy_from_slice(&src[(z * oh + r) * ow..][..ow]);
-                    }
-                }
-            });
-        out
+        copy_rows(
+            y,
+            [od * oh * ow, self.ogrid],
+            self.output,
+            |z, r| (z * oh + r) * ow,
+            |z, r| (z * self.hp + r) * self.wp,
+        )
     }
 
+    /// The inverse of [`Grid::grid_output`].
     fn ungrid_output(&self, g: &[f32]) -> Vec<f32> {
         let [od, oh, ow] = self.output;
-        let mut out = vec![0.0f32; g.len() / self.ogrid * od * oh * ow];
-        out.par_chunks_mut(od * oh * ow)
-            .enumerate()
-            .for_each(|(bc, dst)| {
-                let src = &g[bc * self.ogrid..][..self.ogrid];
-                for z in 0..od {
-                    for r in 0..oh {
-                        dst[(z * oh + r) * ow..][..ow]
-                            .copy_from_slice(&src[(z * self.hp + r) * self.wp..][..ow]);
-                    }
-                }
-            });
-        out
+        copy_rows(
+            g,
+            [self.ogrid, od * oh * ow],
+            self.output,
+            |z, r| (z * self.hp + r) * self.wp,
+            |z, r| (z * oh + r) * ow,
+        )
     }
 
     /// Chunks of flat positions for `rows` output rows: about 512 KiB of output per chunk
     /// (kept in cache across the k³ products), at least 256 positions.
     fn chunk(&self, rows: usize) -> usize {
         ((128 << 10) / rows.max(1)).clamp(256, 8192)
+    }
+}
+
+/// Copies the `[d, h]` rows of `w` values of every slab (`sizes` = source and destination slab
+/// lengths) from row offset `from(z, y)` to `to(z, y)`, zeros elsewhere; slabs in parallel.
+fn copy_rows(
+    src: &[f32],
+    sizes: [usize; 2],
+    [d, h, w]: [usize; 3],
+    from: impl Fn(usize, usize) -> usize + Sync,
+    to: impl Fn(usize, usize) -> usize + Sync,
+) -> Vec<f32> {
+    let [src_slab, dst_slab] = sizes;
+    let mut out = vec![0.0f32; src.len() / src_slab * dst_slab];
+    out.par_chunks_mut(dst_slab)
+        .zip(src.par_chunks(src_slab))
+        .for_each(|(dst, src)| {
+            for z in 0..d {
+                for y in 0..h {
+                    dst[to(z, y)..][..w].copy_from_slice(&src[from(z, y)..][..w]);
+                }
+            }
+        });
+    out
+}
+
+/// A float32 matrix in memory: first element, row stride and column stride (in elements).
+#[derive(Clone, Copy)]
+struct Strided {
+    ptr: *const f32,
+    row: usize,
+    col: usize,
+}
+
+impl Strided {
+    fn new(ptr: *const f32, row: usize, col: usize) -> Self {
+        Self { ptr, row, col }
+    }
+}
+
+/// dst `[m, n]` (+)= lhs `[m, k]` · rhs `[k, n]` with gemm's kernels on this thread (the
+/// callers parallelise over chunks); `accumulate` adds to dst instead of overwriting it.
+///
+/// # Safety
+/// Every element the strides address must lie inside its buffer; dst must not alias the
+/// operands, nor be written by another thread at the same positions.
+unsafe fn matmul(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    [dst_row, dst_col]: [usize; 2],
+    accumulate: bool,
+    lhs: Strided,
+    rhs: Strided,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_col as isize,
+            dst_row as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col as isize,
+            lhs.row as isize,
+            rhs.ptr,
+            rhs.col as isize,
+            rhs.row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -324,52 +383,26 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, pad: usize) -> FlexTensor {
                 cols.copy_from_slice(&x_b[ci * g.grid + offsets[o]..][..m]);
             }
             unsafe {
-                gemm::gemm(
-                    cout,
-                    m,
-                    cin * k3,
+                matmul(
+                    [cout, m, cin * k3],
                     dst,
-                    1,
-                    g.ogrid as isize,
+                    [g.ogrid, 1],
                     false,
-                    w.as_ptr(),
-                    1,
-                    (cin * k3) as isize,
-                    columns.as_ptr(),
-                    1,
-                    m as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    Strided::new(w.as_ptr(), cin * k3, 1),
+                    Strided::new(columns.as_ptr(), m, 1),
                 );
             }
             return;
         }
         for (o, &off) in offsets.iter().enumerate() {
             unsafe {
-                gemm::gemm(
-                    cout,
-                    m,
-                    cin,
+                matmul(
+                    [cout, m, cin],
                     dst,
-                    1,
-                    g.ogrid as isize,
+                    [g.ogrid, 1],
                     o > 0,
-                    w.as_ptr().add(o),
-                    k3 as isize,
-                    (cin * k3) as isize,
-                    x_b.as_ptr().add(off),
-                    1,
-                    g.grid as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    Strided::new(w.as_ptr().add(o), cin * k3, k3),
+                    Strided::new(x_b.as_ptr().add(off), g.grid, 1),
                 );
             }
         }
@@ -406,26 +439,13 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
                     // SAFETY: rows co < out of dY at stride ogrid, positions q0 .. q0 + m ≤
                     // ogrid; rows ci < in of X at stride grid, positions off + q0 + m ≤ grid.
                     unsafe {
-                        gemm::gemm(
-                            cout,
-                            cin,
-                            m,
+                        matmul(
+                            [cout, cin, m],
                             dst.as_mut_ptr(),
-                            1,
-                            cin as isize,
+                            [cin, 1],
                             true,
-                            dy_b.as_ptr(),
-                            1,
-                            g.ogrid as isize,
-                            x_b.as_ptr().add(off),
-                            g.grid as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
+                            Strided::new(dy_b.as_ptr(), g.ogrid, 1),
+                            Strided::new(x_b.as_ptr().add(off), 1, g.grid),
                         );
                     }
                 }
