@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo bench --profile dev --bench conv
 //! SEGLAB_BENCH_CONV=4x32x32x3,4x32x64x3 cargo bench --profile dev --bench conv  # batch×ch×n×k
+//! SEGLAB_BENCH_PATHS=kernel cargo bench --profile dev --bench conv  # only these paths
 //! ```
 
 use std::time::Instant;
@@ -29,6 +30,11 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let shapes = std::env::var("SEGLAB_BENCH_CONV")
         .unwrap_or_else(|_| "4x4x32x3,2x16x64x3,4x32x64x3".into());
+    let paths: Vec<ConvPath> = std::env::var("SEGLAB_BENCH_PATHS")
+        .unwrap_or_else(|_| "burn,gemm,im2col,kernel".into())
+        .split(',')
+        .map(|p| ConvPath::parse(p).expect("SEGLAB_BENCH_PATHS: burn|gemm|im2col|hybrid|kernel"))
+        .collect();
     let dev = Device::flex();
     println!("conv3d paths, {} threads", rayon::current_num_threads());
     for s in shapes.split(',') {
@@ -59,12 +65,7 @@ fn main() {
             ConvPath::ShiftedGemm,
         );
         let diff = (ya - yb).abs().max().into_scalar::<f32>();
-        for path in [
-            ConvPath::Burn,
-            ConvPath::ShiftedGemm,
-            ConvPath::Im2col,
-            ConvPath::Kernel,
-        ] {
+        for path in paths.iter().copied() {
             let fwd = median_ms(reps, || {
                 let _ = conv3d(x.clone(), w.clone(), Some(b.clone()), 1, pads, path).into_data();
             });

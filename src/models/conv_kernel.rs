@@ -377,10 +377,11 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, pad: usize) -> FlexTensor {
         // positions off + q0 .. off + q0 + m ≤ grid of each channel of batch b.
         let dst = unsafe { out.at(b * cout * g.ogrid + q0) };
         if stacked {
-            let mut columns = vec![0.0f32; cin * k3 * m]; // [(in, offset), chunk]
-            for (row, cols) in columns.chunks_mut(m).enumerate() {
-                let (ci, o) = (row / k3, row % k3);
-                cols.copy_from_slice(&x_b[ci * g.grid + offsets[o]..][..m]);
+            let mut columns = Vec::with_capacity(cin * k3 * m); // [(in, offset), chunk]
+            for ci in 0..cin {
+                for &off in &offsets {
+                    columns.extend_from_slice(&x_b[ci * g.grid + off..][..m]);
+                }
             }
             unsafe {
                 matmul(
