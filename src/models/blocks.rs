@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use burn::module::{Flag, Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::ops::{MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -38,13 +38,17 @@ pub enum Padding {
     Valid,
     /// `ZeroPadding3D(p)` followed by a 'valid' convolution (the Vox2Vox discriminator).
     Zeros(usize),
+    /// The amounts of [`Padding::Same`], filled by reflection (edge not repeated) instead of
+    /// zeros: a window's border then looks like more content, so a network cannot learn its
+    /// position from the padding (the CycleGAN paper's generators pad this way).
+    Reflect,
 }
 
 impl Padding {
     /// (before, after) padding of one axis of `size` voxels.
     pub fn amounts(self, size: usize, kernel: usize, stride: usize) -> (usize, usize) {
         match self {
-            Padding::Same => {
+            Padding::Same | Padding::Reflect => {
                 let out = size.div_ceil(stride);
                 let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(size);
                 (total / 2, total - total / 2)
@@ -102,7 +106,14 @@ impl Conv3dLayer {
     ///   'same' and n' = (n + before + after − k) / s + 1 otherwise.
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let [_, _, d, h, w] = x.dims();
-        let pads = [d, h, w].map(|n| self.padding.amounts(n, self.kernel, self.stride));
+        let mut pads = [d, h, w].map(|n| self.padding.amounts(n, self.kernel, self.stride));
+        let x = if self.padding == Padding::Reflect {
+            let x = x.pad(pads, PadMode::Reflect); // [batch, in, d + pads, h + pads, w + pads]
+            pads = [(0, 0); 3];
+            x
+        } else {
+            x
+        };
         let path = conv::choose_path(&x, self.weight.val().dims(), self.stride);
         conv::conv3d(
             x,
@@ -456,6 +467,54 @@ mod tests {
                 naive_conv(&to_vec(x), xs, &to_vec(conv.weight.val()), k, 3, s, pad);
             assert_eq!(y.dims(), eshape, "k{k} s{s}");
             assert_eq!(eshape[2], size.div_ceil(s));
+            assert_close(&to_vec(y), &expect, 1e-4);
+        }
+    }
+
+    /// `Padding::Reflect` is a 'valid' convolution of the input mirrored at every face (edge
+    /// voxel not repeated), with the output size of 'same'.
+    #[test]
+    fn reflect_padding_convolves_the_mirrored_input() {
+        use crate::dataset::pad::reflect_index;
+        let dev = device();
+        for k in [3usize, 7] {
+            let mut seeds = SeedStream::new(9);
+            let conv = Conv3dLayer::new(
+                [2, 3],
+                k,
+                1,
+                Padding::Reflect,
+                InitScheme::GlorotUniform,
+                &mut seeds,
+                &dev,
+            );
+            let dims = [4usize, 5, 6];
+            let xs = [1, 2, dims[0], dims[1], dims[2]];
+            let x = arange(xs, &dev);
+            let y = conv.forward(x.clone());
+            assert_eq!(y.dims(), [1, 3, 4, 5, 6], "k{k}");
+            let p = (k / 2) as isize;
+            let v = to_vec(x);
+            let pd = dims.map(|n| n + k - 1);
+            let mut padded = Vec::new();
+            for c in 0..2 {
+                for z in 0..pd[0] as isize {
+                    for r in 0..pd[1] as isize {
+                        for q in 0..pd[2] as isize {
+                            let (z, r, q) = (
+                                reflect_index(z - p, dims[0]),
+                                reflect_index(r - p, dims[1]),
+                                reflect_index(q - p, dims[2]),
+                            );
+                            padded.push(v[((c * dims[0] + z) * dims[1] + r) * dims[2] + q]);
+                        }
+                    }
+                }
+            }
+            let ps = [1, 2, pd[0], pd[1], pd[2]];
+            let (expect, eshape) =
+                naive_conv(&padded, ps, &to_vec(conv.weight.val()), k, 3, 1, (0, 0));
+            assert_eq!(eshape, [1, 3, 4, 5, 6]);
             assert_close(&to_vec(y), &expect, 1e-4);
         }
     }

@@ -51,6 +51,12 @@ pub struct CycleGanConfig {
     /// Instance norm between the last convolution and tanh (as coded: on).
     #[config(default = true)]
     pub final_norm: bool,
+    /// Reflection instead of zero padding in the generators' stride-1 convolutions (the stem,
+    /// the residual blocks and the output layer). As coded: off (Keras 'same', zeros). With
+    /// zeros a generator can learn where its window's border is, and the demo's CycleGAN did:
+    /// it marked the first rows of every prediction window as foreground.
+    #[config(default = false)]
+    pub reflect_padding: bool,
     /// Filters of the first discriminator layer; then 2×, 4×, 8×, 8× (64).
     #[config(default = 64)]
     pub discriminator_filters: usize,
@@ -192,6 +198,16 @@ impl CycleGanConfig {
         InstanceNorm3d::new(channels, true, self.norm_epsilon, device)
     }
 
+    /// Padding of a generator convolution with this stride: reflection for stride 1 when
+    /// [`CycleGanConfig::reflect_padding`] is on, Keras 'same' otherwise.
+    fn generator_padding(&self, stride: usize) -> Padding {
+        if self.reflect_padding && stride == 1 {
+            Padding::Reflect
+        } else {
+            Padding::Same
+        }
+    }
+
     fn conv_norm_relu(
         &self,
         channels: [usize; 2],
@@ -205,7 +221,7 @@ impl CycleGanConfig {
                 channels,
                 kernel,
                 stride,
-                Padding::Same,
+                self.generator_padding(stride),
                 self.initializer,
                 seeds,
                 device,
@@ -240,7 +256,7 @@ impl CycleGanConfig {
                     [r, r],
                     3,
                     1,
-                    Padding::Same,
+                    self.generator_padding(1),
                     self.initializer,
                     &mut seeds,
                     device,
@@ -264,7 +280,7 @@ impl CycleGanConfig {
             [f, out_channels],
             7,
             1,
-            Padding::Same,
+            self.generator_padding(1),
             self.initializer,
             &mut seeds,
             device,
@@ -425,6 +441,27 @@ mod tests {
             trainable_params(&three.init_image_discriminator(0, &dev)),
             27_836_609
         );
+    }
+
+    /// `reflect_padding` reflects the generator's stride-1 convolutions only: the strided
+    /// downsampling keeps Keras 'same' (its asymmetric (0, 1) padding cannot mirror), and the
+    /// output still has the input's size.
+    #[test]
+    fn reflect_padding_reaches_the_stride_one_convolutions() {
+        let dev = Device::flex();
+        let cfg = CycleGanConfig::new(1, 2)
+            .with_generator_filters(2)
+            .with_residual_blocks(2)
+            .with_reflect_padding(true);
+        let g = cfg.init_segmenter(0, &dev);
+        assert_eq!(g.stem.conv.padding, Padding::Reflect);
+        assert!(g.down.iter().all(|d| d.conv.padding == Padding::Same));
+        assert!(g.blocks.iter().all(|b| {
+            b.first.conv.padding == Padding::Reflect && b.conv.padding == Padding::Reflect
+        }));
+        assert_eq!(g.out.padding, Padding::Reflect);
+        let y = g.forward(Tensor::<5>::zeros([1, 1, 16, 16, 16], &dev));
+        assert_eq!(y.dims(), [1, 2, 16, 16, 16]);
     }
 
     #[test]
