@@ -106,13 +106,11 @@ impl Conv3dLayer {
     ///   'same' and n' = (n + before + after − k) / s + 1 otherwise.
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let [_, _, d, h, w] = x.dims();
-        let mut pads = [d, h, w].map(|n| self.padding.amounts(n, self.kernel, self.stride));
-        let x = if self.padding == Padding::Reflect {
-            let x = x.pad(pads, PadMode::Reflect); // [batch, in, d + pads, h + pads, w + pads]
-            pads = [(0, 0); 3];
-            x
-        } else {
-            x
+        let pads = [d, h, w].map(|n| self.padding.amounts(n, self.kernel, self.stride));
+        let (x, pads) = match self.padding {
+            // [batch, in, d + pads, h + pads, w + pads], then a 'valid' convolution
+            Padding::Reflect => (x.pad(pads, PadMode::Reflect), [(0, 0); 3]),
+            _ => (x, pads),
         };
         let path = conv::choose_path(&x, self.weight.val().dims(), self.stride);
         conv::conv3d(

@@ -444,8 +444,7 @@ mod tests {
     }
 
     /// `reflect_padding` reflects the generator's stride-1 convolutions only: the strided
-    /// downsampling keeps Keras 'same' (its asymmetric (0, 1) padding cannot mirror), and the
-    /// output still has the input's size.
+    /// downsampling keeps Keras 'same' as coded, and the output still has the input's size.
     #[test]
     fn reflect_padding_reaches_the_stride_one_convolutions() {
         let dev = Device::flex();
