@@ -761,6 +761,10 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
         "infer.step=12",
         "--set",
         "net.base_filters=2",
+        "--set",
+        "infer.merge=mean",
+        "--set",
+        "infer.threshold=0.3",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -795,7 +799,8 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
-    // `seglab predict` with the trial's checkpoint reproduces the trial's prediction.
+    // `seglab predict` with the trial's checkpoint reproduces the trial's prediction: it takes
+    // the trial's merge and threshold; options override them.
     let test_pred = std::fs::read_dir(out.join("predictions"))
         .unwrap()
         .next()
@@ -818,6 +823,23 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
     let a = seglab::volume::read_tiff(&test_pred).unwrap().to_f32();
     let b = seglab::volume::read_tiff(&again).unwrap().to_f32();
     assert_eq!(a.data(), b.data());
+    let published = dir.path().join("published.tif");
+    let o = util::run_seglab(&[
+        "predict",
+        "--checkpoint",
+        out.join("checkpoint_best").to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--out",
+        published.to_str().unwrap(),
+        "--merge",
+        "or",
+        "--threshold",
+        "0.5",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = seglab::volume::read_tiff(&published).unwrap().to_f32();
+    assert_ne!(a.data(), c.data(), "--merge and --threshold must override the trial's");
 }
 
 /// Validation takes losses and prediction from one forward pass (`valid_predict`); the

@@ -40,12 +40,12 @@ pub struct PredictArgs {
     /// Window step in voxels (default: the trial's, else 3/4 of the window).
     #[arg(long)]
     pub step: Option<usize>,
-    /// Window merge: or (as published), mean or gaussian.
-    #[arg(long, default_value = "or", value_parser = parse_merge)]
-    pub merge: MergeMode,
-    /// Foreground threshold on the merged probabilities.
-    #[arg(long, default_value_t = 0.5)]
-    pub threshold: f32,
+    /// Window merge: or (as published), mean or gaussian (default: the trial's, else or).
+    #[arg(long, value_parser = parse_merge)]
+    pub merge: Option<MergeMode>,
+    /// Foreground threshold on the merged probabilities (default: the trial's, else 0.5).
+    #[arg(long)]
+    pub threshold: Option<f32>,
     /// Image channel names for the preset percentiles, e.g. golgi,nuclei.
     #[arg(long, value_delimiter = ',', default_value = "golgi,nuclei")]
     pub channels: Vec<String>,
@@ -116,8 +116,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     if let Some(step) = args.step {
         cfg.step = [step; 3];
     }
-    cfg.merge = args.merge;
-    cfg.threshold = args.threshold;
+    cfg.merge = args.merge.unwrap_or(cfg.merge);
+    cfg.threshold = args.threshold.unwrap_or(cfg.threshold);
     let mut windows = TrainerWindows {
         trainer: trainer.as_ref(),
         out_channels,
