@@ -438,19 +438,24 @@ fn checkpoints_refuse_other_models_and_configs() {
 mod util;
 
 use seglab::dataset::patches::{PatchSet, PatchVolume};
+use seglab::infer::{MergeMode, SlidingWindowConfig, predict_volume};
 use seglab::synth::dataset::write_phantom_dataset;
 use seglab::synth::{PhantomConfig, PhantomPreset};
 use seglab::tracking::{EpochRow, ResultRow, TimingRow};
 use seglab::train::config::{DriverConfig, PatchConfig, TrialSink};
-use seglab::train::driver::{FitData, FitEnd, FitOptions, fit};
+use seglab::train::driver::{FitData, FitEnd, FitOptions, TrainerWindows, fit};
 use seglab::train::{MemorySink, StopFlag, TrainError};
 use seglab::volume::Volume;
 
 /// Blob volumes of 16³ as a patch set (image + mask).
 fn blob_set(count: usize, seed: u64) -> PatchSet {
-    let n = 16;
+    PatchSet::new(blob_volumes(count, 16, seed), [16; 3]).unwrap()
+}
+
+/// `count` blob volumes of n³ voxels with their masks.
+fn blob_volumes(count: usize, n: usize, seed: u64) -> Vec<PatchVolume> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let vols = (0..count)
+    (0..count)
         .map(|i| {
             let (img, mask) = blob_sample(&mut rng, n);
             PatchVolume {
@@ -462,8 +467,7 @@ fn blob_set(count: usize, seed: u64) -> PatchSet {
                 ),
             }
         })
-        .collect();
-    PatchSet::new(vols, [n; 3]).unwrap()
+        .collect()
 }
 
 /// A sink that raises the stop flag after `after` epochs were recorded.
@@ -488,6 +492,46 @@ impl TrialSink for StopAfter {
     }
     fn timings(&mut self, rows: &[TimingRow]) -> Result<(), TrainError> {
         self.inner.timings(rows)
+    }
+}
+
+/// The settings shared by the driver tests' [`FitOptions`].
+struct FitSetup<'a> {
+    driver: &'a DriverConfig,
+    patches: &'a PatchConfig,
+    classes: &'a [String],
+    infer: &'a SlidingWindowConfig,
+}
+
+impl<'a> FitSetup<'a> {
+    fn new(
+        driver: &'a DriverConfig,
+        patches: &'a PatchConfig,
+        classes: &'a [String],
+        infer: &'a SlidingWindowConfig,
+    ) -> Self {
+        Self {
+            driver,
+            patches,
+            classes,
+            infer,
+        }
+    }
+
+    /// Trial "t", attempt 1, checkpoints under `dir`.
+    fn options(&self, dir: &std::path::Path, seed: u64, resume: bool) -> FitOptions<'a> {
+        FitOptions {
+            driver: self.driver,
+            patches: self.patches,
+            classes: self.classes,
+            infer: self.infer,
+            seed,
+            trial_id: "t",
+            attempt: 1,
+            checkpoint_latest: dir.join("latest"),
+            checkpoint_best: dir.join("best"),
+            resume,
+        }
     }
 }
 
@@ -518,24 +562,18 @@ fn driver_resume_after_interrupt_continues_with_identical_losses() {
         ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
     };
     let patches = PatchConfig::published(16, 2);
+    let infer = SlidingWindowConfig::default();
     let classes = vec!["golgi".to_string(), "nuclei".to_string()];
     let dir = util::temp_dir();
-    let opts = |name: &str, resume: bool| FitOptions {
-        driver: &driver,
-        patches: &patches,
-        classes: &classes,
-        threshold: 0.5,
-        seed: 7,
-        trial_id: "t",
-        attempt: 1,
-        checkpoint_latest: dir.path().join(name).join("latest"),
-        checkpoint_best: dir.path().join(name).join("best"),
-        resume,
+    let opts = |name: &str, resume: bool| {
+        let setup = FitSetup::new(&driver, &patches, &classes, &infer);
+        setup.options(&dir.path().join(name), 7, resume)
     };
     let data = FitData {
         train: &train,
         synthetic: None,
         val: Some(&val),
+        val_volumes: &[],
     };
     // Uninterrupted.
     let mut full = MemorySink::default();
@@ -608,20 +646,10 @@ fn driver_overfits_and_selects_the_best_epoch() {
         ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
     };
     let patches = PatchConfig::published(16, 2);
+    let infer = SlidingWindowConfig::default();
     let classes = vec!["golgi".to_string(), "nuclei".to_string()];
     let dir = util::temp_dir();
-    let opts = FitOptions {
-        driver: &driver,
-        patches: &patches,
-        classes: &classes,
-        threshold: 0.5,
-        seed: 1,
-        trial_id: "t",
-        attempt: 1,
-        checkpoint_latest: dir.path().join("latest"),
-        checkpoint_best: dir.path().join("best"),
-        resume: false,
-    };
+    let opts = FitSetup::new(&driver, &patches, &classes, &infer).options(dir.path(), 1, false);
     let mut scale = cpu_small();
     scale.patch_size = Some(16);
     let cfg = Unet3dConfig::for_scale(2, 2, &scale).unwrap();
@@ -633,6 +661,7 @@ fn driver_overfits_and_selects_the_best_epoch() {
         train: &train,
         synthetic: None,
         val: Some(&train),
+        val_volumes: &[],
     };
     let r = fit(
         &mut t,
@@ -664,6 +693,83 @@ fn driver_overfits_and_selects_the_best_epoch() {
         .unwrap();
     assert_eq!(at_best.value, best);
     assert!(dir.path().join("best").join("driver.json").exists());
+}
+
+/// `train.val_volumes`: the validation Dice is that of the whole validation volumes predicted
+/// as the test volumes are (sliding 16³ windows, centre-weighted merge), pooled over volumes.
+#[test]
+fn driver_validates_on_whole_volumes_like_the_test_prediction() {
+    let train = blob_set(2, 5);
+    let volumes = blob_volumes(2, 24, 9);
+    let val = PatchSet::new(volumes.clone(), [16; 3]).unwrap();
+    let driver = DriverConfig {
+        epochs: 3,
+        batch: 2,
+        patience: 0,
+        iterations_per_epoch: Some(10),
+        val_volumes: true,
+        restore_best: false,
+        ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
+    };
+    let patches = PatchConfig::published(16, 2);
+    let infer = SlidingWindowConfig {
+        window: [16; 3],
+        step: [12; 3],
+        merge: MergeMode::Gaussian,
+        ..SlidingWindowConfig::default()
+    };
+    let classes = vec!["golgi".to_string(), "nuclei".to_string()];
+    let dir = util::temp_dir();
+    let opts = FitSetup::new(&driver, &patches, &classes, &infer).options(dir.path(), 1, false);
+    let data = FitData {
+        train: &train,
+        synthetic: None,
+        val: Some(&val),
+        val_volumes: &volumes,
+    };
+    let mut t = tiny_unet();
+    let mut sink = MemorySink::default();
+    fit(
+        &mut t,
+        &data,
+        &opts,
+        &mut sink,
+        &StopFlag::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    // The last epoch's weights are the trainer's now: predict the volumes the way a trial
+    // predicts its test volumes and pool the counts.
+    let mut counts = [[0u64; 3]; 2];
+    for v in &volumes {
+        let mut windows = TrainerWindows {
+            trainer: &t,
+            out_channels: 2,
+        };
+        let pred = predict_volume(&mut windows, &v.image, &infer).unwrap().mask;
+        let gt = v.mask.as_ref().unwrap();
+        let per_class = pred.data().len() / 2;
+        for (i, (&p, &m)) in pred.data().iter().zip(gt.data()).enumerate() {
+            let cnt = &mut counts[i / per_class];
+            cnt[0] += u64::from(p != 0 && m != 0);
+            cnt[1] += u64::from(p != 0 && m == 0);
+            cnt[2] += u64::from(p == 0 && m != 0);
+        }
+    }
+    for (c, [tp, fp, fn_]) in counts.iter().enumerate() {
+        let expected = 2.0 * *tp as f64 / (2 * tp + fp + fn_) as f64;
+        let metric = format!("dice_{}", classes[c]);
+        let got = sink
+            .epochs
+            .iter()
+            .find(|r| r.epoch == 3 && r.metric == metric)
+            .unwrap_or_else(|| panic!("no {metric} row"));
+        assert_eq!(got.value, expected, "{metric}");
+    }
+    assert!(
+        counts[1][0] > 0,
+        "the U-Net found no nuclei voxel after 30 steps: the comparison is vacuous"
+    );
 }
 
 fn phantom_dataset(dir: &std::path::Path) -> std::path::PathBuf {
@@ -839,7 +945,11 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = seglab::volume::read_tiff(&published).unwrap().to_f32();
-    assert_ne!(a.data(), c.data(), "--merge and --threshold must override the trial's");
+    assert_ne!(
+        a.data(),
+        c.data(),
+        "--merge and --threshold must override the trial's"
+    );
 }
 
 /// Validation takes losses and prediction from one forward pass (`valid_predict`); the

@@ -19,7 +19,7 @@
 //! data.patches.{size, sampling, step, count}
 //! net.*                        models::{Unet3dConfig, Vox2VoxConfig, CycleGanConfig}
 //! train.{epochs, patience, min_delta, batch, shuffle, iterations_per_epoch, val_batches,
-//!        selection, checkpoint_every, collapse.*}
+//!        val_volumes, selection, checkpoint_every, collapse.*}
 //! train.optimizer (unet3d) | train.opt_g, train.opt_d (vox2vox, cyclegan) | train.pool_size
 //! loss.*                       Dice settings; vox2vox adds alpha; cyclegan: lambda_cycle,
 //!                              lambda_identity, golgi_weight
@@ -184,6 +184,10 @@ pub struct DriverConfig {
     pub iterations_per_epoch: Option<u32>,
     /// Validate on at most this many validation batches per epoch (`None`: all of them).
     pub val_batches: Option<u32>,
+    /// Validation Dice from the whole validation volumes, predicted as the test volumes are
+    /// (`infer.*`), instead of from the validation patches (as published: off).
+    #[serde(default)]
+    pub val_volumes: bool,
     pub selection: Selection,
     /// Restore the best epoch's weights before prediction (Keras `restore_best_weights`).
     pub restore_best: bool,
@@ -205,6 +209,7 @@ impl DriverConfig {
             shuffle: true,
             iterations_per_epoch: None,
             val_batches: None,
+            val_volumes: false,
             selection: Selection::ValLoss,
             restore_best: true,
             checkpoint_every: 1,

@@ -192,6 +192,11 @@ pub fn run_trial(
             size,
         )?;
         let val_masks = !val_vols.is_empty() && val_vols.iter().all(|v| v.mask.is_some());
+        let val_volumes: Vec<PatchVolume> = if l.driver.val_volumes && val_masks {
+            val_vols.iter().map(|v| to_patch(v, true)).collect()
+        } else {
+            Vec::new()
+        };
         let val_set = if val_vols.is_empty() {
             None
         } else {
@@ -212,12 +217,13 @@ pub fn run_trial(
                 train: &train_set,
                 synthetic: synth_set.as_ref(),
                 val: val_set.as_ref(),
+                val_volumes: &val_volumes,
             },
             &FitOptions {
                 driver: &l.driver,
                 patches: &l.patches,
                 classes: &cfg.classes,
-                threshold: l.infer.threshold,
+                infer: &l.infer,
                 seed: ctx.seed,
                 trial_id: &ctx.trial_id,
                 attempt: ctx.attempt,
