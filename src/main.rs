@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    seglab::cli::keep_freed_memory();
     let cli = seglab::cli::Cli::parse();
     seglab::cli::init_logging(cli.verbose, cli.quiet);
     match seglab::cli::run(cli) {

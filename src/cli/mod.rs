@@ -93,35 +93,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Keeps freed memory inside the process (glibc): no `mmap` for large blocks, and a trim that
-/// leaves up to 2 GiB at the top of the heap.
-///
-/// Training allocates and frees tensors of 100+ MB in every layer (the `paper` U-Net's
-/// activations are 134 MB). By default glibc maps each one freshly and unmaps it on free, so
-/// every layer pays page faults and kernel zeroing again. `seglab bench train --model unet3d
-/// --scale paper --batch 4 --steps 3` on 2 cores: 14.3–14.8 s per step with 14 million page
-/// faults and 27 s of system time by default, 11.9 s with 0.85 million and 1.5 s with these
-/// settings; peak memory 3.4 → 3.7 GB. (The trim threshold alone cannot do it: glibc caps it at
-/// 1 GiB, below the 1.5 GB the U-Net frees at the end of a step.) A user who sets
-/// `MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_` or `MALLOC_TOP_PAD_` keeps their own setting.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    for (variable, param, value) in [
-        ("MALLOC_MMAP_MAX_", libc::M_MMAP_MAX, 0),
-        (
-            "MALLOC_TRIM_THRESHOLD_",
-            libc::M_TRIM_THRESHOLD,
-            libc::c_int::MAX,
-        ),
-        ("MALLOC_TOP_PAD_", libc::M_TOP_PAD, libc::c_int::MAX),
-    ] {
-        if std::env::var_os(variable).is_none() {
-            // SAFETY: mallopt only changes allocator parameters; called before any thread.
-            unsafe { libc::mallopt(param, value) };
-        }
-    }
-}
-
 /// Logs go to stderr so that `--json` output on stdout stays machine-readable.
 pub fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
