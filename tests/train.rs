@@ -915,36 +915,27 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
         .path();
     let id = test_pred.file_stem().unwrap().to_str().unwrap().to_string();
     let image = data.join("images").join(format!("{id}.tif"));
-    let again = dir.path().join("again.tif");
-    let o = util::run_seglab(&[
-        "predict",
-        "--checkpoint",
-        out.join("checkpoint_best").to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-        "--out",
-        again.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let checkpoint = out.join("checkpoint_best");
+    let predict = |name: &str, options: &[&str]| {
+        let path = dir.path().join(name);
+        let mut args = vec![
+            "predict",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--out",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(options);
+        let o = util::run_seglab(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        seglab::volume::read_tiff(&path).unwrap().to_f32()
+    };
     let a = seglab::volume::read_tiff(&test_pred).unwrap().to_f32();
-    let b = seglab::volume::read_tiff(&again).unwrap().to_f32();
+    let b = predict("again.tif", &[]);
     assert_eq!(a.data(), b.data());
-    let published = dir.path().join("published.tif");
-    let o = util::run_seglab(&[
-        "predict",
-        "--checkpoint",
-        out.join("checkpoint_best").to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-        "--out",
-        published.to_str().unwrap(),
-        "--merge",
-        "or",
-        "--threshold",
-        "0.5",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let c = seglab::volume::read_tiff(&published).unwrap().to_f32();
+    let c = predict("published.tif", &["--merge", "or", "--threshold", "0.5"]);
     assert_ne!(
         a.data(),
         c.data(),

@@ -584,6 +584,8 @@ fn validate(
         return Ok(Vec::new());
     }
     let has_masks = val.mask_channels().is_some();
+    // With `train.val_volumes` the Dice counts come from the whole volumes, after the loop.
+    let on_volumes = cfg.val_volumes && !data.val_volumes.is_empty();
     let classes = opts.classes.len();
     let mut sums: Vec<(String, f64)> = Vec::new();
     let mut batches = 0usize;
@@ -636,7 +638,7 @@ fn validate(
                 pairs += 1;
             }
             prev = Some((p.to_vec(), x.to_vec()));
-            if has_masks {
+            if has_masks && !on_volumes {
                 let m = &images.mask[k * per_out..(k + 1) * per_out];
                 let per_class = per_out / classes;
                 for (c, cnt) in counts.iter_mut().enumerate() {
@@ -652,7 +654,6 @@ fn validate(
         .into_iter()
         .map(|(k, s)| (format!("loss_{k}"), s / batches.max(1) as f64))
         .collect();
-    let on_volumes = cfg.val_volumes && !data.val_volumes.is_empty();
     if on_volumes {
         counts = volume_counts(trainer, data.val_volumes, opts)?;
     }
