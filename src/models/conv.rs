@@ -4,7 +4,8 @@
 //! - [`ConvPath::Kernel`], the default on the CPU: [`conv_kernel::padded_conv3d`], a
 //!   registered backend operation with a handwritten backward pass (all three passes are
 //!   GEMMs over shifted views of the padded input). Strided convolutions run it on their
-//!   polyphase form, transposed convolutions on their output phases, so burn's generic
+//!   polyphase form, transposed convolutions on their output phases (rearranged by
+//!   [`phases`], itself a backend operation), so burn's generic
 //!   convolution gradients — the slow part of training on the CPU (issue "Training and
 //!   prediction speed on CPU") — are never used.
 //! - [`conv3d_shifted_gemm`] and [`conv3d_im2col`]: the same products written in tensor
@@ -16,6 +17,7 @@
 //! and against finite differences; the choice only changes speed.
 
 use super::conv_kernel;
+use super::phases::{self, PhaseLayout};
 use burn::tensor::Tensor;
 use burn::tensor::module::{conv_transpose3d as burn_conv_transpose3d, conv3d as burn_conv3d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
@@ -142,18 +144,20 @@ fn kernel_conv(
     if !conv_kernel::supports(&x, inner_kernel, sym) {
         return burn_conv(x, weight, bias, stride, pads);
     }
-    let extra = pads.map(|(b, a)| (b - sym, a - sym));
-    let x = if extra.iter().any(|&(b, a)| b + a > 0) {
-        x.pad(extra, PadMode::Constant(0.0))
-    } else {
-        x
-    };
     let y = if stride == 1 {
+        let extra = pads.map(|(b, a)| (b - sym, a - sym));
+        let x = if extra.iter().any(|&(b, a)| b + a > 0) {
+            x.pad(extra, PadMode::Constant(0.0))
+        } else {
+            x
+        };
         conv_kernel::padded_conv3d(x, weight, sym)
     } else {
-        let [_, _, dp, hp, wp] = x.dims();
-        let out = [dp, hp, wp].map(|n| (n - k) / stride + 1);
-        let (xs, ws) = polyphase(x, weight, stride);
+        let [_, _, d, h, w] = x.dims();
+        let volume = [d, h, w];
+        let out: [usize; 3] =
+            std::array::from_fn(|i| (volume[i] + pads[i].0 + pads[i].1 - k) / stride + 1);
+        let (xs, ws) = polyphase(x, weight, stride, pads);
         let y = conv_kernel::padded_conv3d(xs, ws, 0);
         let [n, c, ..] = y.dims();
         y.slice([0..n, 0..c, 0..out[0], 0..out[1], 0..out[2]])
@@ -164,38 +168,40 @@ fn kernel_conv(
     }
 }
 
-/// A stride-s convolution of the (already padded) input as a stride-1 convolution of its s³
-/// polyphase components: with a = s·α + β, y[z] = Σₐ w[a]·x[s·z + a] = Σ_β Σ_α w[s·α + β]·x_β[z + α]
-/// where x_β[i] = x[s·i + β]. Returns the input `[batch, in·s³, ⌈d/s⌉, …]` (zero-extended to a
-/// multiple of s) and the kernel `[out, in·s³, ⌈k/s⌉³]` (taps past k are zero).
-fn polyphase(x: Tensor<5>, weight: Tensor<5>, s: usize) -> (Tensor<5>, Tensor<5>) {
-    let [n, cin, d, h, w] = x.dims();
-    let [cout, _, k, _, _] = weight.dims();
-    let q = [d, h, w].map(|m| m.div_ceil(s));
-    let x = x.pad(
-        [(0, q[0] * s - d), (0, q[1] * s - h), (0, q[2] * s - w)],
-        PadMode::Constant(0.0),
-    );
-    let xs = x
-        .reshape([n, cin, q[0], s, q[1], s, q[2], s])
-        .permute([0, 1, 3, 5, 7, 2, 4, 6]) // [batch, in, s, s, s, d/s, h/s, w/s]
-        .reshape([n, cin * s * s * s, q[0], q[1], q[2]]);
-    let kk = k.div_ceil(s);
-    let ws = split_taps(weight, s)
-        .permute([0, 1, 3, 5, 7, 2, 4, 6]) // [out, in, s, s, s, kk, kk, kk]
-        .reshape([cout, cin * s * s * s, kk, kk, kk]);
-    (xs, ws)
+/// A stride-s convolution of the input zero-padded by `pads` as a stride-1 convolution of its
+/// s³ polyphase components: with a = s·α + β, y[z] = Σₐ w[a]·x[s·z + a] = Σ_β Σ_α w[s·α + β]·x_β[z + α]
+/// where x_β[i] = x[s·i + β] of the padded input. Returns the input `[batch, in·s³, ⌈n/s⌉, …]`
+/// (n the padded size; [`phases::to_phases`] pads while it rearranges) and the kernel
+/// `[out, in·s³, ⌈k/s⌉³]` (taps past k are zero). Flex devices only (as the kernel path).
+fn polyphase(
+    x: Tensor<5>,
+    weight: Tensor<5>,
+    s: usize,
+    pads: [(usize, usize); 3],
+) -> (Tensor<5>, Tensor<5>) {
+    let [_, _, d, h, w] = x.dims();
+    let volume = [d, h, w];
+    let layout = PhaseLayout {
+        stride: s,
+        before: pads.map(|(b, _)| b),
+        volume,
+        phases: std::array::from_fn(|a| (volume[a] + pads[a].0 + pads[a].1).div_ceil(s)),
+    };
+    (phases::to_phases(x, layout), kernel_phases(weight, s))
 }
 
-/// A kernel `[a, b, k, k, k]` as `[a, b, ⌈k/s⌉, s, ⌈k/s⌉, s, ⌈k/s⌉, s]`: tap s·α + β of
-/// each axis at (α, β), zero past k.
-fn split_taps(weight: Tensor<5>, s: usize) -> Tensor<8> {
-    let [a, b, k, _, _] = weight.dims();
+/// A kernel `[a, b, k, k, k]` as `[a, b·s³, kk, kk, kk]`, kk = ⌈k/s⌉: tap s·α + β of each
+/// axis at channel (b, β) and position α, zero past k (the polyphase form of the kernel).
+fn kernel_phases(weight: Tensor<5>, s: usize) -> Tensor<5> {
+    let [.., k, _, _] = weight.dims();
     let kk = k.div_ceil(s);
-    let e = kk * s - k;
-    weight
-        .pad([(0, e), (0, e), (0, e)], PadMode::Constant(0.0))
-        .reshape([a, b, kk, s, kk, s, kk, s])
+    let layout = PhaseLayout {
+        stride: s,
+        before: [0; 3],
+        volume: [k; 3],
+        phases: [kk; 3],
+    };
+    phases::to_phases(weight, layout)
 }
 
 /// A transposed convolution, stride s, kernel k ≥ s, weight `[in, out, k, k, k]` (burn's
@@ -213,7 +219,7 @@ pub fn conv_transpose3d(
     path: ConvPath,
 ) -> Tensor<5> {
     let [n, _, d, h, w] = x.dims();
-    let [cin, cout, k, _, _] = weight.dims();
+    let [_, cout, k, _, _] = weight.dims();
     let s = stride;
     let kk = k.div_ceil(s);
     let (before, after) = crop;
@@ -238,23 +244,21 @@ pub fn conv_transpose3d(
     }
     // Output o = s·m + β collects taps a = s·α + β from input m − α: a stride-1 correlation
     // of the input padded by kk − 1 with the sub-kernel w[s·(kk − 1 − α) + β].
-    let wt = split_taps(weight, s)
-        .flip([2, 4, 6])
-        .permute([1, 3, 5, 7, 0, 2, 4, 6]) // [out, s, s, s, in, kk, kk, kk]
-        .reshape([cout * s * s * s, cin, kk, kk, kk]);
+    let wt = kernel_phases(weight, s) // [in, out·s³, kk, kk, kk]
+        .flip([2, 3, 4])
+        .swap_dims(0, 1); // [out·s³, in, kk, kk, kk]
     let y = conv_kernel::padded_conv3d(x, wt, kk - 1); // [batch, out·s³, n + kk − 1, …]
     let [_, _, md, mh, mw] = y.dims();
-    let y = y
-        .reshape([n, cout, s, s, s, md, mh, mw])
-        .permute([0, 1, 5, 2, 6, 3, 7, 4]) // [batch, out, md, s, mh, s, mw, s]
-        .reshape([n, cout, md * s, mh * s, mw * s])
-        .slice([
-            0..n,
-            0..cout,
-            before..before + size[0],
-            before..before + size[1],
-            before..before + size[2],
-        ]);
+    // Phase β of position m is output s·m + β of the full output; cropped by `before`.
+    let y = phases::from_phases(
+        y,
+        PhaseLayout {
+            stride: s,
+            before: [before; 3],
+            volume: size,
+            phases: [md, mh, mw],
+        },
+    );
     match bias {
         Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
         None => y,

@@ -118,7 +118,7 @@ impl<C: CheckpointStrategy> PaddedConv3d for Autodiff<Flex, C> {
 }
 
 /// Contiguous float32 values of a flex tensor.
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(super) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(v) => std::borrow::Cow::Borrowed(v),
         None => std::borrow::Cow::Owned(
@@ -130,7 +130,8 @@ fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-fn flex_tensor(v: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
+/// A contiguous flex tensor of `shape` holding `v`.
+pub(super) fn flex_tensor(v: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, Shape::from(shape.to_vec())))
 }
 

@@ -26,6 +26,7 @@ pub mod conv;
 pub mod conv_kernel;
 pub mod cyclegan;
 pub mod init;
+pub mod phases;
 pub mod unet3d;
 pub mod vox2vox;
 
