@@ -433,6 +433,67 @@ fn checkpoints_refuse_other_models_and_configs() {
     );
 }
 
+/// A checkpoint written before an option existed (its stored configuration lacks the field)
+/// loads with the option's default and predicts as before; a stored value that differs from
+/// the trainer's is still refused.
+#[test]
+fn checkpoints_written_before_an_option_existed_load_with_its_default() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let unet = Unet3dTrainer::new(
+        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
+        Unet3dTrainConfig::new(),
+        0,
+        &device,
+    )
+    .unwrap();
+    unet.save_checkpoint(&ckpt).unwrap();
+    let state = ckpt.join("state.json");
+    let mut info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let removed = [
+        info["model_config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("bn_momentum"),
+        info["train_config"]["optimizer"]
+            .as_object_mut()
+            .unwrap()
+            .remove("epsilon"),
+    ];
+    assert!(removed.iter().all(Option::is_some), "{info}");
+    std::fs::write(&state, info.to_string()).unwrap();
+
+    let loaded = seglab::train::trial::trainer_from_checkpoint(&ckpt, &device).unwrap();
+    let x = Tensor::<5>::from_data(
+        burn::tensor::TensorData::new(
+            (0..2 * 16 * 16 * 16)
+                .map(|i| (i % 7) as f32 / 7.0)
+                .collect::<Vec<_>>(),
+            [1, 2, 16, 16, 16],
+        ),
+        &device,
+    );
+    let (a, b) = (unet.predict(x.clone()), loaded.predict(x));
+    assert_eq!(
+        a.try_into_vec_as::<f32>().unwrap(),
+        b.try_into_vec_as::<f32>().unwrap()
+    );
+
+    info["model_config"]["bn_momentum"] = serde_json::json!(0.5);
+    std::fs::write(&state, info.to_string()).unwrap();
+    let mut fresh = Unet3dTrainer::new(
+        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
+        Unet3dTrainConfig::new(),
+        0,
+        &device,
+    )
+    .unwrap();
+    let err = fresh.load_checkpoint(&ckpt).unwrap_err().to_string();
+    assert!(err.contains("model configuration differs"), "{err}");
+}
+
 // ---- The epoch driver and `seglab train` -------------------------------------------------
 
 mod util;

@@ -92,6 +92,25 @@ pub fn read_info(dir: &Path) -> Result<CheckpointInfo, TrainError> {
     Ok(info)
 }
 
+/// Lays the fields of `top` over those of `base`, nested objects field by field; other values
+/// replace. A checkpoint's stored configuration laid over the current one differs from it only
+/// where the checkpoint says otherwise: options added after it was written are not differences.
+pub(crate) fn overlay(base: &mut serde_json::Value, top: &serde_json::Value) {
+    match (base, top) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(top)) => {
+            for (key, value) in top {
+                match base.get_mut(key) {
+                    Some(b) => overlay(b, value),
+                    None => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, top) => *base = top.clone(),
+    }
+}
+
 /// Checks that the checkpoint in `dir` belongs to `model` and a trainer with these configs.
 pub(crate) fn check_compatible(
     info: &CheckpointInfo,
@@ -106,7 +125,9 @@ pub(crate) fn check_compatible(
             message: format!("checkpoint of a {} model, expected {model}", info.model),
         });
     }
-    if &info.model_config != model_config {
+    let mut stored = model_config.clone();
+    overlay(&mut stored, &info.model_config);
+    if &stored != model_config {
         return Err(TrainError::Checkpoint {
             path,
             message: format!(

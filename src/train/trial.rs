@@ -26,7 +26,10 @@ use super::config::{
     TrialSummary,
 };
 use super::driver::{FitData, FitEnd, FitOptions, TrainerWindows, fit};
-use super::{CycleGanTrainer, TrainError, Trainer, Unet3dTrainer, Vox2VoxTrainer, checkpoint};
+use super::{
+    CycleGanTrainConfig, CycleGanTrainer, TrainError, Trainer, Unet3dTrainConfig, Unet3dTrainer,
+    Vox2VoxTrainConfig, Vox2VoxTrainer, checkpoint,
+};
 use crate::dataset::Dataset;
 use crate::dataset::patches::{PatchSet, PatchVolume};
 use crate::dataset::splits::{fold_at, load_or_create_splits};
@@ -411,28 +414,41 @@ pub fn trainer_from_checkpoint(
         path: path.clone(),
         message: format!("configuration: {e}"),
     };
+    let (net, train) = (&info.model_config, &info.train_config);
+    let channels = |key: &str| stored_channels(net, key, &path);
     let mut trainer: Box<dyn Trainer> = match info.model {
         ModelKind::Unet3d => Box::new(Unet3dTrainer::new(
-            serde_json::from_value::<Unet3dConfig>(info.model_config.clone()).map_err(bad)?,
-            serde_json::from_value(info.train_config.clone()).map_err(bad)?,
+            over_defaults(
+                &Unet3dConfig::new(channels("in_channels")?, channels("out_channels")?),
+                net,
+            )
+            .map_err(bad)?,
+            over_defaults(&Unet3dTrainConfig::new(), train).map_err(bad)?,
             info.seed,
             device,
         )?),
         ModelKind::Vox2Vox => Box::new(Vox2VoxTrainer::new(
-            serde_json::from_value::<Vox2VoxConfig>(info.model_config.clone()).map_err(bad)?,
-            serde_json::from_value(info.train_config.clone()).map_err(bad)?,
+            over_defaults(
+                &Vox2VoxConfig::new(channels("in_channels")?, channels("out_channels")?),
+                net,
+            )
+            .map_err(bad)?,
+            over_defaults(&Vox2VoxTrainConfig::new(), train).map_err(bad)?,
             info.seed,
             device,
         )?),
         ModelKind::CycleGan => {
-            let net: CycleGanConfig =
-                serde_json::from_value(info.model_config.clone()).map_err(bad)?;
+            let net: CycleGanConfig = over_defaults(
+                &CycleGanConfig::new(channels("image_channels")?, channels("mask_channels")?),
+                net,
+            )
+            .map_err(bad)?;
             // Channel names only weigh the training losses; prediction does not use them.
             let names = |n: usize| (0..n).map(|i| format!("channel{i}")).collect::<Vec<_>>();
             let (img, msk) = (names(net.image_channels), names(net.mask_channels));
             Box::new(CycleGanTrainer::new(
                 net,
-                serde_json::from_value(info.train_config.clone()).map_err(bad)?,
+                over_defaults(&CycleGanTrainConfig::new(), train).map_err(bad)?,
                 &img,
                 &msk,
                 info.seed,
@@ -450,6 +466,18 @@ pub fn trainer_from_checkpoint(
     Ok(trainer)
 }
 
+/// A configuration stored by a checkpoint, laid over `defaults` ([`checkpoint::overlay`]): an
+/// option added to seglab after the checkpoint was written takes its default, which is the
+/// behaviour before the option existed, instead of failing as a missing field.
+fn over_defaults<T: serde::Serialize + serde::de::DeserializeOwned>(
+    defaults: &T,
+    stored: &serde_json::Value,
+) -> Result<T, serde_json::Error> {
+    let mut merged = serde_json::to_value(defaults)?;
+    checkpoint::overlay(&mut merged, stored);
+    serde_json::from_value(merged)
+}
+
 /// The number of mask channels a checkpoint's network predicts.
 pub fn checkpoint_out_channels(dir: &Path) -> Result<usize, TrainError> {
     let info = checkpoint::read_info(dir)?;
@@ -457,12 +485,16 @@ pub fn checkpoint_out_channels(dir: &Path) -> Result<usize, TrainError> {
         ModelKind::CycleGan => "mask_channels",
         _ => "out_channels",
     };
-    info.model_config
-        .get(key)
+    stored_channels(&info.model_config, key, &dir.join(checkpoint::STATE_FILE))
+}
+
+/// A channel count `key` of a stored model configuration (read from `path`).
+fn stored_channels(net: &serde_json::Value, key: &str, path: &Path) -> Result<usize, TrainError> {
+    net.get(key)
         .and_then(|v| v.as_u64())
         .map(|n| n as usize)
         .ok_or_else(|| TrainError::Checkpoint {
-            path: dir.join(checkpoint::STATE_FILE),
+            path: path.to_path_buf(),
             message: format!("model configuration has no `{key}`"),
         })
 }
