@@ -259,6 +259,12 @@ fn cyclegan_learns_an_easy_unpaired_domain() {
     );
 }
 
+/// A U-Net at the [`tiny`] scale with seed 0 and the default training settings.
+fn tiny_scale_unet(device: &Device) -> Unet3dTrainer {
+    let cfg = Unet3dConfig::for_scale(2, 2, &tiny()).unwrap();
+    Unet3dTrainer::new(cfg, Unet3dTrainConfig::new(), 0, device).unwrap()
+}
+
 /// Tiny networks for the bookkeeping tests (widths ÷ 32, 32³ patches).
 fn tiny() -> ScaleSpec {
     let mut s = cpu_small();
@@ -382,13 +388,7 @@ fn checkpoints_refuse_other_models_and_configs() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("ckpt");
-    let unet = Unet3dTrainer::new(
-        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
-        Unet3dTrainConfig::new(),
-        0,
-        &device,
-    )
-    .unwrap();
+    let unet = tiny_scale_unet(&device);
     unet.save_checkpoint(&ckpt).unwrap();
     // Saving again replaces the checkpoint and leaves no partial or old copy behind.
     unet.save_checkpoint(&ckpt).unwrap();
@@ -441,13 +441,7 @@ fn checkpoints_written_before_an_option_existed_load_with_its_default() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("ckpt");
-    let unet = Unet3dTrainer::new(
-        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
-        Unet3dTrainConfig::new(),
-        0,
-        &device,
-    )
-    .unwrap();
+    let unet = tiny_scale_unet(&device);
     unet.save_checkpoint(&ckpt).unwrap();
     let state = ckpt.join("state.json");
     let mut info: serde_json::Value =
@@ -483,13 +477,7 @@ fn checkpoints_written_before_an_option_existed_load_with_its_default() {
 
     info["model_config"]["bn_momentum"] = serde_json::json!(0.5);
     std::fs::write(&state, info.to_string()).unwrap();
-    let mut fresh = Unet3dTrainer::new(
-        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
-        Unet3dTrainConfig::new(),
-        0,
-        &device,
-    )
-    .unwrap();
+    let mut fresh = tiny_scale_unet(&device);
     let err = fresh.load_checkpoint(&ckpt).unwrap_err().to_string();
     assert!(err.contains("model configuration differs"), "{err}");
 }
@@ -1030,13 +1018,7 @@ fn check_valid_predict(trainer: &mut impl Trainer, batch: &Batch) -> (StepLosses
 #[test]
 fn valid_predict_matches_predict_and_the_loss_of_its_prediction() {
     let device = Device::flex();
-    let mut unet = Unet3dTrainer::new(
-        Unet3dConfig::for_scale(2, 2, &tiny()).unwrap(),
-        Unet3dTrainConfig::new(),
-        0,
-        &device,
-    )
-    .unwrap();
+    let mut unet = tiny_scale_unet(&device);
     let batch = blob_batch(&mut ChaCha8Rng::seed_from_u64(3), 2, 32, unet.device());
     let (losses, pred) = check_valid_predict(&mut unet, &batch);
     // The U-Net's validation loss is the global soft Dice (smoothing 1) of that prediction.

@@ -21,7 +21,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::conv_kernel::{flex_tensor, values};
@@ -46,13 +46,7 @@ pub trait PhaseShuffle: Backend {
     fn from_phases(p: FloatTensor<Self>, layout: PhaseLayout) -> FloatTensor<Self>;
 }
 
-/// Whether the operations run on `x`: float32 on a flex (CPU) device, with or without
-/// autodiff.
-pub fn supports(x: &Tensor<5>) -> bool {
-    x.dtype() == DType::F32 && x.device().without_autodiff() == burn::tensor::Device::flex()
-}
-
-/// [`PhaseShuffle::to_phases`] on tensors ([`supports`] must hold).
+/// [`PhaseShuffle::to_phases`] on tensors of a flex (CPU) device, float32.
 pub fn to_phases(x: Tensor<5>, layout: PhaseLayout) -> Tensor<5> {
     assert!(
         (0..3).all(|a| layout.stride * layout.phases[a] >= layout.volume[a] + layout.before[a]),
@@ -62,7 +56,7 @@ pub fn to_phases(x: Tensor<5>, layout: PhaseLayout) -> Tensor<5> {
     Tensor::from_dispatch(out)
 }
 
-/// [`PhaseShuffle::from_phases`] on tensors ([`supports`] must hold).
+/// [`PhaseShuffle::from_phases`] on tensors of a flex (CPU) device, float32.
 pub fn from_phases(p: Tensor<5>, layout: PhaseLayout) -> Tensor<5> {
     let out = <burn::backend::Dispatch as PhaseShuffle>::from_phases(p.into_dispatch(), layout);
     Tensor::from_dispatch(out)
