@@ -789,13 +789,119 @@ fn driver_validates_on_whole_volumes_like_the_test_prediction() {
     .unwrap();
     // The last epoch's weights are the trainer's now: predict the volumes the way a trial
     // predicts its test volumes and pool the counts.
+    let (dice, counts) = pooled_volume_dice(&t, &volumes, &infer, &[infer.threshold; 2]);
+    for (c, expected) in dice.iter().enumerate() {
+        let metric = format!("dice_{}", classes[c]);
+        assert_eq!(epoch_value(&sink, 3, &metric), *expected, "{metric}");
+    }
+    assert!(
+        counts[1][0] > 0,
+        "the U-Net found no nuclei voxel after 30 steps: the comparison is vacuous"
+    );
+}
+
+/// `train.calibrate_threshold`: each epoch reports, per class, the threshold where the Dice
+/// of the whole validation volumes peaks and that Dice; the fit's state hands the thresholds
+/// of an epoch back, and no other threshold scores higher.
+#[test]
+fn driver_calibrates_a_threshold_per_class_on_the_validation_volumes() {
+    let train = blob_set(2, 5);
+    let volumes = blob_volumes(2, 24, 9);
+    let val = PatchSet::new(volumes.clone(), [16; 3]).unwrap();
+    let driver = DriverConfig {
+        epochs: 2,
+        batch: 2,
+        patience: 0,
+        iterations_per_epoch: Some(10),
+        val_volumes: true,
+        calibrate_threshold: true,
+        restore_best: false,
+        ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
+    };
+    driver.validate().unwrap();
+    let patches = PatchConfig::published(16, 2);
+    let infer = SlidingWindowConfig {
+        window: [16; 3],
+        step: [12; 3],
+        merge: MergeMode::Gaussian,
+        ..SlidingWindowConfig::default()
+    };
+    let classes = vec!["golgi".to_string(), "nuclei".to_string()];
+    let dir = util::temp_dir();
+    let opts = FitSetup::new(&driver, &patches, &classes, &infer).options(dir.path(), 1, false);
+    let data = FitData {
+        train: &train,
+        synthetic: None,
+        val: Some(&val),
+        val_volumes: &volumes,
+    };
+    let mut t = tiny_unet();
+    let mut sink = MemorySink::default();
+    let r = fit(
+        &mut t,
+        &data,
+        &opts,
+        &mut sink,
+        &StopFlag::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let chosen: Vec<f32> = classes
+        .iter()
+        .map(|c| epoch_value(&sink, 2, &format!("threshold_{c}")) as f32)
+        .collect();
+    assert_eq!(r.state.calibrated_thresholds(2), Some(chosen.clone()));
+    let (dice, counts) = pooled_volume_dice(&t, &volumes, &infer, &chosen);
+    for (c, d) in dice.iter().enumerate() {
+        assert_eq!(epoch_value(&sink, 2, &format!("dice_{}", classes[c])), *d);
+        for other in [0.1f32, 0.3, 0.5, 0.7, 0.9] {
+            let (at_other, _) = pooled_volume_dice(&t, &volumes, &infer, &[other; 2]);
+            assert!(
+                at_other[c] <= *d,
+                "class {c}: Dice {} at {other} beats {d} at the chosen {}",
+                at_other[c],
+                chosen[c]
+            );
+        }
+    }
+    assert!(
+        counts[1][0] > 0,
+        "no nuclei voxel found: the comparison is vacuous"
+    );
+    // Without val_volumes there is nothing to calibrate on.
+    let bad = DriverConfig {
+        val_volumes: false,
+        ..driver
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("train.calibrate_threshold"), "{e}");
+}
+
+/// The value of `metric` at `epoch` among the sink's rows.
+fn epoch_value(sink: &MemorySink, epoch: u32, metric: &str) -> f64 {
+    sink.epochs
+        .iter()
+        .find(|r| r.epoch == epoch && r.metric == metric)
+        .unwrap_or_else(|| panic!("no {metric} row for epoch {epoch}"))
+        .value
+}
+
+/// Per-class Dice and (tp, fp, fn) of `volumes` predicted as a trial predicts its test
+/// volumes, thresholded per class, pooled over the volumes.
+fn pooled_volume_dice(
+    trainer: &dyn Trainer,
+    volumes: &[PatchVolume],
+    infer: &SlidingWindowConfig,
+    thresholds: &[f32],
+) -> ([f64; 2], [[u64; 3]; 2]) {
     let mut counts = [[0u64; 3]; 2];
-    for v in &volumes {
+    for v in volumes {
         let mut windows = TrainerWindows {
-            trainer: &t,
+            trainer,
             out_channels: 2,
         };
-        let pred = predict_volume(&mut windows, &v.image, &infer).unwrap().mask;
+        let pred = predict_volume(&mut windows, &v.image, infer).unwrap();
+        let pred = pred.mask_at(thresholds).unwrap();
         let gt = v.mask.as_ref().unwrap();
         let per_class = pred.data().len() / 2;
         for (i, (&p, &m)) in pred.data().iter().zip(gt.data()).enumerate() {
@@ -805,20 +911,8 @@ fn driver_validates_on_whole_volumes_like_the_test_prediction() {
             cnt[2] += u64::from(p == 0 && m != 0);
         }
     }
-    for (c, [tp, fp, fn_]) in counts.iter().enumerate() {
-        let expected = 2.0 * *tp as f64 / (2 * tp + fp + fn_) as f64;
-        let metric = format!("dice_{}", classes[c]);
-        let got = sink
-            .epochs
-            .iter()
-            .find(|r| r.epoch == 3 && r.metric == metric)
-            .unwrap_or_else(|| panic!("no {metric} row"));
-        assert_eq!(got.value, expected, "{metric}");
-    }
-    assert!(
-        counts[1][0] > 0,
-        "the U-Net found no nuclei voxel after 30 steps: the comparison is vacuous"
-    );
+    let dice = counts.map(|[tp, fp, fn_]| 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64);
+    (dice, counts)
 }
 
 fn phantom_dataset(dir: &std::path::Path) -> std::path::PathBuf {
@@ -920,15 +1014,27 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
         "infer.merge=mean",
         "--set",
         "infer.threshold=0.3",
+        "--set",
+        "train.val_volumes=true",
+        "--set",
+        "train.calibrate_threshold=true",
         "--out",
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let epochs = read_csv(&out.join("epochs.csv"));
+    for metric in ["dice_golgi", "threshold_golgi", "threshold_nuclei"] {
+        assert!(
+            epochs
+                .iter()
+                .any(|r| r[2] == "2" && r[3] == "val" && r[4] == metric),
+            "no {metric} row for epoch 2"
+        );
+    }
+    let log = std::fs::read_to_string(out.join("log.txt")).unwrap();
     assert!(
-        epochs
-            .iter()
-            .any(|r| r[2] == "2" && r[3] == "val" && r[4] == "dice_golgi")
+        log.contains("thresholds calibrated on the validation volumes"),
+        "{log}"
     );
     let results = read_csv(&out.join("results.csv"));
     assert!(results.iter().any(|r| r[4] == "dice"));
@@ -955,7 +1061,7 @@ fn seglab_train_unet3d_end_to_end_and_predict() {
         assert!(out.join(f).exists(), "{f}");
     }
     // `seglab predict` with the trial's checkpoint reproduces the trial's prediction: it takes
-    // the trial's merge and threshold; options override them.
+    // the trial's merge and calibrated thresholds; options override them.
     let test_pred = std::fs::read_dir(out.join("predictions"))
         .unwrap()
         .next()

@@ -14,8 +14,8 @@ use crate::models::parse_device;
 use crate::preset::Preset;
 use crate::synth::dataset::write_mask_file;
 use crate::train::TrialConfig;
-use crate::train::driver::TrainerWindows;
-use crate::train::trial::{checkpoint_out_channels, trainer_from_checkpoint};
+use crate::train::driver::{DRIVER_STATE_FILE, TrainerWindows, read_state};
+use crate::train::trial::{checkpoint_out_channels, describe_thresholds, trainer_from_checkpoint};
 use crate::volume::{AnyVolume, DType, read_tiff, write_tiff};
 
 /// Predict a whole image with a trained checkpoint: percentile stretch, sliding
@@ -43,7 +43,8 @@ pub struct PredictArgs {
     /// Window merge: or (as published), mean or gaussian (default: the trial's, else or).
     #[arg(long, value_parser = parse_merge)]
     pub merge: Option<MergeMode>,
-    /// Foreground threshold on the merged probabilities (default: the trial's, else 0.5).
+    /// Foreground threshold on the merged probabilities, for every class (default: the
+    /// thresholds the trial calibrated on its validation volumes, else the trial's, else 0.5).
     #[arg(long)]
     pub threshold: Option<f32>,
     /// Image channel names for the preset percentiles, e.g. golgi,nuclei.
@@ -55,6 +56,16 @@ pub struct PredictArgs {
     /// Device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// The thresholds calibrated for the weights in checkpoint `dir` (its `driver.json`: the
+/// last validated epoch), if the trial calibrated any (`train.calibrate_threshold`).
+fn calibrated_thresholds(dir: &std::path::Path) -> anyhow::Result<Option<Vec<f32>>> {
+    if !dir.join(DRIVER_STATE_FILE).exists() {
+        return Ok(None);
+    }
+    let state = read_state(dir).with_context(|| format!("checkpoint {}", dir.display()))?;
+    Ok(state.calibrated_thresholds(state.epochs_done))
 }
 
 fn parse_merge(s: &str) -> Result<MergeMode, String> {
@@ -118,12 +129,31 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.merge = args.merge.unwrap_or(cfg.merge);
     cfg.threshold = args.threshold.unwrap_or(cfg.threshold);
+    let calibrated = match args.threshold {
+        Some(_) => None,
+        None => calibrated_thresholds(ckpt)?,
+    };
     let mut windows = TrainerWindows {
         trainer: trainer.as_ref(),
         out_channels,
     };
     let pred = predict_volume(&mut windows, &image, &cfg)?;
-    write_mask_file(&args.out, &pred.mask)
+    let mask = match &calibrated {
+        Some(t) => {
+            let classes: Vec<String> = match &trial {
+                Some(tr) => tr.classes.clone(),
+                None => (0..t.len()).map(|c| format!("class {c}")).collect(),
+            };
+            eprintln!(
+                "thresholds calibrated on the trial's validation volumes: {}",
+                describe_thresholds(&classes, t)
+            );
+            pred.mask_at(t)
+                .with_context(|| format!("checkpoint {}", ckpt.display()))?
+        }
+        None => pred.mask.clone(),
+    };
+    write_mask_file(&args.out, &mask)
         .with_context(|| format!("{}: cannot write", args.out.display()))?;
     if let Some(p) = &args.probabilities {
         let tmp = p.with_extension("tmp.tif");

@@ -9,6 +9,7 @@
 //! any model or tensor type — models implement [`WindowPredictor`] — and it does no file
 //! I/O and no intensity preprocessing (windows are cut from an already preprocessed image).
 
+pub mod calibrate;
 pub mod merge;
 pub mod window;
 
@@ -110,6 +111,28 @@ pub struct Prediction {
     pub probabilities: Volume<f32>,
     /// 0/1 mask: probabilities > threshold.
     pub mask: Volume<u8>,
+}
+
+impl Prediction {
+    /// The mask with one threshold per class (`p > thresholds[c]` in channel `c`), e.g. the
+    /// thresholds calibrated on validation volumes ([`calibrate`]).
+    pub fn mask_at(&self, thresholds: &[f32]) -> Result<Volume<u8>, InferError> {
+        let p = &self.probabilities;
+        if thresholds.len() != p.channels() {
+            return Err(InferError::Config(format!(
+                "{} thresholds for a prediction with {} classes",
+                thresholds.len(),
+                p.channels()
+            )));
+        }
+        let mut mask = Volume::<u8>::zeros(p.shape()).with_spacing(p.spacing);
+        for (c, &t) in thresholds.iter().enumerate() {
+            for (m, &v) in mask.channel_mut(c).iter_mut().zip(p.channel(c)) {
+                *m = u8::from(v > t);
+            }
+        }
+        Ok(mask)
+    }
 }
 
 /// Predicts a whole preprocessed `image` [C, Z, Y, X] window by window.

@@ -19,7 +19,7 @@
 //! data.patches.{size, sampling, step, count}
 //! net.*                        models::{Unet3dConfig, Vox2VoxConfig, CycleGanConfig}
 //! train.{epochs, patience, min_delta, batch, shuffle, iterations_per_epoch, val_batches,
-//!        val_volumes, selection, checkpoint_every, collapse.*}
+//!        val_volumes, calibrate_threshold, selection, checkpoint_every, collapse.*}
 //! train.optimizer (unet3d) | train.opt_g, train.opt_d (vox2vox, cyclegan) | train.pool_size
 //! loss.*                       Dice settings; vox2vox adds alpha; cyclegan: lambda_cycle,
 //!                              lambda_identity, golgi_weight
@@ -188,6 +188,12 @@ pub struct DriverConfig {
     /// (`infer.*`), instead of from the validation patches (as published: off).
     #[serde(default)]
     pub val_volumes: bool,
+    /// Choose each class's foreground threshold where its Dice on the validation volumes
+    /// peaks (`infer::calibrate`; needs `val_volumes`); the test volumes and `seglab predict`
+    /// then use the thresholds of the selected epoch instead of `infer.threshold`. Off as
+    /// published.
+    #[serde(default)]
+    pub calibrate_threshold: bool,
     pub selection: Selection,
     /// Restore the best epoch's weights before prediction (Keras `restore_best_weights`).
     pub restore_best: bool,
@@ -210,6 +216,7 @@ impl DriverConfig {
             iterations_per_epoch: None,
             val_batches: None,
             val_volumes: false,
+            calibrate_threshold: false,
             selection: Selection::ValLoss,
             restore_best: true,
             checkpoint_every: 1,
@@ -258,6 +265,13 @@ impl DriverConfig {
         }
         if self.checkpoint_every == 0 {
             return Err(cfg_err("train.checkpoint_every", "must be ≥ 1", 0));
+        }
+        if self.calibrate_threshold && !self.val_volumes {
+            return Err(cfg_err(
+                "train.calibrate_threshold",
+                "needs train.val_volumes = true (thresholds are chosen on whole validation volumes)",
+                true,
+            ));
         }
         let c = &self.collapse;
         if !(0.0..=1.0).contains(&c.threshold) {

@@ -60,10 +60,14 @@ use super::{Batch, StepLosses, TrainError, Trainer};
 use crate::dataset::patches::{
     GridPatches, PatchBatch, PatchOrigin, PatchSet, PatchVolume, RandomPatches,
 };
+use crate::infer::calibrate::{ThresholdCounts, candidate_thresholds, dice_of};
 use crate::infer::{InferError, SlidingWindowConfig, WindowPredictor, predict_volume};
 use crate::models::init::derive_seed;
 use crate::tracking::EpochRow;
 use crate::volume::Volume;
+
+/// Validation rows `threshold_<class>`: the calibrated thresholds (`train.calibrate_threshold`).
+pub const THRESHOLD_PREFIX: &str = "threshold_";
 
 /// The driver's own file inside a checkpoint directory.
 pub const DRIVER_STATE_FILE: &str = "driver.json";
@@ -138,6 +142,21 @@ pub struct DriverState {
     pub stopped: Option<StopReason>,
 }
 
+impl DriverState {
+    /// The per-class thresholds calibrated on the validation volumes after `epoch`
+    /// (`train.calibrate_threshold`; its `threshold_<class>` rows in class order), if any.
+    pub fn calibrated_thresholds(&self, epoch: u32) -> Option<Vec<f32>> {
+        let rec = self.history.iter().find(|r| r.epoch == epoch)?;
+        let t: Vec<f32> = rec
+            .val
+            .iter()
+            .filter(|(k, _)| k.starts_with(THRESHOLD_PREFIX))
+            .map(|&(_, v)| v as f32)
+            .collect();
+        (!t.is_empty()).then_some(t)
+    }
+}
+
 /// How a fit ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FitEnd {
@@ -170,6 +189,13 @@ pub fn fit(
         return Err(TrainError::Setting(
             "train.selection = val-dice needs validation volumes with masks; use \
              train.selection=val-loss (the unsupervised criterion)"
+                .into(),
+        ));
+    }
+
+    if cfg.calibrate_threshold && data.val_volumes.is_empty() {
+        return Err(TrainError::Setting(
+            "train.calibrate_threshold needs validation volumes with masks; this fold has none"
                 .into(),
         ));
     }
@@ -654,22 +680,31 @@ fn validate(
         .into_iter()
         .map(|(k, s)| (format!("loss_{k}"), s / batches.max(1) as f64))
         .collect();
-    if on_volumes {
-        counts = volume_counts(trainer, data.val_volumes, opts)?;
-    }
-    if has_masks || on_volumes {
-        let mut mean = 0.0;
-        for (c, [tp, fp, fn_]) in counts.iter().enumerate() {
-            let den = 2 * tp + fp + fn_;
-            let d = if den == 0 {
-                1.0
-            } else {
-                2.0 * *tp as f64 / den as f64
-            };
-            mean += d;
-            out.push((format!("dice_{}", opts.classes[c]), d));
+    // Per class: the Dice and, when calibrated, the threshold it was reached at.
+    let per_class: Vec<(f64, Option<f32>)> = if on_volumes {
+        let pooled = volume_counts(trainer, data.val_volumes, opts)?;
+        (0..classes)
+            .map(|c| {
+                let (t, d) = pooled.best(c, opts.infer.threshold);
+                (d, cfg.calibrate_threshold.then_some(t))
+            })
+            .collect()
+    } else if has_masks {
+        counts.iter().map(|&c| (dice_of(c), None)).collect()
+    } else {
+        Vec::new()
+    };
+    if !per_class.is_empty() {
+        for (name, (d, _)) in opts.classes.iter().zip(&per_class) {
+            out.push((format!("dice_{name}"), *d));
         }
-        out.push(("dice_mean".into(), mean / classes as f64));
+        let mean = per_class.iter().map(|(d, _)| d).sum::<f64>() / classes as f64;
+        out.push(("dice_mean".into(), mean));
+        for (name, (_, t)) in opts.classes.iter().zip(&per_class) {
+            if let Some(t) = t {
+                out.push((format!("{THRESHOLD_PREFIX}{name}"), f64::from(*t)));
+            }
+        }
     }
     if pairs > 0 {
         out.push(("output_spread".into(), out_spread / pairs as f64));
@@ -678,14 +713,22 @@ fn validate(
     Ok(out)
 }
 
-/// Per class (tp, fp, fn) of whole `volumes` predicted with `opts.infer`, pooled.
+/// Per class (tp, fp, fn) of whole `volumes` predicted with `opts.infer`, pooled, at
+/// `infer.threshold` — and, with `train.calibrate_threshold`, at every candidate threshold
+/// (`infer::calibrate`).
 fn volume_counts(
     trainer: &dyn Trainer,
     volumes: &[PatchVolume],
     opts: &FitOptions,
-) -> Result<Vec<[u64; 3]>, TrainError> {
-    let classes = opts.classes.len();
-    let mut counts = vec![[0u64; 3]; classes];
+) -> Result<ThresholdCounts, TrainError> {
+    let thresholds = if opts.driver.calibrate_threshold {
+        let mut t = candidate_thresholds();
+        t.push(opts.infer.threshold);
+        t
+    } else {
+        vec![opts.infer.threshold]
+    };
+    let mut counts = ThresholdCounts::new(opts.classes.len(), thresholds);
     for v in volumes {
         let gt = v.mask.as_ref().ok_or_else(|| {
             TrainError::Setting(format!(
@@ -695,24 +738,12 @@ fn volume_counts(
         })?;
         let mut windows = TrainerWindows {
             trainer,
-            out_channels: classes,
+            out_channels: opts.classes.len(),
         };
-        let pred = predict_volume(&mut windows, &v.image, opts.infer)?.mask;
-        if pred.shape() != gt.shape() {
-            return Err(TrainError::Batch(format!(
-                "validation volume {}: prediction {:?} but mask {:?}",
-                v.id,
-                pred.shape(),
-                gt.shape()
-            )));
-        }
-        let per_class = pred.data().len() / classes;
-        for (c, cnt) in counts.iter_mut().enumerate() {
-            let r = c * per_class..(c + 1) * per_class;
-            for (&p, &m) in pred.data()[r.clone()].iter().zip(&gt.data()[r]) {
-                tally(cnt, p != 0, m != 0);
-            }
-        }
+        let pred = predict_volume(&mut windows, &v.image, opts.infer)?;
+        counts
+            .add(&pred.probabilities, gt)
+            .map_err(|e| TrainError::Batch(format!("validation volume {}: {e}", v.id)))?;
     }
     Ok(counts)
 }

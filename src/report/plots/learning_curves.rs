@@ -10,6 +10,7 @@ use crate::report::ReportError;
 use crate::report::aggregate::{Aggregation, aggregate, polars_error};
 use crate::report::input::{f64_column, string_column, u64_column};
 use crate::report::prepare::{Prepared, Task, higher_is_better, metric_label, model_label};
+use crate::train::driver::THRESHOLD_PREFIX;
 use polars::prelude::*;
 
 /// One line with its band.
@@ -116,6 +117,8 @@ impl LearningCurves {
             }
             let direction = if metric.ends_with("_spread") {
                 "collapse diagnostic"
+            } else if metric.starts_with(THRESHOLD_PREFIX) {
+                "chosen on the validation volumes"
             } else if higher_is_better(metric) {
                 "higher is better"
             } else {
