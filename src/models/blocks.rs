@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::{Flag, Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -105,6 +106,18 @@ impl Conv3dLayer {
     /// - output: `[batch, out, depth', height', width']` with, per axis, n' = ⌈n / s⌉ for
     ///   'same' and n' = (n + before + after − k) / s + 1 otherwise.
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.forward_with(x, self.weight.val(), self.bias.val(), false)
+    }
+
+    /// [`forward`](Self::forward) with another weight and bias of the same shapes (a batch
+    /// norm folded in, [`conv_batch_norm_relu`]), followed by ReLU when `relu`.
+    fn forward_with(
+        &self,
+        x: Tensor<5>,
+        weight: Tensor<5>,
+        bias: Tensor<1>,
+        relu: bool,
+    ) -> Tensor<5> {
         let [_, _, d, h, w] = x.dims();
         let pads = [d, h, w].map(|n| self.padding.amounts(n, self.kernel, self.stride));
         let (x, pads) = match self.padding {
@@ -112,15 +125,12 @@ impl Conv3dLayer {
             Padding::Reflect => (x.pad(pads, PadMode::Reflect), [(0, 0); 3]),
             _ => (x, pads),
         };
-        let path = conv::choose_path(&x, self.weight.val().dims(), self.stride);
-        conv::conv3d(
-            x,
-            self.weight.val(),
-            Some(self.bias.val()),
-            self.stride,
-            pads,
-            path,
-        )
+        let path = conv::choose_path(&x, weight.dims(), self.stride);
+        if relu {
+            conv::conv3d_bias_relu(x, weight, bias, self.stride, pads, path)
+        } else {
+            conv::conv3d(x, weight, Some(bias), self.stride, pads, path)
+        }
     }
 }
 
@@ -235,6 +245,25 @@ impl InstanceNorm3d {
         let affine = [1, groups, 1, 1, 1];
         y * self.gamma.val().reshape(affine) + self.beta.val().reshape(affine)
     }
+}
+
+/// `relu(bn(conv(x)))`. When the batch norm uses its running statistics (inference: no
+/// autodiff, or the layer's training flag off — burn's own rule) it is an affine map per
+/// output channel, folded here into the convolution: weight·s and (bias − mean)·s + β with
+/// s = γ / √(var + ε); bias and ReLU are then applied as the output leaves the convolution
+/// ([`conv::conv3d_bias_relu`]). The activation is written once, where burn's generic
+/// `batch_norm` makes four broadcast passes over it (sub, div, mul, add) and the bias and
+/// ReLU two more.
+pub fn conv_batch_norm_relu(conv: &Conv3dLayer, bn: &BatchNorm, x: Tensor<5>) -> Tensor<5> {
+    if x.device().is_autodiff() && bn.training.is_enabled() {
+        return relu(bn.forward(conv.forward(x)));
+    }
+    let weight = conv.weight.val();
+    let [cout, ..] = weight.dims();
+    let scale = bn.gamma.val() / bn.running_var.value().add_scalar(bn.epsilon).sqrt();
+    let weight = weight * scale.clone().reshape([cout, 1, 1, 1, 1]);
+    let bias = (conv.bias.val() - bn.running_mean.value()) * scale + bn.beta.val();
+    conv.forward_with(x, weight, bias, true)
 }
 
 /// burn's `BatchNorm` configured as Keras' default `BatchNormalization` (U-Net, §3.1): burn's
@@ -467,6 +496,57 @@ mod tests {
             assert_eq!(eshape[2], size.div_ceil(s));
             assert_close(&to_vec(y), &expect, 1e-4);
         }
+    }
+
+    /// Folding the batch norm into the convolution (and the ReLU into its output) changes
+    /// nothing at inference: same values as the convolution, burn's batch norm on its running
+    /// statistics (set away from their initial 0 and 1, with γ and β away from 1 and 0) and
+    /// ReLU; on an autodiff device with the layer training it is still the batch-statistics
+    /// path.
+    #[test]
+    fn a_folded_batch_norm_equals_batch_norm_and_relu_after_the_convolution() {
+        use burn::module::{Param, RunningState};
+        let layers = |dev: &Device| {
+            let mut seeds = SeedStream::new(3);
+            let mut conv = Conv3dLayer::new(
+                [2, 4],
+                3,
+                1,
+                Padding::Same,
+                InitScheme::GlorotUniform,
+                &mut seeds,
+                dev,
+            );
+            let channel =
+                |v: [f32; 4]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [4]), dev);
+            conv.bias = Param::from_tensor(channel([0.1, -0.2, 0.3, 0.0]));
+            let mut bn = keras_batch_norm(4, 0.01, 1e-3, dev);
+            bn.gamma = Param::from_tensor(channel([1.5, 0.5, -2.0, 1.0]));
+            bn.beta = Param::from_tensor(channel([0.2, -1.0, 0.0, 3.0]));
+            bn.running_mean = RunningState::new(channel([0.5, -0.3, 1.2, 0.0]));
+            bn.running_var = RunningState::new(channel([2.0, 0.25, 4.0, 1.0]));
+            (conv, bn, arange([2, 2, 5, 6, 7], dev))
+        };
+        let max_diff = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+                .fold(0.0f32, f32::max)
+        };
+        let (conv, bn, x) = layers(&device());
+        let folded = to_vec(conv_batch_norm_relu(&conv, &bn, x.clone()));
+        let reference = to_vec(relu(bn.forward(conv.forward(x))));
+        assert!(reference.contains(&0.0) && reference.iter().any(|&v| v > 1.0));
+        assert!(max_diff(&folded, &reference) < 1e-5);
+        // Training: burn's batch-statistics path, untouched.
+        let (conv, bn, x) = layers(&device().autodiff());
+        let train = to_vec(conv_batch_norm_relu(&conv, &bn, x.clone()));
+        assert!(max_diff(&train, &to_vec(relu(bn.forward(conv.forward(x))))) < 1e-5);
+        assert!(
+            max_diff(&train, &reference) > 0.1,
+            "the training path used the running statistics"
+        );
     }
 
     /// `Padding::Reflect` is a 'valid' convolution of the input mirrored at every face (edge

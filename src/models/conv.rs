@@ -19,6 +19,7 @@
 use super::conv_kernel;
 use super::phases::{self, PhaseLayout};
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose3d as burn_conv_transpose3d, conv3d as burn_conv3d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 
@@ -145,13 +146,7 @@ fn kernel_conv(
         return burn_conv(x, weight, bias, stride, pads);
     }
     let y = if stride == 1 {
-        let extra = pads.map(|(b, a)| (b - sym, a - sym));
-        let x = if extra.iter().any(|&(b, a)| b + a > 0) {
-            x.pad(extra, PadMode::Constant(0.0))
-        } else {
-            x
-        };
-        conv_kernel::padded_conv3d(x, weight, sym)
+        conv_kernel::padded_conv3d(pad_asymmetric(x, pads, sym), weight, sym)
     } else {
         let [_, _, d, h, w] = x.dims();
         let volume = [d, h, w];
@@ -166,6 +161,41 @@ fn kernel_conv(
         Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
         None => y,
     }
+}
+
+/// `x` zero-padded by what `pads` asks beyond the symmetric `sym` the kernel pads itself.
+fn pad_asymmetric(x: Tensor<5>, pads: [(usize, usize); 3], sym: usize) -> Tensor<5> {
+    let extra = pads.map(|(b, a)| (b - sym, a - sym));
+    if extra.iter().any(|&(b, a)| b + a > 0) {
+        x.pad(extra, PadMode::Constant(0.0))
+    } else {
+        x
+    }
+}
+
+/// `relu(conv3d(x, weight, bias))`. At inference (no autodiff) on the kernel path with stride
+/// 1 the bias and the ReLU are applied as the output leaves the kernel
+/// ([`conv_kernel::padded_conv3d_bias_relu`]), one pass over the activation instead of three;
+/// otherwise the separate operations.
+pub fn conv3d_bias_relu(
+    x: Tensor<5>,
+    weight: Tensor<5>,
+    bias: Tensor<1>,
+    stride: usize,
+    pads: [(usize, usize); 3],
+    path: ConvPath,
+) -> Tensor<5> {
+    let k = weight.dims()[2];
+    let sym = pads.iter().map(|&(b, a)| b.min(a)).min().unwrap_or(0);
+    if path == ConvPath::Kernel
+        && stride == 1
+        && !x.device().is_autodiff()
+        && conv_kernel::supports(&x, k, sym)
+    {
+        let x = pad_asymmetric(x, pads, sym);
+        return conv_kernel::padded_conv3d_bias_relu(x, weight, bias, sym, true);
+    }
+    relu(conv3d(x, weight, Some(bias), stride, pads, path))
 }
 
 /// A stride-s convolution of the input zero-padded by `pads` as a stride-1 convolution of its
@@ -719,6 +749,34 @@ mod tests {
                 80,
                 |x, w, b, path| conv3d(x, w, Some(b), 1, [(1, 1); 3], path),
             );
+        }
+    }
+
+    /// At inference the kernel path adds the bias and applies ReLU as the output leaves the
+    /// kernel: the values of burn's convolution, bias and ReLU, with symmetric and asymmetric
+    /// ('same' for an even kernel) padding.
+    #[test]
+    fn fused_bias_relu_equals_burns_convolution_bias_and_relu() {
+        let dev = Device::flex();
+        for (i, (k, pads)) in [(3, [(1, 1); 3]), (4, [(1, 2), (2, 1), (1, 2)])]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 90 + 3 * i as u64;
+            let x = tensor([2, 3, 9, 10, 11], seed, &dev);
+            let w = tensor([4, 3, k, k, k], seed + 1, &dev);
+            let b = tensor([4], seed + 2, &dev);
+            let got = to_vec(conv3d_bias_relu(
+                x.clone(),
+                w.clone(),
+                b.clone(),
+                1,
+                pads,
+                ConvPath::Kernel,
+            ));
+            let want = to_vec(relu(conv3d(x, w, Some(b), 1, pads, ConvPath::Burn)));
+            assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
+            assert_close(&got, &want, 1e-4, &format!("k{k}"));
         }
     }
 

@@ -13,6 +13,9 @@
 //!   padding k − 1 − p (the transpose of a stride-1 convolution);
 //! - weight gradient: `dW[:, :, a, b, c] = Σ over chunks dY · shift_abc(X)ᵀ`, each rayon
 //!   thread summing its own chunks.
+//!
+//! At inference (no autodiff) [`padded_conv3d_bias_relu`] adds the bias and applies ReLU while
+//! the output is copied off the grid, so a convolution–bias–ReLU writes its activation once.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -46,6 +49,57 @@ pub fn padded_conv3d(x: Tensor<5>, weight: Tensor<5>, pad: usize) -> Tensor<5> {
         pad,
     );
     Tensor::from_dispatch(out)
+}
+
+/// The inference form of the convolution: bias added and, with `relu`, ReLU applied while the
+/// output leaves the kernel's grid (one pass over the activation instead of three). No
+/// backward pass: only for tensors without autodiff ([`padded_conv3d_bias_relu`]).
+#[backend_extension(Flex)]
+pub trait PaddedConv3dBiasRelu: Backend {
+    /// See the trait documentation.
+    fn padded_conv3d_bias_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        pad: usize,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// [`PaddedConv3dBiasRelu`] on tensors: as [`padded_conv3d`] plus `bias` `[out]` and an
+/// optional ReLU; `x` must not be on an autodiff device.
+pub fn padded_conv3d_bias_relu(
+    x: Tensor<5>,
+    weight: Tensor<5>,
+    bias: Tensor<1>,
+    pad: usize,
+    relu: bool,
+) -> Tensor<5> {
+    assert!(
+        !x.device().is_autodiff(),
+        "padded_conv3d_bias_relu has no backward pass"
+    );
+    let out = <burn::backend::Dispatch as PaddedConv3dBiasRelu>::padded_conv3d_bias_relu(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        pad,
+        relu,
+    );
+    Tensor::from_dispatch(out)
+}
+
+impl PaddedConv3dBiasRelu for Flex {
+    fn padded_conv3d_bias_relu(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        pad: usize,
+        relu: bool,
+    ) -> FlexTensor {
+        let bias = values(&bias);
+        convolve(&x, &weight, pad, Some(Epilogue { bias: &bias, relu }))
+    }
 }
 
 /// Whether [`padded_conv3d`] can run this convolution: a flex (CPU) device, float32 and a
@@ -235,13 +289,20 @@ impl Grid {
 
     /// The inverse of [`Grid::grid_output`].
     fn ungrid_output(&self, g: &[f32]) -> Vec<f32> {
+        self.ungrid_output_with(g, |_, _| {})
+    }
+
+    /// [`Grid::ungrid_output`], passing every copied row with its slab (batch·out + channel)
+    /// index through `map`.
+    fn ungrid_output_with(&self, g: &[f32], map: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
         let [od, oh, ow] = self.output;
-        copy_rows(
+        copy_rows_with(
             g,
             [self.ogrid, od * oh * ow],
             self.output,
             |z, r| (z * self.hp + r) * self.wp,
             |z, r| (z * oh + r) * ow,
+            map,
         )
     }
 
@@ -257,18 +318,33 @@ impl Grid {
 fn copy_rows(
     src: &[f32],
     sizes: [usize; 2],
+    dims: [usize; 3],
+    from: impl Fn(usize, usize) -> usize + Sync,
+    to: impl Fn(usize, usize) -> usize + Sync,
+) -> Vec<f32> {
+    copy_rows_with(src, sizes, dims, from, to, |_, _| {})
+}
+
+/// [`copy_rows`], then `map(slab, row)` on every copied row while it is in cache.
+fn copy_rows_with(
+    src: &[f32],
+    sizes: [usize; 2],
     [d, h, w]: [usize; 3],
     from: impl Fn(usize, usize) -> usize + Sync,
     to: impl Fn(usize, usize) -> usize + Sync,
+    map: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let [src_slab, dst_slab] = sizes;
     let mut out = vec![0.0f32; src.len() / src_slab * dst_slab];
     out.par_chunks_mut(dst_slab)
         .zip(src.par_chunks(src_slab))
-        .for_each(|(dst, src)| {
+        .enumerate()
+        .for_each(|(slab, (dst, src))| {
             for z in 0..d {
                 for y in 0..h {
-                    dst[to(z, y)..][..w].copy_from_slice(&src[from(z, y)..][..w]);
+                    let row = &mut dst[to(z, y)..][..w];
+                    row.copy_from_slice(&src[from(z, y)..][..w]);
+                    map(slab, row);
                 }
             }
         });
@@ -351,6 +427,24 @@ impl SharedOut {
 /// y = conv(x, weight), stride 1, padding `pad`: for every chunk of output positions, the
 /// k³ products `W[:, :, a, b, c] · shift_abc(X)` accumulated in place.
 fn forward(x: &FlexTensor, weight: &FlexTensor, pad: usize) -> FlexTensor {
+    convolve(x, weight, pad, None)
+}
+
+/// What [`convolve`] applies to each output value on its way out: `+ bias[channel]`, then
+/// ReLU when `relu`.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: &'a [f32],
+    relu: bool,
+}
+
+/// The forward pass, optionally with an [`Epilogue`].
+fn convolve(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    pad: usize,
+    epilogue: Option<Epilogue>,
+) -> FlexTensor {
     let ws = weight.layout().shape();
     let (cout, cin, k) = (ws[0], ws[1], ws[2]);
     let g = Grid::new(x, k, pad);
@@ -410,7 +504,18 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, pad: usize) -> FlexTensor {
         }
     });
     let [od, oh, ow] = g.output;
-    flex_tensor(g.ungrid_output(&yg), [g.batch, cout, od, oh, ow])
+    let y = match epilogue {
+        None => g.ungrid_output(&yg),
+        Some(e) => g.ungrid_output_with(&yg, |slab, row| {
+            let b = e.bias[slab % cout];
+            if e.relu {
+                row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+            } else {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+        }),
+    };
+    flex_tensor(y, [g.batch, cout, od, oh, ow])
 }
 
 /// dW `[out, in, k, k, k]` of a stride-1 convolution with padding `pad`, from the input `x`

@@ -7,10 +7,12 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::BatchNorm;
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
-use super::blocks::{Conv3dLayer, ConvTranspose3dLayer, Padding, keras_batch_norm, max_pool3d};
+use super::blocks::{
+    Conv3dLayer, ConvTranspose3dLayer, Padding, conv_batch_norm_relu, keras_batch_norm, max_pool3d,
+};
 use super::init::{InitScheme, SeedStream};
 use super::{ModelError, ScaleSpec, positive};
 
@@ -76,8 +78,8 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
-        relu(self.bn2.forward(self.conv2.forward(x)))
+        let x = conv_batch_norm_relu(&self.conv1, &self.bn1, x);
+        conv_batch_norm_relu(&self.conv2, &self.bn2, x)
     }
 }
 
