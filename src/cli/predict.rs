@@ -138,7 +138,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
         out_channels,
     };
     let pred = predict_volume(&mut windows, &image, &cfg)?;
-    let mask = match &calibrated {
+    let calibrated_mask = match &calibrated {
         Some(t) => {
             let classes: Vec<String> = match &trial {
                 Some(tr) => tr.classes.clone(),
@@ -148,12 +148,15 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
                 "thresholds calibrated on the trial's validation volumes: {}",
                 describe_thresholds(&classes, t)
             );
-            pred.mask_at(t)
-                .with_context(|| format!("checkpoint {}", ckpt.display()))?
+            Some(
+                pred.mask_at(t)
+                    .with_context(|| format!("checkpoint {}", ckpt.display()))?,
+            )
         }
-        None => pred.mask.clone(),
+        None => None,
     };
-    write_mask_file(&args.out, &mask)
+    let mask = calibrated_mask.as_ref().unwrap_or(&pred.mask);
+    write_mask_file(&args.out, mask)
         .with_context(|| format!("{}: cannot write", args.out.display()))?;
     if let Some(p) = &args.probabilities {
         let tmp = p.with_extension("tmp.tif");
