@@ -744,81 +744,20 @@ fn driver_overfits_and_selects_the_best_epoch() {
     assert!(dir.path().join("best").join("driver.json").exists());
 }
 
-/// `train.val_volumes`: the validation Dice is that of the whole validation volumes predicted
-/// as the test volumes are (sliding 16³ windows, centre-weighted merge), pooled over volumes.
-#[test]
-fn driver_validates_on_whole_volumes_like_the_test_prediction() {
-    let train = blob_set(2, 5);
-    let volumes = blob_volumes(2, 24, 9);
-    let val = PatchSet::new(volumes.clone(), [16; 3]).unwrap();
-    let driver = DriverConfig {
-        epochs: 3,
-        batch: 2,
-        patience: 0,
-        iterations_per_epoch: Some(10),
-        val_volumes: true,
-        restore_best: false,
-        ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
-    };
-    let patches = PatchConfig::published(16, 2);
-    let infer = SlidingWindowConfig {
-        window: [16; 3],
-        step: [12; 3],
-        merge: MergeMode::Gaussian,
-        ..SlidingWindowConfig::default()
-    };
-    let classes = vec!["golgi".to_string(), "nuclei".to_string()];
-    let dir = util::temp_dir();
-    let opts = FitSetup::new(&driver, &patches, &classes, &infer).options(dir.path(), 1, false);
-    let data = FitData {
-        train: &train,
-        synthetic: None,
-        val: Some(&val),
-        val_volumes: &volumes,
-    };
-    let mut t = tiny_unet();
-    let mut sink = MemorySink::default();
-    fit(
-        &mut t,
-        &data,
-        &opts,
-        &mut sink,
-        &StopFlag::new(),
-        &mut |_| {},
-    )
-    .unwrap();
-    // The last epoch's weights are the trainer's now: predict the volumes the way a trial
-    // predicts its test volumes and pool the counts.
-    let (dice, counts) = pooled_volume_dice(&t, &volumes, &infer, &[infer.threshold; 2]);
-    for (c, expected) in dice.iter().enumerate() {
-        let metric = format!("dice_{}", classes[c]);
-        assert_eq!(epoch_value(&sink, 3, &metric), *expected, "{metric}");
-    }
-    assert!(
-        counts[1][0] > 0,
-        "the U-Net found no nuclei voxel after 30 steps: the comparison is vacuous"
-    );
+/// A tiny U-Net fitted by `driver` on blob patches and validated on two whole blob volumes
+/// (sliding 16³ windows, centre-weighted merge): the trainer (last epoch's weights), the rows,
+/// the fit's state, and the validation volumes' predictions as a trial would make them.
+struct WholeVolumeFit {
+    sink: MemorySink,
+    state: seglab::train::driver::DriverState,
+    volumes: Vec<PatchVolume>,
+    predictions: Vec<seglab::infer::Prediction>,
 }
 
-/// `train.calibrate_threshold`: each epoch reports, per class, the threshold where the Dice
-/// of the whole validation volumes peaks and that Dice; the fit's state hands the thresholds
-/// of an epoch back, and no other threshold scores higher.
-#[test]
-fn driver_calibrates_a_threshold_per_class_on_the_validation_volumes() {
+fn fit_on_whole_volumes(driver: &DriverConfig) -> WholeVolumeFit {
     let train = blob_set(2, 5);
     let volumes = blob_volumes(2, 24, 9);
     let val = PatchSet::new(volumes.clone(), [16; 3]).unwrap();
-    let driver = DriverConfig {
-        epochs: 2,
-        batch: 2,
-        patience: 0,
-        iterations_per_epoch: Some(10),
-        val_volumes: true,
-        calibrate_threshold: true,
-        restore_best: false,
-        ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
-    };
-    driver.validate().unwrap();
     let patches = PatchConfig::published(16, 2);
     let infer = SlidingWindowConfig {
         window: [16; 3],
@@ -826,9 +765,9 @@ fn driver_calibrates_a_threshold_per_class_on_the_validation_volumes() {
         merge: MergeMode::Gaussian,
         ..SlidingWindowConfig::default()
     };
-    let classes = vec!["golgi".to_string(), "nuclei".to_string()];
+    let classes = CLASSES.map(String::from);
     let dir = util::temp_dir();
-    let opts = FitSetup::new(&driver, &patches, &classes, &infer).options(dir.path(), 1, false);
+    let opts = FitSetup::new(driver, &patches, &classes, &infer).options(dir.path(), 1, false);
     let data = FitData {
         train: &train,
         synthetic: None,
@@ -846,16 +785,77 @@ fn driver_calibrates_a_threshold_per_class_on_the_validation_volumes() {
         &mut |_| {},
     )
     .unwrap();
-    let chosen: Vec<f32> = classes
+    let predictions = volumes
         .iter()
-        .map(|c| epoch_value(&sink, 2, &format!("threshold_{c}")) as f32)
+        .map(|v| {
+            let mut windows = TrainerWindows {
+                trainer: &t,
+                out_channels: 2,
+            };
+            predict_volume(&mut windows, &v.image, &infer).unwrap()
+        })
         .collect();
-    assert_eq!(r.state.calibrated_thresholds(2), Some(chosen.clone()));
-    let (dice, counts) = pooled_volume_dice(&t, &volumes, &infer, &chosen);
+    WholeVolumeFit {
+        sink,
+        state: r.state,
+        volumes,
+        predictions,
+    }
+}
+
+/// `train.val_volumes`: the validation Dice is that of the whole validation volumes predicted
+/// as the test volumes are (sliding 16³ windows, centre-weighted merge), pooled over volumes.
+#[test]
+fn driver_validates_on_whole_volumes_like_the_test_prediction() {
+    let driver = DriverConfig {
+        epochs: 3,
+        batch: 2,
+        patience: 0,
+        iterations_per_epoch: Some(10),
+        val_volumes: true,
+        restore_best: false,
+        ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
+    };
+    let f = fit_on_whole_volumes(&driver);
+    // The last epoch's weights are the trainer's: its predictions of the volumes, pooled.
+    let (dice, counts) = f.pooled_dice(&[0.5; 2]);
+    for (c, expected) in dice.iter().enumerate() {
+        let metric = format!("dice_{}", CLASSES[c]);
+        assert_eq!(epoch_value(&f.sink, 3, &metric), *expected, "{metric}");
+    }
+    assert!(
+        counts[1][0] > 0,
+        "the U-Net found no nuclei voxel after 30 steps: the comparison is vacuous"
+    );
+}
+
+/// `train.calibrate_threshold`: each epoch reports, per class, the threshold where the Dice
+/// of the whole validation volumes peaks and that Dice; the fit's state hands the thresholds
+/// of an epoch back, and no other threshold scores higher.
+#[test]
+fn driver_calibrates_a_threshold_per_class_on_the_validation_volumes() {
+    let driver = DriverConfig {
+        epochs: 2,
+        batch: 2,
+        patience: 0,
+        iterations_per_epoch: Some(10),
+        val_volumes: true,
+        calibrate_threshold: true,
+        restore_best: false,
+        ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
+    };
+    driver.validate().unwrap();
+    let f = fit_on_whole_volumes(&driver);
+    let chosen: Vec<f32> = CLASSES
+        .iter()
+        .map(|c| epoch_value(&f.sink, 2, &format!("threshold_{c}")) as f32)
+        .collect();
+    assert_eq!(f.state.calibrated_thresholds(2), Some(chosen.clone()));
+    let (dice, counts) = f.pooled_dice(&chosen);
     for (c, d) in dice.iter().enumerate() {
-        assert_eq!(epoch_value(&sink, 2, &format!("dice_{}", classes[c])), *d);
+        assert_eq!(epoch_value(&f.sink, 2, &format!("dice_{}", CLASSES[c])), *d);
         for other in [0.1f32, 0.3, 0.5, 0.7, 0.9] {
-            let (at_other, _) = pooled_volume_dice(&t, &volumes, &infer, &[other; 2]);
+            let (at_other, _) = f.pooled_dice(&[other; 2]);
             assert!(
                 at_other[c] <= *d,
                 "class {c}: Dice {} at {other} beats {d} at the chosen {}",
@@ -886,33 +886,25 @@ fn epoch_value(sink: &MemorySink, epoch: u32, metric: &str) -> f64 {
         .value
 }
 
-/// Per-class Dice and (tp, fp, fn) of `volumes` predicted as a trial predicts its test
-/// volumes, thresholded per class, pooled over the volumes.
-fn pooled_volume_dice(
-    trainer: &dyn Trainer,
-    volumes: &[PatchVolume],
-    infer: &SlidingWindowConfig,
-    thresholds: &[f32],
-) -> ([f64; 2], [[u64; 3]; 2]) {
-    let mut counts = [[0u64; 3]; 2];
-    for v in volumes {
-        let mut windows = TrainerWindows {
-            trainer,
-            out_channels: 2,
-        };
-        let pred = predict_volume(&mut windows, &v.image, infer).unwrap();
-        let pred = pred.mask_at(thresholds).unwrap();
-        let gt = v.mask.as_ref().unwrap();
-        let per_class = pred.data().len() / 2;
-        for (i, (&p, &m)) in pred.data().iter().zip(gt.data()).enumerate() {
-            let cnt = &mut counts[i / per_class];
-            cnt[0] += u64::from(p != 0 && m != 0);
-            cnt[1] += u64::from(p != 0 && m == 0);
-            cnt[2] += u64::from(p == 0 && m != 0);
+impl WholeVolumeFit {
+    /// Per-class Dice and (tp, fp, fn) of the validation predictions thresholded per class,
+    /// pooled over the volumes.
+    fn pooled_dice(&self, thresholds: &[f32]) -> ([f64; 2], [[u64; 3]; 2]) {
+        let mut counts = [[0u64; 3]; 2];
+        for (pred, v) in self.predictions.iter().zip(&self.volumes) {
+            let pred = pred.mask_at(thresholds).unwrap();
+            let gt = v.mask.as_ref().unwrap();
+            let per_class = pred.data().len() / 2;
+            for (i, (&p, &m)) in pred.data().iter().zip(gt.data()).enumerate() {
+                let cnt = &mut counts[i / per_class];
+                cnt[0] += u64::from(p != 0 && m != 0);
+                cnt[1] += u64::from(p != 0 && m == 0);
+                cnt[2] += u64::from(p == 0 && m != 0);
+            }
         }
+        let dice = counts.map(|[tp, fp, fn_]| 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64);
+        (dice, counts)
     }
-    let dice = counts.map(|[tp, fp, fn_]| 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64);
-    (dice, counts)
 }
 
 fn phantom_dataset(dir: &std::path::Path) -> std::path::PathBuf {

@@ -136,11 +136,7 @@ fn kernel_conv(
     pads: [(usize, usize); 3],
 ) -> Tensor<5> {
     let [cout, _, k, _, _] = weight.dims();
-    let sym = if stride == 1 {
-        pads.iter().map(|&(b, a)| b.min(a)).min().unwrap_or(0)
-    } else {
-        0
-    };
+    let sym = if stride == 1 { symmetric_pad(pads) } else { 0 };
     let inner_kernel = k.div_ceil(stride);
     if !conv_kernel::supports(&x, inner_kernel, sym) {
         return burn_conv(x, weight, bias, stride, pads);
@@ -161,6 +157,11 @@ fn kernel_conv(
         Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
         None => y,
     }
+}
+
+/// The padding every side of every axis gets (the part seglab's kernel pads itself).
+fn symmetric_pad(pads: [(usize, usize); 3]) -> usize {
+    pads.iter().map(|&(b, a)| b.min(a)).min().unwrap_or(0)
 }
 
 /// `x` zero-padded by what `pads` asks beyond the symmetric `sym` the kernel pads itself.
@@ -186,7 +187,7 @@ pub fn conv3d_bias_relu(
     path: ConvPath,
 ) -> Tensor<5> {
     let k = weight.dims()[2];
-    let sym = pads.iter().map(|&(b, a)| b.min(a)).min().unwrap_or(0);
+    let sym = symmetric_pad(pads);
     if path == ConvPath::Kernel
         && stride == 1
         && !x.device().is_autodiff()

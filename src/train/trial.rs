@@ -153,126 +153,121 @@ pub fn run_trial(
         fold.test.len()
     ));
 
-    let (trainer, summary_epochs, best_epoch, stop_reason, thresholds) =
-        if let Some(l) = cfg.learned() {
-            // 2. Synthetic masks (CycleGAN).
-            let synthetic = if let ModelSettings::CycleGan { synth, .. } = &cfg.settings {
-                let t = Instant::now();
-                let mut out = Vec::new();
-                for (i, v) in train_vols.iter().enumerate() {
-                    let seed = derive_seed(derive_seed(ctx.seed, STREAM_SYNTH), i as u64);
-                    let m = generate_masks(synth, v.image.spatial(), seed)?;
-                    write_mask_file(&paths.synth_masks().join(format!("{}.tif", v.id)), &m.mask)?;
-                    out.push(PatchVolume {
-                        id: v.id.clone(),
-                        image: m.mask.map(f32::from),
-                        mask: None,
-                    });
-                }
-                timings.push(("synth_masks", t.elapsed().as_secs_f64()));
-                Some(out)
-            } else {
-                None
-            };
-
-            // 3. Patches.
+    // The per-class thresholds calibrated for the trained weights (`train.calibrate_threshold`).
+    let mut thresholds: Option<Vec<f32>> = None;
+    let (trainer, summary_epochs, best_epoch, stop_reason) = if let Some(l) = cfg.learned() {
+        // 2. Synthetic masks (CycleGAN).
+        let synthetic = if let ModelSettings::CycleGan { synth, .. } = &cfg.settings {
             let t = Instant::now();
-            let size = [l.patches.size; 3];
-            let unpaired = synthetic.is_some();
-            let to_patch = |v: &FoldVolume, with_mask: bool| PatchVolume {
-                id: v.id.clone(),
-                image: v.image.clone(),
-                mask: if with_mask { v.mask.clone() } else { None },
-            };
-            if train_vols.is_empty() {
-                return Err(TrainError::Setting(format!(
-                    "fold {} has no training volumes",
-                    ctx.fold
-                )));
+            let mut out = Vec::new();
+            for (i, v) in train_vols.iter().enumerate() {
+                let seed = derive_seed(derive_seed(ctx.seed, STREAM_SYNTH), i as u64);
+                let m = generate_masks(synth, v.image.spatial(), seed)?;
+                write_mask_file(&paths.synth_masks().join(format!("{}.tif", v.id)), &m.mask)?;
+                out.push(PatchVolume {
+                    id: v.id.clone(),
+                    image: m.mask.map(f32::from),
+                    mask: None,
+                });
             }
-            // CycleGAN never sees the ground truth of its training images.
-            let train_set = PatchSet::new(
-                train_vols.iter().map(|v| to_patch(v, !unpaired)).collect(),
-                size,
-            )?;
-            let val_masks = !val_vols.is_empty() && val_vols.iter().all(|v| v.mask.is_some());
-            let val_volumes: Vec<PatchVolume> = if l.driver.val_volumes && val_masks {
-                val_vols.iter().map(|v| to_patch(v, true)).collect()
-            } else {
-                Vec::new()
-            };
-            let val_set = if val_vols.is_empty() {
-                None
-            } else {
-                Some(PatchSet::new(
-                    val_vols.iter().map(|v| to_patch(v, val_masks)).collect(),
-                    size,
-                )?)
-            };
-            let synth_set = synthetic.map(|s| PatchSet::new(s, size)).transpose()?;
-            timings.push(("patches", t.elapsed().as_secs_f64()));
-
-            // 4. Fit.
-            let image_names = spec.image_channels.clone();
-            let mut trainer = build_trainer(cfg, &image_names, ctx.seed, &ctx.device)?;
-            let report = fit(
-                trainer.as_mut(),
-                &FitData {
-                    train: &train_set,
-                    synthetic: synth_set.as_ref(),
-                    val: val_set.as_ref(),
-                    val_volumes: &val_volumes,
-                },
-                &FitOptions {
-                    driver: &l.driver,
-                    patches: &l.patches,
-                    classes: &cfg.classes,
-                    infer: &l.infer,
-                    seed: ctx.seed,
-                    trial_id: &ctx.trial_id,
-                    attempt: ctx.attempt,
-                    checkpoint_latest: paths.checkpoint_latest(),
-                    checkpoint_best: paths.checkpoint_best(),
-                    resume: ctx.resume,
-                },
-                sink,
-                stop,
-                &mut log,
-            )?;
-            timings.push(("train", report.state.train_s));
-            timings.push(("validate", report.state.validate_s));
-            match report.end {
-                FitEnd::Interrupted => {
-                    return Ok(TrialOutcome::Interrupted {
-                        epoch: report.state.epochs_done,
-                    });
-                }
-                FitEnd::Stopped(reason) => {
-                    // The epoch whose weights the trainer holds now.
-                    let epoch = if l.driver.restore_best {
-                        report.state.best_epoch
-                    } else {
-                        Some(report.state.epochs_done)
-                    };
-                    let thresholds = epoch.and_then(|e| report.state.calibrated_thresholds(e));
-                    if let (Some(t), Some(e)) = (&thresholds, epoch) {
-                        log(&format!(
-                            "thresholds calibrated on the validation volumes after epoch {e}: {}",
-                            describe_thresholds(&cfg.classes, t)
-                        ));
-                    }
-                    (
-                        Some(trainer),
-                        report.state.epochs_done,
-                        epoch,
-                        reason,
-                        thresholds,
-                    )
-                }
-            }
+            timings.push(("synth_masks", t.elapsed().as_secs_f64()));
+            Some(out)
         } else {
-            (None, 0, None, StopReason::NoTraining, None)
+            None
         };
+
+        // 3. Patches.
+        let t = Instant::now();
+        let size = [l.patches.size; 3];
+        let unpaired = synthetic.is_some();
+        let to_patch = |v: &FoldVolume, with_mask: bool| PatchVolume {
+            id: v.id.clone(),
+            image: v.image.clone(),
+            mask: if with_mask { v.mask.clone() } else { None },
+        };
+        if train_vols.is_empty() {
+            return Err(TrainError::Setting(format!(
+                "fold {} has no training volumes",
+                ctx.fold
+            )));
+        }
+        // CycleGAN never sees the ground truth of its training images.
+        let train_set = PatchSet::new(
+            train_vols.iter().map(|v| to_patch(v, !unpaired)).collect(),
+            size,
+        )?;
+        let val_masks = !val_vols.is_empty() && val_vols.iter().all(|v| v.mask.is_some());
+        let val_volumes: Vec<PatchVolume> = if l.driver.val_volumes && val_masks {
+            val_vols.iter().map(|v| to_patch(v, true)).collect()
+        } else {
+            Vec::new()
+        };
+        let val_set = if val_vols.is_empty() {
+            None
+        } else {
+            Some(PatchSet::new(
+                val_vols.iter().map(|v| to_patch(v, val_masks)).collect(),
+                size,
+            )?)
+        };
+        let synth_set = synthetic.map(|s| PatchSet::new(s, size)).transpose()?;
+        timings.push(("patches", t.elapsed().as_secs_f64()));
+
+        // 4. Fit.
+        let image_names = spec.image_channels.clone();
+        let mut trainer = build_trainer(cfg, &image_names, ctx.seed, &ctx.device)?;
+        let report = fit(
+            trainer.as_mut(),
+            &FitData {
+                train: &train_set,
+                synthetic: synth_set.as_ref(),
+                val: val_set.as_ref(),
+                val_volumes: &val_volumes,
+            },
+            &FitOptions {
+                driver: &l.driver,
+                patches: &l.patches,
+                classes: &cfg.classes,
+                infer: &l.infer,
+                seed: ctx.seed,
+                trial_id: &ctx.trial_id,
+                attempt: ctx.attempt,
+                checkpoint_latest: paths.checkpoint_latest(),
+                checkpoint_best: paths.checkpoint_best(),
+                resume: ctx.resume,
+            },
+            sink,
+            stop,
+            &mut log,
+        )?;
+        timings.push(("train", report.state.train_s));
+        timings.push(("validate", report.state.validate_s));
+        match report.end {
+            FitEnd::Interrupted => {
+                return Ok(TrialOutcome::Interrupted {
+                    epoch: report.state.epochs_done,
+                });
+            }
+            FitEnd::Stopped(reason) => {
+                // The epoch whose weights the trainer holds now.
+                let epoch = if l.driver.restore_best {
+                    report.state.best_epoch
+                } else {
+                    Some(report.state.epochs_done)
+                };
+                thresholds = epoch.and_then(|e| report.state.calibrated_thresholds(e));
+                if let (Some(t), Some(e)) = (&thresholds, epoch) {
+                    log(&format!(
+                        "thresholds calibrated on the validation volumes after epoch {e}: {}",
+                        describe_thresholds(&cfg.classes, t)
+                    ));
+                }
+                (Some(trainer), report.state.epochs_done, epoch, reason)
+            }
+        }
+    } else {
+        (None, 0, None, StopReason::NoTraining)
+    };
 
     // 5. Predict the test volumes; 6. evaluate them.
     let (mut predict_s, mut evaluate_s) = (0.0, 0.0);
