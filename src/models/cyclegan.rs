@@ -181,12 +181,28 @@ impl CycleGanConfig {
         Ok(())
     }
 
-    /// Checks that cubic patches of `size` voxels pass the generators' two stride-2 levels and
-    /// the discriminators' four (a multiple of 16).
+    /// Checks a training patch edge: a multiple of 16 (the generators' two stride-2 levels and
+    /// the discriminators' four) and at least 32. At 16 the discriminators' last two instance
+    /// norms each see a single voxel and output their bias, so the scores do not depend on the
+    /// input and the adversarial terms train nothing.
     pub fn validate_patch(&self, size: usize) -> Result<(), ModelError> {
-        if size == 0 || !size.is_multiple_of(16) {
+        if size < 32 || !size.is_multiple_of(16) {
             return Err(ModelError::config(
                 "patch_size",
+                "must be a multiple of 16 and at least 32 for CycleGAN (smaller patches leave \
+                 its discriminators a single voxel to normalise)",
+                size,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a prediction window edge (only the segmenter sees windows): a positive multiple
+    /// of 16, like the other models' windows.
+    pub fn validate_window(&self, size: usize) -> Result<(), ModelError> {
+        if size == 0 || !size.is_multiple_of(16) {
+            return Err(ModelError::config(
+                "window",
                 "must be a positive multiple of 16 for CycleGAN",
                 size,
             ));
@@ -469,7 +485,7 @@ mod tests {
         let cfg = CycleGanConfig::new(1, 1)
             .with_generator_filters(2)
             .with_discriminator_filters(2);
-        cfg.validate_patch(16).unwrap();
+        cfg.validate_window(16).unwrap();
         let x = Tensor::ones([1, 1, 16, 16, 16], &dev);
         for mode in [ResidualMode::Concat, ResidualMode::Add] {
             let g = cfg.clone().with_residual_mode(mode).init_segmenter(1, &dev);
@@ -480,5 +496,33 @@ mod tests {
             let d = cfg.init_mask_discriminator(2, &dev).forward(y);
             assert_eq!(d.dims(), [1, 1, 1, 1, 1]);
         }
+    }
+
+    /// Why training patches must be at least 32: at 16 the discriminator's score is the same
+    /// for any input (its last instance norms see one voxel each); at 32 it is not.
+    #[test]
+    fn discriminator_needs_patches_of_32() {
+        let dev = Device::flex();
+        let cfg = CycleGanConfig::new(1, 1).with_discriminator_filters(2);
+        let d = cfg.init_mask_discriminator(1, &dev);
+        let scores = |n: usize| {
+            let a = Tensor::<5>::random([1, 1, n, n, n], burn::tensor::Distribution::Default, &dev);
+            let b = Tensor::<5>::random([1, 1, n, n, n], burn::tensor::Distribution::Default, &dev)
+                * 3.0;
+            (d.forward(a) - d.forward(b))
+                .abs()
+                .max()
+                .into_scalar::<f32>()
+        };
+        assert!(scores(16) < 1e-6, "scores at 16³ differ by {}", scores(16));
+        assert!(
+            scores(32) > 1e-4,
+            "scores at 32³ differ by only {}",
+            scores(32)
+        );
+        assert!(cfg.validate_patch(16).is_err());
+        cfg.validate_patch(32).unwrap();
+        cfg.validate_patch(48).unwrap();
+        assert!(cfg.validate_patch(40).is_err());
     }
 }

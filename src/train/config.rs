@@ -442,8 +442,12 @@ impl TrialConfig {
                 net.validate().map_err(prefix_net)?;
                 check_out(net.mask_channels, n, "net.mask_channels")?;
                 train.validate(net)?;
-                for &s in &sizes {
-                    net.validate_patch(s).map_err(prefix_patch)?;
+                // Training patches also pass the discriminators; windows only the segmenter.
+                if let Some(l) = &self.learned {
+                    net.validate_patch(l.patches.size)
+                        .map_err(|e| rename_field(e, "data.patches.size"))?;
+                    net.validate_window(l.infer.window[0])
+                        .map_err(|e| rename_field(e, "infer.window"))?;
                 }
                 synth
                     .validate()
@@ -765,13 +769,14 @@ fn prefix_net(e: ModelError) -> TrainError {
 }
 
 fn prefix_patch(e: ModelError) -> TrainError {
+    rename_field(e, "data.patches.size / infer.window")
+}
+
+/// A model config's error about its own field, renamed to the trial key it came from.
+fn rename_field(e: ModelError, key: &str) -> TrainError {
     match e {
-        ModelError::Config {
-            field,
-            expected,
-            got,
-        } if field == "patch_size" => ModelError::Config {
-            field: "data.patches.size / infer.window".into(),
+        ModelError::Config { expected, got, .. } => ModelError::Config {
+            field: key.into(),
             expected,
             got,
         }
@@ -1190,6 +1195,34 @@ mod tests {
         v["loss"]["alhpa"] = Value::from(3);
         let err = TrialConfig::from_value(&v).unwrap_err().to_string();
         assert!(err.contains("`loss.alpha`"), "{err}");
+    }
+
+    /// CycleGAN training patches must be ≥ 32 (the discriminators); windows of 16 are fine.
+    #[test]
+    fn cyclegan_patches_of_16_are_rejected_but_windows_of_16_are_not() {
+        let cfg = TrialConfig::resolve(
+            ModelKind::CycleGan,
+            &["golgi", "nuclei"],
+            Preset::Code,
+            ModelScale::CpuSmall,
+        )
+        .unwrap();
+        let set = |k: &str| parse_override(k).unwrap();
+        let err = cfg
+            .apply_overrides(&[set("data.patches.size=16")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data.patches.size") && err.contains("at least 32"),
+            "{err}"
+        );
+        cfg.apply_overrides(&[set("infer.window=16"), set("infer.step=12")])
+            .unwrap();
+        let err = cfg
+            .apply_overrides(&[set("infer.window=24")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("infer.window"), "{err}");
     }
 
     #[test]
