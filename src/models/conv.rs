@@ -17,7 +17,7 @@
 //! and against finite differences; the choice only changes speed.
 
 use super::conv_kernel;
-use super::phases::{self, PhaseLayout};
+use super::phases::{self, KernelUse, PhaseLayout};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose3d as burn_conv_transpose3d, conv3d as burn_conv3d};
@@ -218,21 +218,8 @@ fn polyphase(
         volume,
         phases: std::array::from_fn(|a| (volume[a] + pads[a].0 + pads[a].1).div_ceil(s)),
     };
-    (phases::to_phases(x, layout), kernel_phases(weight, s))
-}
-
-/// A kernel `[a, b, k, k, k]` as `[a, b·s³, kk, kk, kk]`, kk = ⌈k/s⌉: tap s·α + β of each
-/// axis at channel (b, β) and position α, zero past k (the polyphase form of the kernel).
-fn kernel_phases(weight: Tensor<5>, s: usize) -> Tensor<5> {
-    let [.., k, _, _] = weight.dims();
-    let kk = k.div_ceil(s);
-    let layout = PhaseLayout {
-        stride: s,
-        before: [0; 3],
-        volume: [k; 3],
-        phases: [kk; 3],
-    };
-    phases::to_phases(weight, layout)
+    let kernel = phases::kernel_phases(weight, s, KernelUse::Strided);
+    (phases::to_phases(x, layout), kernel)
 }
 
 /// A transposed convolution, stride s, kernel k ≥ s, weight `[in, out, k, k, k]` (burn's
@@ -275,9 +262,7 @@ pub fn conv_transpose3d(
     }
     // Output o = s·m + β collects taps a = s·α + β from input m − α: a stride-1 correlation
     // of the input padded by kk − 1 with the sub-kernel w[s·(kk − 1 − α) + β].
-    let wt = kernel_phases(weight, s) // [in, out·s³, kk, kk, kk]
-        .flip([2, 3, 4])
-        .swap_dims(0, 1); // [out·s³, in, kk, kk, kk]
+    let wt = phases::kernel_phases(weight, s, KernelUse::Transposed); // [out·s³, in, kk, kk, kk]
     let y = conv_kernel::padded_conv3d(x, wt, kk - 1); // [batch, out·s³, n + kk − 1, …]
     let [_, _, md, mh, mw] = y.dims();
     // Phase β of position m is output s·m + β of the full output; cropped by `before`.

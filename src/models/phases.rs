@@ -13,6 +13,12 @@
 //! Index map, per axis: phase tensor `[batch, c·s³, q…]` at channel `c·s³ + (βz·s + βy)·s +
 //! βx` and index `i` holds the volume `[batch, c, n…]` at `s·i + β − before` (zero when that
 //! lies outside `0..n`).
+//!
+//! Kernels get their own operation ([`kernel_phases`]): every layer rearranges its whole
+//! weight on every forward pass, and for transposed convolutions also flips and transposes
+//! it, which flex did as a strided copy (with the per-volume loop above, about a third of
+//! the `cpu-small` Vox2Vox's prediction time). It is one gather through an index table that
+//! is computed once per kernel shape; its backward is the gather through the inverse table.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -23,6 +29,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::conv_kernel::{flex_tensor, values};
 
@@ -44,6 +53,8 @@ pub trait PhaseShuffle: Backend {
     fn to_phases(x: FloatTensor<Self>, layout: PhaseLayout) -> FloatTensor<Self>;
     /// `[batch, c·s³, q…]` → `[batch, c, n…]` (the inverse on the voxels' places).
     fn from_phases(p: FloatTensor<Self>, layout: PhaseLayout) -> FloatTensor<Self>;
+    /// A kernel in its polyphase form (see [`KernelLayout`]).
+    fn kernel_phases(w: FloatTensor<Self>, layout: KernelLayout) -> FloatTensor<Self>;
 }
 
 /// [`PhaseShuffle::to_phases`] on tensors of a flex (CPU) device, float32.
@@ -62,6 +73,150 @@ pub fn from_phases(p: Tensor<5>, layout: PhaseLayout) -> Tensor<5> {
     Tensor::from_dispatch(out)
 }
 
+/// What a polyphase kernel is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelUse {
+    /// A strided convolution run on the input's phases: `[out, in, k³]` →
+    /// `[out, in·s³, kk³]`, tap s·α + β of each axis at channel `in·s³ + β` and position α.
+    Strided,
+    /// A transposed convolution run as one stride-1 convolution producing the output's
+    /// phases: burn's `[in, out, k³]` → `[out·s³, in, kk³]` holding tap s·(kk − 1 − α) + β at
+    /// channel `out·s³ + β` and position α (the strided form, flipped and transposed).
+    Transposed,
+}
+
+/// A kernel `[a, b, k, k, k]`, its stride s and use; kk = ⌈k/s⌉, taps past k are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelLayout {
+    pub stride: usize,
+    pub dims: [usize; 3],
+    pub kernel_use: KernelUse,
+}
+
+/// Index tables of a [`KernelLayout`]: `forward[j]` is the weight at output place j
+/// ([`NO_TAP`] for a zero), `backward[i]` the output place of weight i.
+struct KernelTables {
+    forward: Vec<u32>,
+    backward: Vec<u32>,
+}
+
+const NO_TAP: u32 = u32::MAX;
+
+impl KernelLayout {
+    fn kk(&self) -> usize {
+        self.dims[2].div_ceil(self.stride)
+    }
+
+    fn input_shape(&self) -> [usize; 5] {
+        let [a, b, k] = self.dims;
+        [a, b, k, k, k]
+    }
+
+    fn output_shape(&self) -> [usize; 5] {
+        let ([a, b, _], s3, kk) = (self.dims, self.stride.pow(3), self.kk());
+        match self.kernel_use {
+            KernelUse::Strided => [a, b * s3, kk, kk, kk],
+            KernelUse::Transposed => [b * s3, a, kk, kk, kk],
+        }
+    }
+
+    /// The tables of this layout, built on first use per thread and shared afterwards.
+    fn tables(&self) -> Arc<KernelTables> {
+        thread_local! {
+            static TABLES: RefCell<HashMap<KernelLayout, Arc<KernelTables>>> =
+                RefCell::new(HashMap::new());
+        }
+        TABLES.with(|t| {
+            t.borrow_mut()
+                .entry(*self)
+                .or_insert_with(|| Arc::new(self.build()))
+                .clone()
+        })
+    }
+
+    fn build(&self) -> KernelTables {
+        let ([a, b, k], s, kk) = (self.dims, self.stride, self.kk());
+        let (k3, kk3, s3) = (k * k * k, kk * kk * kk, s * s * s);
+        let len = a * b * k3;
+        assert!(
+            len < NO_TAP as usize,
+            "kernel_phases: {self:?} is too large for u32 indices"
+        );
+        let mut forward = vec![NO_TAP; a * b * s3 * kk3];
+        let mut backward = vec![0u32; len];
+        for (ia, ib, beta, alpha) in kernel_places(a, b, s3, kk3) {
+            let (bz, by, bx) = (beta / (s * s), beta / s % s, beta % s);
+            let (az, ay, ax) = (alpha / (kk * kk), alpha / kk % kk, alpha % kk);
+            let tap_of = |pos: usize, phase: usize| match self.kernel_use {
+                KernelUse::Strided => s * pos + phase,
+                KernelUse::Transposed => s * (kk - 1 - pos) + phase,
+            };
+            let tap = [tap_of(az, bz), tap_of(ay, by), tap_of(ax, bx)];
+            let place = match self.kernel_use {
+                KernelUse::Strided => ((ia * b + ib) * s3 + beta) * kk3 + alpha,
+                KernelUse::Transposed => ((ib * s3 + beta) * a + ia) * kk3 + alpha,
+            };
+            if tap.iter().all(|&t| t < k) {
+                let source = (ia * b + ib) * k3 + (tap[0] * k + tap[1]) * k + tap[2];
+                forward[place] = source as u32;
+                backward[source] = place as u32;
+            }
+        }
+        KernelTables { forward, backward }
+    }
+}
+
+/// (a, b, β, α) over `0..a × 0..b × 0..s3 × 0..kk3`, the last fastest.
+fn kernel_places(
+    a: usize,
+    b: usize,
+    s3: usize,
+    kk3: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..a).flat_map(move |ia| {
+        (0..b).flat_map(move |ib| {
+            (0..s3).flat_map(move |beta| (0..kk3).map(move |alpha| (ia, ib, beta, alpha)))
+        })
+    })
+}
+
+/// `out[j] = src[table[j]]`, zero where the table has [`NO_TAP`].
+fn gather(src: &[f32], table: &[u32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; table.len()];
+    out.par_chunks_mut(PARALLEL_GRAIN)
+        .zip(table.par_chunks(PARALLEL_GRAIN))
+        .for_each(|(dst, idx)| {
+            for (d, &i) in dst.iter_mut().zip(idx) {
+                if i != NO_TAP {
+                    *d = src[i as usize];
+                }
+            }
+        });
+    out
+}
+
+/// Values per parallel task of [`gather`]: below this a thread hand-off costs more than the
+/// copy.
+const PARALLEL_GRAIN: usize = 1 << 15;
+
+/// [`PhaseShuffle::kernel_phases`] on a flex (CPU) device, float32: `weight` `[a, b, k, k, k]`
+/// in the polyphase form for stride `stride` and `kernel_use`.
+pub fn kernel_phases(weight: Tensor<5>, stride: usize, kernel_use: KernelUse) -> Tensor<5> {
+    let [a, b, k, k1, k2] = weight.dims();
+    assert!(
+        k == k1 && k == k2,
+        "kernel_phases: kernel {k}×{k1}×{k2} is not a cube"
+    );
+    let layout = KernelLayout {
+        stride,
+        dims: [a, b, k],
+        kernel_use,
+    };
+    let out =
+        <burn::backend::Dispatch as PhaseShuffle>::kernel_phases(weight.into_dispatch(), layout);
+    Tensor::from_dispatch(out)
+}
+
 impl PhaseShuffle for Flex {
     fn to_phases(x: FlexTensor, layout: PhaseLayout) -> FlexTensor {
         shuffle(&x, layout, Direction::ToPhases)
@@ -69,6 +224,11 @@ impl PhaseShuffle for Flex {
 
     fn from_phases(p: FlexTensor, layout: PhaseLayout) -> FlexTensor {
         shuffle(&p, layout, Direction::FromPhases)
+    }
+
+    fn kernel_phases(w: FlexTensor, layout: KernelLayout) -> FlexTensor {
+        let tables = layout.tables();
+        flex_tensor(gather(&values(&w), &tables.forward), layout.output_shape())
     }
 }
 
@@ -123,6 +283,41 @@ impl<C: CheckpointStrategy> PhaseShuffle for Autodiff<Flex, C> {
 
     fn from_phases(p: FloatTensor<Self>, layout: PhaseLayout) -> FloatTensor<Self> {
         tracked::<C>(p, layout, Direction::FromPhases)
+    }
+
+    fn kernel_phases(w: FloatTensor<Self>, layout: KernelLayout) -> FloatTensor<Self> {
+        match KernelPhasesBackward
+            .prepare::<C>([w.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = Flex::kernel_phases(w.into_primitive(), layout);
+                prep.finish(layout, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::kernel_phases(w.into_primitive(), layout))
+            }
+        }
+    }
+}
+
+/// Backward of [`PhaseShuffle::kernel_phases`]: each weight takes the gradient of the one
+/// place it went to (the map is injective and every tap has a place).
+#[derive(Debug)]
+struct KernelPhasesBackward;
+
+impl Backward<Flex, 1> for KernelPhasesBackward {
+    type State = KernelLayout;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad: FlexTensor = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            let layout = ops.state;
+            let back = gather(&values(&grad), &layout.tables().backward);
+            grads.register::<Flex>(node.id, flex_tensor(back, layout.input_shape()));
+        }
     }
 }
 
@@ -250,5 +445,58 @@ mod tests {
             .backward();
         let gp = p.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
         assert_eq!(gp, to_phases(rv, l).try_into_vec_as::<f32>().unwrap());
+    }
+
+    /// The kernel op equals the general rearrangement of the kernel as a volume (flipped and
+    /// transposed for transposed convolutions), values and gradients, with and without taps
+    /// past k.
+    #[test]
+    fn kernel_phases_equal_the_volume_rearrangement() {
+        let (flex, dev) = (Device::flex(), Device::flex().autodiff());
+        for (k, s) in [(4usize, 2usize), (3, 2), (2, 2), (3, 3)] {
+            let kk = k.div_ceil(s);
+            let layout = PhaseLayout {
+                stride: s,
+                before: [0; 3],
+                volume: [k; 3],
+                phases: [kk; 3],
+            };
+            let reference = |w: Tensor<5>, u: KernelUse| {
+                let p = to_phases(w, layout);
+                match u {
+                    KernelUse::Strided => p,
+                    KernelUse::Transposed => p.flip([2, 3, 4]).swap_dims(0, 1),
+                }
+            };
+            let n = 2 * 3 * k * k * k;
+            let v: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let w =
+                |d: &Device| Tensor::<5>::from_data(TensorData::new(v.clone(), [2, 3, k, k, k]), d);
+            for u in [KernelUse::Strided, KernelUse::Transposed] {
+                let got = kernel_phases(w(&flex), s, u);
+                let want = reference(w(&flex), u);
+                assert_eq!(got.dims(), want.dims(), "k {k} s {s} {u:?}");
+                assert_eq!(
+                    got.try_into_vec_as::<f32>().unwrap(),
+                    want.try_into_vec_as::<f32>().unwrap(),
+                    "k {k} s {s} {u:?}"
+                );
+                let gradient = |f: &dyn Fn(Tensor<5>) -> Tensor<5>| {
+                    let x = w(&dev).require_grad();
+                    let y = f(x.clone());
+                    let r: Vec<f32> = (0..y.shape().num_elements())
+                        .map(|i| (i % 7) as f32 - 2.0)
+                        .collect();
+                    let r = Tensor::<5>::from_data(TensorData::new(r, y.dims()), &dev);
+                    let grads = (y * r).sum().backward();
+                    x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap()
+                };
+                assert_eq!(
+                    gradient(&|x| kernel_phases(x, s, u)),
+                    gradient(&|x| reference(x, u)),
+                    "gradient, k {k} s {s} {u:?}"
+                );
+            }
+        }
     }
 }
