@@ -17,8 +17,9 @@
 //! Kernels get their own operation ([`kernel_phases`]): every layer rearranges its whole
 //! weight on every forward pass, and for transposed convolutions also flips and transposes
 //! it, which flex did as a strided copy (with the per-volume loop above, about a third of
-//! the `cpu-small` Vox2Vox's prediction time). It is one gather through an index table that
-//! is computed once per kernel shape; its backward is the gather through the inverse table.
+//! the `cpu-small` Vox2Vox's prediction time). It is one parallel gather through the taps of
+//! a single kernel (the same for every input/output channel pair); its backward is the
+//! gather the other way.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -29,9 +30,6 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::Arc;
 
 use super::conv_kernel::{flex_tensor, values};
 
@@ -93,14 +91,8 @@ pub struct KernelLayout {
     pub kernel_use: KernelUse,
 }
 
-/// Index tables of a [`KernelLayout`]: `forward[j]` is the weight at output place j
-/// ([`NO_TAP`] for a zero), `backward[i]` the output place of weight i.
-struct KernelTables {
-    forward: Vec<u32>,
-    backward: Vec<u32>,
-}
-
-const NO_TAP: u32 = u32::MAX;
+/// Marks a polyphase place past the kernel's edge (a zero).
+const NO_TAP: usize = usize::MAX;
 
 impl KernelLayout {
     fn kk(&self) -> usize {
@@ -120,83 +112,94 @@ impl KernelLayout {
         }
     }
 
-    /// The tables of this layout, built on first use per thread and shared afterwards.
-    fn tables(&self) -> Arc<KernelTables> {
-        thread_local! {
-            static TABLES: RefCell<HashMap<KernelLayout, Arc<KernelTables>>> =
-                RefCell::new(HashMap::new());
-        }
-        TABLES.with(|t| {
-            t.borrow_mut()
-                .entry(*self)
-                .or_insert_with(|| Arc::new(self.build()))
-                .clone()
-        })
-    }
-
-    fn build(&self) -> KernelTables {
-        let ([a, b, k], s, kk) = (self.dims, self.stride, self.kk());
-        let (k3, kk3, s3) = (k * k * k, kk * kk * kk, s * s * s);
-        let len = a * b * k3;
-        assert!(
-            len < NO_TAP as usize,
-            "kernel_phases: {self:?} is too large for u32 indices"
-        );
-        let mut forward = vec![NO_TAP; a * b * s3 * kk3];
-        let mut backward = vec![0u32; len];
-        for (ia, ib, beta, alpha) in kernel_places(a, b, s3, kk3) {
-            let (bz, by, bx) = (beta / (s * s), beta / s % s, beta % s);
-            let (az, ay, ax) = (alpha / (kk * kk), alpha / kk % kk, alpha % kk);
-            let tap_of = |pos: usize, phase: usize| match self.kernel_use {
-                KernelUse::Strided => s * pos + phase,
-                KernelUse::Transposed => s * (kk - 1 - pos) + phase,
-            };
-            let tap = [tap_of(az, bz), tap_of(ay, by), tap_of(ax, bx)];
-            let place = match self.kernel_use {
-                KernelUse::Strided => ((ia * b + ib) * s3 + beta) * kk3 + alpha,
-                KernelUse::Transposed => ((ib * s3 + beta) * a + ia) * kk3 + alpha,
-            };
-            if tap.iter().all(|&t| t < k) {
-                let source = (ia * b + ib) * k3 + (tap[0] * k + tap[1]) * k + tap[2];
-                forward[place] = source as u32;
-                backward[source] = place as u32;
+    /// For each phase β and position α (`β·kk³ + α`), the tap of one `k³` kernel it holds
+    /// (the same for every (a, b) pair), or [`NO_TAP`].
+    fn taps(&self) -> Vec<usize> {
+        let (k, s, kk) = (self.dims[2], self.stride, self.kk());
+        let tap_of = |pos: usize, phase: usize| match self.kernel_use {
+            KernelUse::Strided => s * pos + phase,
+            KernelUse::Transposed => s * (kk - 1 - pos) + phase,
+        };
+        let mut taps = Vec::with_capacity(s.pow(3) * kk.pow(3));
+        for (bz, by, bx) in cube(s) {
+            for (az, ay, ax) in cube(kk) {
+                let t = [tap_of(az, bz), tap_of(ay, by), tap_of(ax, bx)];
+                taps.push(if t.iter().all(|&t| t < k) {
+                    (t[0] * k + t[1]) * k + t[2]
+                } else {
+                    NO_TAP
+                });
             }
         }
-        KernelTables { forward, backward }
+        taps
     }
-}
 
-/// (a, b, β, α) over `0..a × 0..b × 0..s3 × 0..kk3`, the last fastest.
-fn kernel_places(
-    a: usize,
-    b: usize,
-    s3: usize,
-    kk3: usize,
-) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-    (0..a).flat_map(move |ia| {
-        (0..b).flat_map(move |ib| {
-            (0..s3).flat_map(move |beta| (0..kk3).map(move |alpha| (ia, ib, beta, alpha)))
-        })
-    })
-}
-
-/// `out[j] = src[table[j]]`, zero where the table has [`NO_TAP`].
-fn gather(src: &[f32], table: &[u32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; table.len()];
-    out.par_chunks_mut(PARALLEL_GRAIN)
-        .zip(table.par_chunks(PARALLEL_GRAIN))
-        .for_each(|(dst, idx)| {
-            for (d, &i) in dst.iter_mut().zip(idx) {
-                if i != NO_TAP {
-                    *d = src[i as usize];
+    /// The polyphase form of the contiguous kernel `w`.
+    fn forward(&self, w: &[f32]) -> Vec<f32> {
+        let ([a, b, k], taps) = (self.dims, self.taps());
+        let (k3, s3) = (k * k * k, self.stride.pow(3));
+        let kk3 = taps.len() / s3;
+        let mut out = vec![0.0f32; taps.len() * a * b];
+        // One row: the kk³ positions of one phase of one (a, b) kernel.
+        let fill = |row: &mut [f32], kernel: usize, phase: usize| {
+            let src = &w[kernel * k3..][..k3];
+            for (d, &t) in row.iter_mut().zip(&taps[phase * kk3..][..kk3]) {
+                if t != NO_TAP {
+                    *d = src[t];
                 }
             }
-        });
-    out
+        };
+        let rows = out
+            .par_chunks_mut(kk3)
+            .with_min_len(PARALLEL_GRAIN / kk3 + 1);
+        match self.kernel_use {
+            // rows ordered (a, b, β)
+            KernelUse::Strided => rows
+                .enumerate()
+                .for_each(|(r, row)| fill(row, r / s3, r % s3)),
+            // rows ordered (b, β, a)
+            KernelUse::Transposed => rows.enumerate().for_each(|(r, row)| {
+                let (ib, beta, ia) = (r / (s3 * a), r / a % s3, r % a);
+                fill(row, ia * b + ib, beta)
+            }),
+        }
+        out
+    }
+
+    /// The gradient of the kernel from the gradient `g` of its polyphase form: each tap takes
+    /// the gradient of the one place it went to.
+    fn backward(&self, g: &[f32]) -> Vec<f32> {
+        let ([a, b, k], taps) = (self.dims, self.taps());
+        let (k3, s3) = (k * k * k, self.stride.pow(3));
+        let kk3 = taps.len() / s3;
+        let mut out = vec![0.0f32; a * b * k3];
+        out.par_chunks_mut(k3)
+            .with_min_len(PARALLEL_GRAIN / k3 + 1)
+            .enumerate()
+            .for_each(|(kernel, dst)| {
+                let (ia, ib) = (kernel / b, kernel % b);
+                for (i, &t) in taps.iter().enumerate() {
+                    if t == NO_TAP {
+                        continue;
+                    }
+                    let (phase, pos) = (i / kk3, i % kk3);
+                    let row = match self.kernel_use {
+                        KernelUse::Strided => kernel * s3 + phase,
+                        KernelUse::Transposed => (ib * s3 + phase) * a + ia,
+                    };
+                    dst[t] = g[row * kk3 + pos];
+                }
+            });
+        out
+    }
 }
 
-/// Values per parallel task of [`gather`]: below this a thread hand-off costs more than the
-/// copy.
+/// (z, y, x) over `0..n` on each axis, x fastest.
+fn cube(n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..n).flat_map(move |z| (0..n).flat_map(move |y| (0..n).map(move |x| (z, y, x))))
+}
+
+/// Values per parallel task, at least: below this a thread hand-off costs more than the copy.
 const PARALLEL_GRAIN: usize = 1 << 15;
 
 /// [`PhaseShuffle::kernel_phases`] on a flex (CPU) device, float32: `weight` `[a, b, k, k, k]`
@@ -227,8 +230,7 @@ impl PhaseShuffle for Flex {
     }
 
     fn kernel_phases(w: FlexTensor, layout: KernelLayout) -> FlexTensor {
-        let tables = layout.tables();
-        flex_tensor(gather(&values(&w), &tables.forward), layout.output_shape())
+        flex_tensor(layout.forward(&values(&w)), layout.output_shape())
     }
 }
 
@@ -315,7 +317,7 @@ impl Backward<Flex, 1> for KernelPhasesBackward {
         let grad: FlexTensor = grads.consume::<Flex>(&ops.node);
         if let Some(node) = parent {
             let layout = ops.state;
-            let back = gather(&values(&grad), &layout.tables().backward);
+            let back = layout.backward(&values(&grad));
             grads.register::<Flex>(node.id, flex_tensor(back, layout.input_shape()));
         }
     }
