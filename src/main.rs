@@ -23,8 +23,8 @@ fn main() -> ExitCode {
 /// A parallel operation started from a thread outside the pool is queued into it and waited
 /// for on a futex, two thread wake-ups per operation; started from a pool thread it is split by
 /// work stealing. A network's forward and backward passes are hundreds of such operations, so
-/// at `cpu-small` this made Vox2Vox prediction 20–30 % and U-Net and Vox2Vox training steps
-/// about 10 % faster (`seglab bench`, interleaved runs). The work stays on the main thread:
+/// at `cpu-small` this made training steps and Vox2Vox prediction about 10–25 % faster
+/// (interleaved `seglab bench` runs). The work stays on the main thread:
 /// moved to a spawned worker, its large tensors came from a glibc thread arena, which maps and
 /// unmaps every block above 64 MiB afresh (the `paper` U-Net's training step took 23 s
 /// instead of 13 s).
