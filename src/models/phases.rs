@@ -260,47 +260,38 @@ impl Backward<Flex, 1> for ShuffleBackward {
     }
 }
 
-fn tracked<C: CheckpointStrategy>(
+/// `compute` on the flex tensor of `x`, recorded for autodiff with `backward` and its `state`
+/// when `x` is tracked.
+fn tracked<C: CheckpointStrategy, O: Backward<Flex, 1>>(
     x: FloatTensor<Autodiff<Flex, C>>,
-    layout: PhaseLayout,
-    direction: Direction,
+    backward: O,
+    state: O::State,
+    compute: impl FnOnce(FlexTensor) -> FlexTensor,
 ) -> FloatTensor<Autodiff<Flex, C>> {
-    match ShuffleBackward(direction)
-        .prepare::<C>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
+    match backward.prepare::<C>([x.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let out = shuffle(&x.into_primitive(), layout, direction);
-            prep.finish(layout, out)
+            let out = compute(x.into_primitive());
+            prep.finish(state, out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(shuffle(&x.into_primitive(), layout, direction)),
+        OpsKind::UnTracked(prep) => prep.finish(compute(x.into_primitive())),
     }
 }
 
 impl<C: CheckpointStrategy> PhaseShuffle for Autodiff<Flex, C> {
     fn to_phases(x: FloatTensor<Self>, layout: PhaseLayout) -> FloatTensor<Self> {
-        tracked::<C>(x, layout, Direction::ToPhases)
+        let d = Direction::ToPhases;
+        tracked::<C, _>(x, ShuffleBackward(d), layout, |x| shuffle(&x, layout, d))
     }
 
     fn from_phases(p: FloatTensor<Self>, layout: PhaseLayout) -> FloatTensor<Self> {
-        tracked::<C>(p, layout, Direction::FromPhases)
+        let d = Direction::FromPhases;
+        tracked::<C, _>(p, ShuffleBackward(d), layout, |p| shuffle(&p, layout, d))
     }
 
     fn kernel_phases(w: FloatTensor<Self>, layout: KernelLayout) -> FloatTensor<Self> {
-        match KernelPhasesBackward
-            .prepare::<C>([w.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = Flex::kernel_phases(w.into_primitive(), layout);
-                prep.finish(layout, out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(Flex::kernel_phases(w.into_primitive(), layout))
-            }
-        }
+        tracked::<C, _>(w, KernelPhasesBackward, layout, |w| {
+            Flex::kernel_phases(w, layout)
+        })
     }
 }
 

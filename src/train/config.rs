@@ -1122,15 +1122,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn overrides_change_values_and_reject_unknown_keys() {
-        let cfg = TrialConfig::resolve(
+    /// The 2-class CycleGAN trial at `cpu-small` with the published settings.
+    fn cyclegan_cpu_small() -> TrialConfig {
+        TrialConfig::resolve(
             ModelKind::CycleGan,
             &["golgi", "nuclei"],
             Preset::Code,
             ModelScale::CpuSmall,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn overrides_change_values_and_reject_unknown_keys() {
+        let cfg = cyclegan_cpu_small();
         let set = |k: &str| parse_override(k).unwrap();
         let c = cfg
             .apply_overrides(&[
@@ -1200,13 +1205,7 @@ mod tests {
     /// CycleGAN training patches must be ≥ 32 (the discriminators); windows of 16 are fine.
     #[test]
     fn cyclegan_patches_of_16_are_rejected_but_windows_of_16_are_not() {
-        let cfg = TrialConfig::resolve(
-            ModelKind::CycleGan,
-            &["golgi", "nuclei"],
-            Preset::Code,
-            ModelScale::CpuSmall,
-        )
-        .unwrap();
+        let cfg = cyclegan_cpu_small();
         let set = |k: &str| parse_override(k).unwrap();
         let err = cfg
             .apply_overrides(&[set("data.patches.size=16")])
