@@ -336,17 +336,29 @@ fn make_tasks(trials: &[Trial]) -> Vec<Task> {
 
 /// Groups trials into configurations (task, model, values of the keys swept for that model)
 /// and sets `Trial::config`.
+/// The value shown for a swept key a trial does not have.
+const ABSENT: &str = "–";
+
 fn make_configs(
     trials: &mut [Trial],
     tasks: &[Task],
 ) -> (Vec<Config>, BTreeMap<String, Vec<String>>) {
-    // keys that vary within (task, model)
+    // keys that vary within (task, model); a key some trials lack (a spec that gained a grid
+    // key between runs into the same store) varies too, "–" standing for its absence
     let mut values: BTreeMap<(String, String), BTreeMap<String, BTreeSet<String>>> =
         BTreeMap::new();
     for t in trials.iter() {
         let entry = values.entry((t.task.clone(), t.model.clone())).or_default();
         for (k, v) in &t.params {
             entry.entry(k.clone()).or_default().insert(v.clone());
+        }
+    }
+    for t in trials.iter() {
+        let entry = values.entry((t.task.clone(), t.model.clone())).or_default();
+        for (k, v) in entry.iter_mut() {
+            if !t.params.contains_key(k) {
+                v.insert(ABSENT.into());
+            }
         }
     }
     let varying: BTreeMap<(String, String), Vec<String>> = values
@@ -395,7 +407,7 @@ fn make_configs(
             .map(|k| {
                 (
                     short(k),
-                    t.params.get(k).cloned().unwrap_or_else(|| "–".into()),
+                    t.params.get(k).cloned().unwrap_or_else(|| ABSENT.into()),
                 )
             })
             .collect();
@@ -614,6 +626,37 @@ mod tests {
         assert_eq!(p.tasks[0].slug, "2class");
         assert_eq!(p.tasks[0].classes, vec!["nuclei", "golgi"]);
         assert_eq!(p.tasks[1].classes, vec!["nuclei", "golgi", "pair"]);
+        assert_eq!(p.swept["golgi,nuclei"], vec!["golgi_weight"]);
+    }
+
+    /// Trials recorded before their spec gained a grid key lack it: they form a row of their
+    /// own instead of being pooled with the trials that have it.
+    #[test]
+    fn a_key_some_trials_lack_still_separates_the_rows() {
+        let mut input = fixture::small_sweep();
+        let key = "param.loss.golgi_weight";
+        input.trials = input
+            .trials
+            .clone()
+            .lazy()
+            .with_column(
+                when(col(key).eq(lit("1.0")))
+                    .then(lit(NULL).cast(DataType::String))
+                    .otherwise(col(key))
+                    .alias(key),
+            )
+            .collect()
+            .unwrap();
+        let p = Prepared::new(&input, &ReportOptions::default()).unwrap();
+        let labels: Vec<&str> = p.configs.iter().map(|c| c.label.as_str()).collect();
+        assert!(
+            labels.contains(&"CycleGAN (golgi_weight = –)"),
+            "{labels:?}"
+        );
+        assert!(
+            labels.contains(&"CycleGAN (golgi_weight = 3.5)"),
+            "{labels:?}"
+        );
         assert_eq!(p.swept["golgi,nuclei"], vec!["golgi_weight"]);
     }
 

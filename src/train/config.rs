@@ -20,7 +20,8 @@
 //! net.*                        models::{Unet3dConfig, Vox2VoxConfig, CycleGanConfig}
 //! train.{epochs, patience, min_delta, batch, shuffle, iterations_per_epoch, val_batches,
 //!        val_volumes, calibrate_threshold, selection, checkpoint_every, collapse.*}
-//! train.optimizer (unet3d) | train.opt_g, train.opt_d (vox2vox, cyclegan) | train.pool_size
+//! train.optimizer (unet3d) | train.opt_g, train.opt_d (vox2vox, cyclegan) | train.pool_size,
+//!                              train.straight_through_masks (cyclegan)
 //! loss.*                       Dice settings; vox2vox adds alpha; cyclegan: lambda_cycle,
 //!                              lambda_identity, golgi_weight
 //! synth.*                      synth::MaskConfig (cyclegan only)
@@ -549,6 +550,10 @@ impl TrialConfig {
                 t.insert("opt_g".into(), json(&train.opt_g));
                 t.insert("opt_d".into(), json(&train.opt_d));
                 t.insert("pool_size".into(), json(&train.pool_size));
+                t.insert(
+                    "straight_through_masks".into(),
+                    json(&train.straight_through_masks),
+                );
                 root.insert("train".into(), Value::Object(t));
                 let mut loss = Map::new();
                 loss.insert("lambda_cycle".into(), json(&train.lambda_cycle));
@@ -586,7 +591,13 @@ impl TrialConfig {
         } else {
             let train = train.ok_or_else(|| missing("train"))?;
             let mut t = train.clone();
-            for k in ["optimizer", "opt_g", "opt_d", "pool_size"] {
+            for k in [
+                "optimizer",
+                "opt_g",
+                "opt_d",
+                "pool_size",
+                "straight_through_masks",
+            ] {
                 t.remove(k);
             }
             Some(Learned {
@@ -632,6 +643,13 @@ impl TrialConfig {
                     lambda_identity: field_in(&loss, "loss", "lambda_identity")?,
                     golgi_weight: field_in(&loss, "loss", "golgi_weight")?,
                     pool_size: field_in(&train, "train", "pool_size")?,
+                    // Configs recorded before the option existed ran without it.
+                    straight_through_masks: opt_field(
+                        &train,
+                        "train.straight_through_masks",
+                        "straight_through_masks",
+                    )?
+                    .unwrap_or(false),
                 },
                 synth: field(root, "synth")?,
             },

@@ -16,6 +16,9 @@
 //! One Adam per network (G lr 5e-4, D lr 1e-4, β1 0.5, ε 1e-7). A "frozen" network is a
 //! `no_grad` copy: gradients flow through it to the network being stepped, but nothing of it
 //! is updated, as with Keras' compile-time `trainable = False`.
+//!
+//! Option not in the published code: `straight_through_masks` hands the segmenter's output on
+//! as a binary mask (its sign) wherever it stands for a mask, with straight-through gradients.
 
 use std::path::Path;
 
@@ -58,6 +61,12 @@ pub struct CycleGanTrainConfig {
     /// Generated images kept per domain for the discriminator updates (50); 0 disables the pool.
     #[config(default = 50)]
     pub pool_size: usize,
+    /// Hand the segmenter's output on as a binary mask: wherever it stands for a mask — at the
+    /// mask discriminator, in its pool, at the painter in both cycles — it is replaced by its
+    /// sign, and gradients pass straight through as if it were not (Bengio et al. 2013). Not
+    /// in the published code (false).
+    #[config(default = false)]
+    pub straight_through_masks: bool,
 }
 
 impl CycleGanTrainConfig {
@@ -293,7 +302,8 @@ impl CycleGanTrainer {
 
     /// The composite loss of generator `g` (domain X → Y) with the other generator `f` (Y → X)
     /// and Y's discriminator `d`, for inputs `x` of X and `y` of Y. `f` and `d` should be frozen
-    /// (or plain) copies; gradients then reach `g` only.
+    /// (or plain) copies; gradients then reach `g` only. `y_is_mask` says whether `g` is the
+    /// segmenter (its outputs are then handed on through [`Self::as_mask`], and `f`'s are not).
     #[allow(clippy::too_many_arguments)]
     fn composite(
         &self,
@@ -304,8 +314,10 @@ impl CycleGanTrainer {
         y: Tensor<5>,
         w_x: &[f64],
         w_y: &[f64],
+        y_is_mask: bool,
     ) -> Composite {
-        let gx = g.forward(x.clone()); // [batch, Y channels, n, n, n]
+        let hand_on = |t: Tensor<5>, is_mask: bool| if is_mask { self.as_mask(t) } else { t };
+        let gx = hand_on(g.forward(x.clone()), y_is_mask); // [batch, Y channels, n, n, n]
         let adversarial = lsgan(d.forward(gx.clone()), 1.0);
         let identity = if self.config.lambda_identity > 0.0 {
             weighted_l1(g.forward(y.clone()), y.clone(), w_y)
@@ -313,7 +325,8 @@ impl CycleGanTrainer {
             Tensor::zeros([1], &gx.device())
         };
         let forward_cycle = weighted_l1(f.forward(gx), x, w_x);
-        let backward_cycle = weighted_l1(g.forward(f.forward(y.clone())), y, w_y);
+        let fy = hand_on(f.forward(y.clone()), !y_is_mask);
+        let backward_cycle = weighted_l1(g.forward(fy), y, w_y);
         let cycle = forward_cycle + backward_cycle;
         let total = adversarial.clone()
             + identity.clone() * self.config.lambda_identity
@@ -323,6 +336,16 @@ impl CycleGanTrainer {
             adversarial,
             identity,
             cycle,
+        }
+    }
+
+    /// A segmenter output (tanh range) as the mask it is handed on as: itself, or with
+    /// `straight_through_masks` its [`straight_through_sign`].
+    fn as_mask(&self, t: Tensor<5>) -> Tensor<5> {
+        if self.config.straight_through_masks {
+            straight_through_sign(t)
+        } else {
+            t
         }
     }
 
@@ -345,6 +368,16 @@ impl CycleGanTrainer {
     }
 }
 
+/// +1 where `t` > 0, else −1, with the gradient of the identity (a straight-through
+/// estimator, Bengio et al. 2013). A mask discriminator that sees the segmenter's soft output
+/// wins on "is it exactly ±1" alone — the output cannot saturate through the per-patch
+/// instance norm before its tanh — and the painter can read information hidden in soft
+/// values (see README, Limits); on the sign, both must deal with the mask's shape.
+fn straight_through_sign(t: Tensor<5>) -> Tensor<5> {
+    let hard = t.clone().greater_elem(0.0).float() * 2.0 - 1.0;
+    t.clone() + (hard - t).detach()
+}
+
 /// [0, 1] → [−1, 1] (§1.5).
 fn to_tanh_range(t: Tensor<5>) -> Tensor<5> {
     t * 2.0 - 1.0
@@ -364,7 +397,7 @@ impl Trainer for CycleGanTrainer {
         // 2–3. Fakes of the pre-update generators, through the pools.
         let mut rng = ChaCha8Rng::seed_from_u64(step_seed(self.seed, STREAM_POOL, self.steps));
         let fake_a = self.g_ba.valid().forward(b.clone().inner());
-        let fake_b = self.g_ab.valid().forward(a.clone().inner());
+        let fake_b = self.as_mask(self.g_ab.valid().forward(a.clone().inner()));
         let pooled_a = self.pool_a.query(fake_a, &mut rng).autodiff();
         let pooled_b = self.pool_b.query(fake_b, &mut rng).autodiff();
 
@@ -378,6 +411,7 @@ impl Trainer for CycleGanTrainer {
             a.clone(),
             &wb,
             &wa,
+            false,
         );
         out.push("g_ba_loss", c.total.clone());
         let grads = GradientsParams::from_grads(c.total.backward(), &self.g_ba);
@@ -404,6 +438,7 @@ impl Trainer for CycleGanTrainer {
             b.clone(),
             &wa,
             &wb,
+            true,
         );
         out.push("g_ab_loss", c.total.clone());
         out.push("g_ab_adversarial", c.adversarial);
@@ -435,6 +470,7 @@ impl Trainer for CycleGanTrainer {
             b,
             &self.image_weights,
             &self.mask_weights,
+            true,
         );
         let mut out = StepLosses::default();
         out.push("g_ab_loss", c.total);
@@ -537,5 +573,28 @@ impl CycleGanTrainer {
             &self.model_config,
             &self.config,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forward: the sign (0 counts as background). Backward: the incoming gradient unchanged.
+    #[test]
+    fn straight_through_sign_is_binary_forward_and_identity_backward() {
+        let dev = Device::flex().autodiff();
+        let values = [-0.9f32, -0.1, 0.0, 0.2, 0.7, -0.3, 0.05, 0.99];
+        let x = Tensor::<1>::from_floats(values, &dev)
+            .reshape([1, 1, 2, 2, 2])
+            .require_grad();
+        let weights = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &dev)
+            .reshape([1, 1, 2, 2, 2]);
+        let y = straight_through_sign(x.clone());
+        let got = y.clone().try_into_vec_as::<f32>().unwrap();
+        assert_eq!(got, [-1.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0]);
+        let grads = (y * weights.clone()).sum().backward();
+        let gx = x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
+        assert_eq!(gx, weights.try_into_vec_as::<f32>().unwrap());
     }
 }
