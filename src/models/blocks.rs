@@ -25,8 +25,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
-use super::conv;
 use super::init::{self, Fans, InitScheme, SeedStream};
+use super::{bn_relu_kernel, conv};
 
 /// How a convolution pads its input (Keras `padding=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,9 +254,12 @@ impl InstanceNorm3d {
 /// ([`conv::conv3d_bias_relu`]). The activation is written once, where burn's generic
 /// `batch_norm` makes four broadcast passes over it (sub, div, mul, add) and the bias and
 /// ReLU two more.
+///
+/// In training the batch norm and ReLU after the convolution are one operation on the CPU
+/// ([`batch_norm_relu_train`]).
 pub fn conv_batch_norm_relu(conv: &Conv3dLayer, bn: &BatchNorm, x: Tensor<5>) -> Tensor<5> {
     if x.device().is_autodiff() && bn.training.is_enabled() {
-        return relu(bn.forward(conv.forward(x)));
+        return batch_norm_relu_train(bn, conv.forward(x));
     }
     let weight = conv.weight.val();
     let [cout, ..] = weight.dims();
@@ -264,6 +267,29 @@ pub fn conv_batch_norm_relu(conv: &Conv3dLayer, bn: &BatchNorm, x: Tensor<5>) ->
     let weight = weight * scale.clone().reshape([cout, 1, 1, 1, 1]);
     let bias = (conv.bias.val() - bn.running_mean.value()) * scale + bn.beta.val();
     conv.forward_with(x, weight, bias, true)
+}
+
+/// `relu(bn(x))` with the batch's statistics, updating `bn`'s running statistics as burn's
+/// `BatchNorm::forward` does in training (running = (1 − momentum)·running + momentum·batch).
+/// On flex devices the two layers run as [`bn_relu_kernel::batch_norm_relu_train`], one
+/// backend operation with a handwritten backward pass; elsewhere as burn's layers.
+pub fn batch_norm_relu_train(bn: &BatchNorm, x: Tensor<5>) -> Tensor<5> {
+    if !bn_relu_kernel::supports(&x) {
+        return relu(bn.forward(x));
+    }
+    let (y, mean, variance) =
+        bn_relu_kernel::batch_norm_relu_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let device = y.device();
+    let mix = |running: Tensor<1>, batch: Tensor<1>| {
+        (running.to_device(&device).mul_scalar(1.0 - bn.momentum)
+            + batch.detach().mul_scalar(bn.momentum))
+        .detach()
+    };
+    bn.running_mean
+        .update(mix(bn.running_mean.value_sync(), mean));
+    bn.running_var
+        .update(mix(bn.running_var.value_sync(), variance));
+    y
 }
 
 /// burn's `BatchNorm` configured as Keras' default `BatchNormalization` (U-Net, §3.1): burn's

@@ -22,6 +22,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub mod blocks;
+pub mod bn_relu_kernel;
 pub mod conv;
 pub mod conv_kernel;
 pub mod cyclegan;
