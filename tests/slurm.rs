@@ -715,7 +715,13 @@ fn a_sweep_runs_as_a_slurm_array_and_a_warned_task_requeues_and_resumes() {
 
     // 2. USR1 to a running task (what Slurm sends before a time limit): it checkpoints,
     // records the attempt interrupted, requeues itself and the restart resumes.
-    let path = spec(root, "requeue", "\"unet3d\"", 8);
+    // Long enough (random patches, seconds per attempt) that the task cannot finish between
+    // its first epoch reaching the store and the signal: an 8-epoch trial of 16³ grid patches
+    // ran in 0.3 s, and the signal then found a finished task.
+    let path = spec(root, "requeue", "\"unet3d\"", 20);
+    let mut body = std::fs::read_to_string(&path).unwrap();
+    body.push_str("\"data.patches.sampling\" = \"random\"\n\"data.patches.count\" = 512\n\"train.patience\" = 0\n");
+    std::fs::write(&path, body).unwrap();
     let (array, report) = submit(&mut cluster, root, &path, &[]);
     let task = format!("{array}_0");
     // While the array is queued, a second manifest would pull the rug from under its tasks.
