@@ -18,15 +18,16 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::{Flag, Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig};
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
+use super::conv;
 use super::init::{self, Fans, InitScheme, SeedStream};
-use super::{bn_relu_kernel, conv};
+use super::norm_act_kernel::{self, NormAct, NormGroups, NormScale};
 
 /// How a convolution pads its input (Keras `padding=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,11 +230,40 @@ impl InstanceNorm3d {
         }
     }
 
+    /// The norm alone (before tanh in the CycleGAN).
+    ///
     /// # Shapes
     ///
     /// - input: `[batch, channels, depth, height, width]`
     /// - output: same as input
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.forward_activated(x, 1.0)
+    }
+
+    /// `LeakyReLU(norm(x))` with negative slope `slope` (0: ReLU, 1: no activation). On flex
+    /// devices one operation ([`norm_act_kernel`]); elsewhere burn's tensor operations
+    /// ([`Self::forward_composed`]).
+    pub fn forward_activated(&self, x: Tensor<5>, slope: f64) -> Tensor<5> {
+        if !norm_act_kernel::supports(&x) {
+            return activate(self.forward_composed(x), slope);
+        }
+        let spec = NormAct {
+            groups: if self.per_channel {
+                NormGroups::SampleChannel
+            } else {
+                NormGroups::Sample
+            },
+            scale: NormScale::StdPlusEpsilon {
+                floor: VARIANCE_FLOOR,
+            },
+            epsilon: self.epsilon,
+            slope: slope as f32,
+        };
+        norm_act_kernel::norm_act(x, self.gamma.val(), self.beta.val(), spec).0
+    }
+
+    /// The norm from burn's tensor operations (other backends; the reference in tests).
+    pub(crate) fn forward_composed(&self, x: Tensor<5>) -> Tensor<5> {
         let shape = x.dims();
         let [n, c, d, h, w] = shape;
         let groups = if self.per_channel { c } else { 1 };
@@ -244,6 +274,17 @@ impl InstanceNorm3d {
         let y = y.reshape(shape); // [batch, channels, depth, height, width]
         let affine = [1, groups, 1, 1, 1];
         y * self.gamma.val().reshape(affine) + self.beta.val().reshape(affine)
+    }
+}
+
+/// LeakyReLU with negative slope `slope`: 0 is ReLU, 1 the identity.
+pub(crate) fn activate(x: Tensor<5>, slope: f64) -> Tensor<5> {
+    if slope == 1.0 {
+        x
+    } else if slope == 0.0 {
+        relu(x)
+    } else {
+        leaky_relu(x, slope)
     }
 }
 
@@ -271,14 +312,19 @@ pub fn conv_batch_norm_relu(conv: &Conv3dLayer, bn: &BatchNorm, x: Tensor<5>) ->
 
 /// `relu(bn(x))` with the batch's statistics, updating `bn`'s running statistics as burn's
 /// `BatchNorm::forward` does in training (running = (1 − momentum)·running + momentum·batch).
-/// On flex devices the two layers run as [`bn_relu_kernel::batch_norm_relu_train`], one
-/// backend operation with a handwritten backward pass; elsewhere as burn's layers.
+/// On flex devices the two layers run as [`norm_act_kernel::norm_act`], one backend
+/// operation with a handwritten backward pass; elsewhere as burn's layers.
 pub fn batch_norm_relu_train(bn: &BatchNorm, x: Tensor<5>) -> Tensor<5> {
-    if !bn_relu_kernel::supports(&x) {
+    if !norm_act_kernel::supports(&x) {
         return relu(bn.forward(x));
     }
-    let (y, mean, variance) =
-        bn_relu_kernel::batch_norm_relu_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let spec = NormAct {
+        groups: NormGroups::Channel,
+        scale: NormScale::RootOfVariancePlusEpsilon,
+        epsilon: bn.epsilon,
+        slope: 0.0,
+    };
+    let (y, mean, variance) = norm_act_kernel::norm_act(x, bn.gamma.val(), bn.beta.val(), spec);
     let device = y.device();
     let mix = |running: Tensor<1>, batch: Tensor<1>| {
         (running.to_device(&device).mul_scalar(1.0 - bn.momentum)

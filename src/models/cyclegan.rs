@@ -12,7 +12,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::activation::{leaky_relu, relu};
+use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +80,7 @@ pub struct ConvNormRelu {
 
 impl ConvNormRelu {
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        self.norm.forward_activated(self.conv.forward(x), 0.0)
     }
 }
 
@@ -398,7 +398,7 @@ impl CycleGanGenerator {
             x = b.forward(x); // [batch, 4f·(k+1) (concat) or 4f (add), n/4, …]
         }
         for u in &self.up {
-            x = relu(u.norm.forward(u.up.forward(x))); // [batch, 2f then f, n/2 then n, …]
+            x = u.norm.forward_activated(u.up.forward(x), 0.0); // [batch, 2f then f, n/2 then n, …]
         }
         let mut y = self.out.forward(x); // [batch, out_channels, n, n, n]
         if let Some(norm) = &self.out_norm {
@@ -419,10 +419,10 @@ impl CycleGanDiscriminator {
         let mut x = x;
         for layer in &self.layers {
             x = layer.conv.forward(x); // [batch, w, n/2^(i+1) (4 strided layers), …]
-            if let Some(norm) = &layer.norm {
-                x = norm.forward(x);
-            }
-            x = leaky_relu(x, self.slope);
+            x = match &layer.norm {
+                Some(norm) => norm.forward_activated(x, self.slope),
+                None => leaky_relu(x, self.slope),
+            };
         }
         self.out.forward(x) // [batch, 1, n/16, …]
     }

@@ -22,11 +22,11 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub mod blocks;
-pub mod bn_relu_kernel;
 pub mod conv;
 pub mod conv_kernel;
 pub mod cyclegan;
 pub mod init;
+pub mod norm_act_kernel;
 pub mod phases;
 pub mod unet3d;
 pub mod vox2vox;

@@ -73,11 +73,11 @@ pub struct DownBlock {
 
 impl DownBlock {
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let mut y = self.conv.forward(x);
-        if let Some(norm) = &self.norm {
-            y = norm.forward(y);
-        }
-        y = leaky_relu(y, self.slope);
+        let y = self.conv.forward(x);
+        let y = match &self.norm {
+            Some(norm) => norm.forward_activated(y, self.slope),
+            None => leaky_relu(y, self.slope),
+        };
         match &self.dropout {
             Some(d) => d.forward(y),
             None => y,
@@ -351,11 +351,11 @@ impl Vox2VoxGenerator {
         let mut x = self.bottleneck_in.forward(x); // [batch, 8f, n/16, …]
         for block in &self.bottleneck {
             let y = block.conv.forward(x); // [batch, 8f, n/16, …]
-            let a = leaky_relu(block.norm.forward(y.clone()), block.slope);
+            let a = block.norm.forward_activated(y.clone(), block.slope);
             x = Tensor::cat(vec![a, y], 1); // [batch, 16f, n/16, …]
         }
         for (dec, skip) in self.decoders.iter().zip(skips.into_iter().rev()) {
-            let u = leaky_relu(dec.norm.forward(dec.up.forward(x)), dec.slope); // [batch, w, 2m, …]
+            let u = dec.norm.forward_activated(dec.up.forward(x), dec.slope); // [batch, w, 2m, …]
             x = dec.dropout.forward(Tensor::cat(vec![u, skip], 1)); // [batch, 2w, 2m, …]
         }
         sigmoid(self.out.forward(x)) // [batch, out_channels, n, n, n]
