@@ -43,6 +43,10 @@ pub struct PredictArgs {
     /// Window merge: or (as published), mean or gaussian (default: the trial's, else or).
     #[arg(long, value_parser = parse_merge)]
     pub merge: Option<MergeMode>,
+    /// Average each window's prediction over the window and its seven mirror images
+    /// (test-time augmentation, 8× the time; default: the trial's `infer.mirror`).
+    #[arg(long)]
+    pub mirror: bool,
     /// Foreground threshold on the merged probabilities, for every class (default: the
     /// thresholds the trial calibrated on its validation volumes, else the trial's, else 0.5).
     #[arg(long)]
@@ -128,6 +132,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
         cfg.step = [step; 3];
     }
     cfg.merge = args.merge.unwrap_or(cfg.merge);
+    cfg.mirror |= args.mirror;
     cfg.threshold = args.threshold.unwrap_or(cfg.threshold);
     let calibrated = match args.threshold {
         Some(_) => None,
