@@ -170,6 +170,65 @@ fn classes_can_skip_a_channel_and_must_name_every_channel() {
 }
 
 #[test]
+fn a_two_class_prediction_is_scored_against_three_channel_masks_by_class_name() {
+    let Some(python) = util::python() else {
+        return;
+    };
+    let dir = util::temp_dir();
+    // golgi, nuclei, pair masks (the phantom's layout) and a golgi, nuclei prediction.
+    let gt = boxes(&[
+        ([1, 3, 3], [5, 10, 13]),
+        ([0, 4, 5], [6, 18, 22]),
+        ([0, 3, 3], [6, 18, 22]),
+    ]);
+    let pred = boxes(&[([1, 2, 3], [4, 10, 12]), ([0, 5, 5], [5, 18, 20])]);
+    let g = write_tiff(&python, dir.path(), "gt", &gt, None);
+    let p = write_tiff(&python, dir.path(), "pred", &pred, None);
+    let out = util::run_seglab(&[
+        "eval",
+        "--pred",
+        p.to_str().unwrap(),
+        "--gt",
+        g.to_str().unwrap(),
+        "--json",
+        "--no-surfaces",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let config = EvalConfig {
+        surfaces: false,
+        ..EvalConfig::default()
+    };
+    let first_two = gt.select_channels(&[0, 1]).unwrap();
+    let want = evaluate(&pred, &first_two, &["golgi", "nuclei"], &config).unwrap();
+    assert_eq!(
+        got["classes"],
+        serde_json::to_value(&want).unwrap()["classes"]
+    );
+    // A reference without a class of the prediction: an error naming it and the option.
+    let nuclei_only = write_tiff(
+        &python,
+        dir.path(),
+        "n",
+        &boxes(&[([0, 4, 5], [6, 18, 22])]),
+        None,
+    );
+    let out = util::run_seglab(&[
+        "eval",
+        "--pred",
+        p.to_str().unwrap(),
+        "--gt",
+        nuclei_only.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("n.tif") && err.contains("`golgi`") && err.contains("--gt-classes"),
+        "{err}"
+    );
+}
+
+#[test]
 fn mismatched_shapes_exit_2_naming_both_files() {
     let Some(python) = util::python() else {
         return;

@@ -25,6 +25,7 @@ use crate::volume::{Spacing, Volume, read_tiff};
 #[command(after_help = "Examples:\n  \
     seglab eval --pred pred.tif --gt mask.tif\n  \
     seglab eval --pred p.tif --gt g.tif --classes golgi,nuclei,- --json\n  \
+    seglab eval --pred golgi-nuclei.tif --gt golgi-nuclei-pair.tif\n  \
     seglab eval --pred p.tif --gt g.tif --spacing 0.5,0.1,0.1 --dice-smoothing 1")]
 pub struct EvalArgs {
     /// Predicted mask (TIFF).
@@ -37,6 +38,13 @@ pub struct EvalArgs {
     /// Default by channel count: nuclei; golgi,nuclei; golgi,nuclei,pair.
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
+    /// Class of each reference channel when the reference has other
+    /// channels than the prediction (default: --classes when the counts
+    /// agree, else by channel count). Classes are matched by name, so a
+    /// golgi,nuclei prediction can be scored against golgi,nuclei,pair
+    /// masks.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub gt_classes: Option<Vec<String>>,
     /// Voxel spacing z,y,x in µm (default: the files' own, else 1,1,1).
     #[arg(long, value_name = "Z,Y,X", value_parser = parse_spacing)]
     pub spacing: Option<Spacing>,
@@ -140,6 +148,28 @@ fn resolve_classes(
     Ok((keep.iter().map(|&c| names[c].clone()).collect(), keep))
 }
 
+/// Pairs each evaluated class of the prediction with the reference channel of the same name:
+/// (class names, prediction channels, reference channels), in the prediction's order.
+fn match_classes(
+    (pred_names, pred_channels): (Vec<String>, Vec<usize>),
+    (gt_names, gt_channels): (Vec<String>, Vec<usize>),
+    gt_file: &Path,
+) -> anyhow::Result<(Vec<String>, Vec<usize>, Vec<usize>)> {
+    let mut gt_of = Vec::with_capacity(pred_names.len());
+    for name in &pred_names {
+        match gt_names.iter().position(|g| g == name) {
+            Some(j) => gt_of.push(gt_channels[j]),
+            None => bail!(
+                "{}: no channel of class `{name}` (its classes: {}); name them with \
+                 --gt-classes",
+                gt_file.display(),
+                gt_names.join(",")
+            ),
+        }
+    }
+    Ok((pred_names, pred_channels, gt_of))
+}
+
 fn read_mask(path: &Path) -> anyhow::Result<Volume<u8>> {
     Ok(read_tiff(path)?.to_binary())
 }
@@ -150,7 +180,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     config.validate()?;
     let pred = read_mask(&args.pred)?;
     let gt = read_mask(&args.gt)?;
-    if pred.shape() != gt.shape() {
+    if pred.spatial() != gt.spatial() {
         bail!(
             "{} has shape {} but {} has shape {} (C × Z × Y × X)",
             args.pred.display(),
@@ -159,12 +189,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             shape_str(gt.shape())
         );
     }
-    let (names, keep) = resolve_classes(args.classes.as_deref(), gt.channels(), &args.gt)?;
-    let (pred, gt) = if keep.len() == gt.channels() {
-        (pred, gt)
-    } else {
-        (pred.select_channels(&keep)?, gt.select_channels(&keep)?)
+    let pred_classes = resolve_classes(args.classes.as_deref(), pred.channels(), &args.pred)?;
+    let gt_names = match (&args.gt_classes, pred.channels() == gt.channels()) {
+        (Some(names), _) => Some(names.as_slice()),
+        (None, true) => args.classes.as_deref(),
+        (None, false) => None,
     };
+    let gt_classes = resolve_classes(gt_names, gt.channels(), &args.gt)?;
+    let (names, pred_channels, gt_channels) = match_classes(pred_classes, gt_classes, &args.gt)?;
+    let pred = pred.select_channels(&pred_channels)?;
+    let gt = gt.select_channels(&gt_channels)?;
     let e = evaluate(&pred, &gt, &names, &config).with_context(|| {
         format!(
             "evaluating {} against {}",
@@ -386,6 +420,31 @@ mod tests {
             "{err}"
         );
         assert!(resolve_classes(Some(&["-".to_string()]), 1, f).is_err());
+    }
+
+    #[test]
+    fn prediction_classes_are_matched_to_reference_channels_by_name() {
+        let f = Path::new("g.tif");
+        let two = resolve_classes(None, 2, f).unwrap();
+        let three = resolve_classes(None, 3, f).unwrap();
+        let names = ["golgi", "nuclei"].map(String::from).to_vec();
+        assert_eq!(
+            match_classes(two.clone(), three.clone(), f).unwrap(),
+            (names.clone(), vec![0, 1], vec![0, 1])
+        );
+        // A reference stored nuclei first: the channels cross.
+        let swapped =
+            resolve_classes(Some(&["pair", "nuclei", "golgi"].map(String::from)), 3, f).unwrap();
+        assert_eq!(
+            match_classes(two.clone(), swapped, f).unwrap(),
+            (names, vec![0, 1], vec![2, 1])
+        );
+        let nuclei_only = resolve_classes(None, 1, f).unwrap();
+        let err = match_classes(two, nuclei_only, f).unwrap_err().to_string();
+        assert!(
+            err.contains("g.tif") && err.contains("`golgi`") && err.contains("--gt-classes"),
+            "{err}"
+        );
     }
 
     #[test]
