@@ -23,7 +23,8 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::ChaCha8Rng;
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
+use rayon::prelude::*;
 
 use super::conv;
 use super::init::{self, Fans, InitScheme, SeedStream};
@@ -392,21 +393,33 @@ impl DropoutRng {
     }
 
     /// An inverted-dropout mask of `n` values: 0 with probability `rate`, else 1/(1 − rate).
+    /// One draw from the shared stream keys the call; each chunk of [`MASK_CHUNK`] values
+    /// comes from its own stream under that key (`synth::rng::stream`), so the chunks fill in
+    /// parallel and the mask does not depend on the thread count. (Drawn one by one from the
+    /// shared stream, the masks were a serial tenth of a 2-thread Vox2Vox training step.)
     fn mask(&self, n: usize, rate: f64) -> Vec<f32> {
         let keep = 1.0 - rate;
         let scale = (1.0 / keep) as f32;
-        let mut rng = self.0.lock().expect("dropout RNG poisoned");
-        (0..n)
-            .map(|_| {
-                if rng.random::<f64>() < keep {
-                    scale
-                } else {
-                    0.0
+        // P(u32 < threshold) = keep, to 2⁻³² (keep < 1: rate > 0 here).
+        let threshold = (keep * 4_294_967_296.0) as u64;
+        let key: u64 = self.0.lock().expect("dropout RNG poisoned").random();
+        let mut mask = vec![0.0f32; n];
+        mask.par_chunks_mut(MASK_CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let mut rng = crate::synth::rng::stream(key, &[i as u64]);
+                for v in chunk {
+                    if u64::from(rng.next_u32()) < threshold {
+                        *v = scale;
+                    }
                 }
-            })
-            .collect()
+            });
+        mask
     }
 }
+
+/// Values per independently drawn chunk of a dropout mask.
+const MASK_CHUNK: usize = 1 << 14;
 
 /// Inverted dropout (Keras `Dropout(rate)`), active while the network trains: on an autodiff
 /// device and not switched off by `valid()`/`freeze()`, exactly like burn's `Dropout`.
@@ -775,6 +788,29 @@ mod tests {
 
     fn itertools_product() -> impl Iterator<Item = (usize, usize, usize)> {
         (0..2).flat_map(|a| (0..2).flat_map(move |b| (0..2).map(move |c| (a, b, c))))
+    }
+
+    #[test]
+    fn long_dropout_masks_differ_per_chunk_and_not_per_thread_count() {
+        let n = 3 * MASK_CHUNK + 5;
+        let rng = DropoutRng::new(4);
+        let two = rng.mask(n, 0.2);
+        rng.reseed(4);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let one = pool.install(|| rng.mask(n, 0.2));
+        assert_eq!(one, two);
+        let chunks: Vec<&[f32]> = two.chunks(MASK_CHUNK).collect();
+        assert_ne!(chunks[0], chunks[1]);
+        for chunk in &chunks[..3] {
+            let dropped = chunk.iter().filter(|&&v| v == 0.0).count() as f64;
+            let fraction = dropped / MASK_CHUNK as f64;
+            assert!((0.18..0.22).contains(&fraction), "{fraction}");
+        }
+        // The next call draws a new key.
+        assert_ne!(rng.mask(n, 0.2), two);
     }
 
     #[test]

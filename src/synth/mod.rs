@@ -20,7 +20,7 @@ mod geometry;
 pub mod masks;
 pub mod phantom;
 pub mod preview;
-mod rng;
+pub(crate) mod rng;
 
 pub use config::{
     AxesRange, ElasticConfig, FloatRange, IntRange, MaskConfig, OffsetConfig, OverlapRule,
