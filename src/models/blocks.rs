@@ -396,7 +396,7 @@ impl DropoutRng {
     /// One draw from the shared stream keys the call; each chunk of [`MASK_CHUNK`] values
     /// comes from its own stream under that key (`synth::rng::stream`), so the chunks fill in
     /// parallel and the mask does not depend on the thread count. (Drawn one by one from the
-    /// shared stream, the masks were a serial tenth of a 2-thread Vox2Vox training step.)
+    /// shared stream, the masks were 5 % of a single-thread Vox2Vox training step, all serial.)
     fn mask(&self, n: usize, rate: f64) -> Vec<f32> {
         let keep = 1.0 - rate;
         let scale = (1.0 / keep) as f32;
