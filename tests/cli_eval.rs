@@ -4,6 +4,7 @@
 mod util;
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -50,6 +51,19 @@ fn boxes(boxes: &[([usize; 3], [usize; 3])]) -> Volume<u8> {
     v
 }
 
+/// `seglab eval --pred PRED --gt GT OPTIONS…`.
+fn eval(pred: &Path, gt: &Path, options: &[&str]) -> Output {
+    let mut args = vec![
+        "eval",
+        "--pred",
+        pred.to_str().unwrap(),
+        "--gt",
+        gt.to_str().unwrap(),
+    ];
+    args.extend_from_slice(options);
+    util::run_seglab(&args)
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -69,16 +83,7 @@ fn json_output_matches_the_library_and_reads_spacing_from_the_files() {
     let gt = boxes(&[([1, 3, 3], [5, 10, 13]), ([0, 4, 5], [6, 18, 22])]);
     let p = write_tiff(&python, dir.path(), "pred", &pred, Some(spacing));
     let g = write_tiff(&python, dir.path(), "gt", &gt, Some(spacing));
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        p.to_str().unwrap(),
-        "--gt",
-        g.to_str().unwrap(),
-        "--json",
-        "--min-size",
-        "10",
-    ]);
+    let out = eval(&p, &g, &["--json", "--min-size", "10"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let got: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let config = EvalConfig {
@@ -135,17 +140,7 @@ fn classes_can_skip_a_channel_and_must_name_every_channel() {
         ([0, 0, 0], [0, 0, 0]),
     ]);
     let p = write_tiff(&python, dir.path(), "p", &v, None);
-    let (ps, _) = (p.to_str().unwrap(), ());
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        ps,
-        "--gt",
-        ps,
-        "--classes",
-        "golgi,nuclei,-",
-        "--json",
-    ]);
+    let out = eval(&p, &p, &["--classes", "golgi,nuclei,-", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let got: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let names: Vec<&String> = got["classes"].as_object().unwrap().keys().collect();
@@ -155,15 +150,7 @@ fn classes_can_skip_a_channel_and_must_name_every_channel() {
     assert_eq!(got["conventions"]["spacing_source"], "default");
     assert!(got["conventions"]["spacing_note"].is_string());
 
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        ps,
-        "--gt",
-        ps,
-        "--classes",
-        "golgi,nuclei",
-    ]);
+    let out = eval(&p, &p, &["--classes", "golgi,nuclei"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("3 channels") && err.contains("p.tif"), "{err}");
@@ -184,15 +171,7 @@ fn a_two_class_prediction_is_scored_against_three_channel_masks_by_class_name() 
     let pred = boxes(&[([1, 2, 3], [4, 10, 12]), ([0, 5, 5], [5, 18, 20])]);
     let g = write_tiff(&python, dir.path(), "gt", &gt, None);
     let p = write_tiff(&python, dir.path(), "pred", &pred, None);
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        p.to_str().unwrap(),
-        "--gt",
-        g.to_str().unwrap(),
-        "--json",
-        "--no-surfaces",
-    ]);
+    let out = eval(&p, &g, &["--json", "--no-surfaces"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let got: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let config = EvalConfig {
@@ -213,13 +192,7 @@ fn a_two_class_prediction_is_scored_against_three_channel_masks_by_class_name() 
         &boxes(&[([0, 4, 5], [6, 18, 22])]),
         None,
     );
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        p.to_str().unwrap(),
-        "--gt",
-        nuclei_only.to_str().unwrap(),
-    ]);
+    let out = eval(&p, &nuclei_only, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
@@ -248,13 +221,7 @@ fn mismatched_shapes_exit_2_naming_both_files() {
         &Volume::zeros([1, 6, 20, 23]),
         None,
     );
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        a.to_str().unwrap(),
-        "--gt",
-        b.to_str().unwrap(),
-    ]);
+    let out = eval(&a, &b, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
@@ -268,40 +235,28 @@ fn mismatched_shapes_exit_2_naming_both_files() {
 
 #[test]
 fn bad_options_are_usage_errors() {
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        "a.tif",
-        "--gt",
-        "b.tif",
-        "--spacing",
-        "1,2",
-    ]);
+    let out = eval(
+        Path::new("a.tif"),
+        Path::new("b.tif"),
+        &["--spacing", "1,2"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("z,y,x"), "{}", stderr(&out));
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        "a.tif",
-        "--gt",
-        "b.tif",
-        "--connectivity",
-        "8",
-    ]);
+    let out = eval(
+        Path::new("a.tif"),
+        Path::new("b.tif"),
+        &["--connectivity", "8"],
+    );
     assert_eq!(out.status.code(), Some(2));
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        "a.tif",
-        "--gt",
-        "b.tif",
-        "--iou-threshold",
-        "0.2",
-    ]);
+    let out = eval(
+        Path::new("a.tif"),
+        Path::new("b.tif"),
+        &["--iou-threshold", "0.2"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("iou_threshold"), "{}", stderr(&out));
     // A missing file is named.
-    let out = util::run_seglab(&["eval", "--pred", "/nonexistent/a.tif", "--gt", "b.tif"]);
+    let out = eval(Path::new("/nonexistent/a.tif"), Path::new("b.tif"), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("/nonexistent/a.tif"),
@@ -318,15 +273,7 @@ fn table_for_the_real_embryo_masks() {
     ) else {
         return;
     };
-    let out = util::run_seglab(&[
-        "eval",
-        "--pred",
-        m8.to_str().unwrap(),
-        "--gt",
-        m16.to_str().unwrap(),
-        "--spacing",
-        "2.18,1,1",
-    ]);
+    let out = eval(&m8, &m16, &["--spacing", "2.18,1,1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     assert!(table.contains("nuclei"), "{table}");

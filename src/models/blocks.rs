@@ -462,15 +462,12 @@ impl Dropout3d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::test_support::{assert_close, to_vec};
     use burn::tensor::module::conv_transpose3d;
     use burn::tensor::ops::ConvTransposeOptions;
 
     fn device() -> Device {
         Device::flex()
-    }
-
-    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.try_into_vec_as::<f32>().unwrap()
     }
 
     fn arange(shape: [usize; 5], device: &Device) -> Tensor<5> {
@@ -536,13 +533,6 @@ mod tests {
         (y, [n, cout, od, oh, ow])
     }
 
-    fn assert_close(a: &[f32], b: &[f32], tol: f32) {
-        assert_eq!(a.len(), b.len());
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "at {i}: {x} vs {y}");
-        }
-    }
-
     #[test]
     fn tensorflow_same_padding_amounts() {
         assert_eq!(Padding::Same.amounts(64, 3, 2), (0, 1));
@@ -579,7 +569,7 @@ mod tests {
                 naive_conv(&to_vec(x), xs, &to_vec(conv.weight.val()), k, 3, s, pad);
             assert_eq!(y.dims(), eshape, "k{k} s{s}");
             assert_eq!(eshape[2], size.div_ceil(s));
-            assert_close(&to_vec(y), &expect, 1e-4);
+            assert_close(&to_vec(y), &expect, 1e-4, "same convolution");
         }
     }
 
@@ -678,7 +668,7 @@ mod tests {
             let (expect, eshape) =
                 naive_conv(&padded, ps, &to_vec(conv.weight.val()), k, 3, 1, (0, 0));
             assert_eq!(eshape, [1, 3, 4, 5, 6]);
-            assert_close(&to_vec(y), &expect, 1e-4);
+            assert_close(&to_vec(y), &expect, 1e-4, "reflect padding");
         }
     }
 
@@ -708,7 +698,7 @@ mod tests {
             );
             let b = (k - s) / 2;
             let cropped = full.slice([0..1, 0..3, b..b + 3 * s, b..b + 4 * s, b..b + 5 * s]);
-            assert_close(&to_vec(y), &to_vec(cropped), 1e-6);
+            assert_close(&to_vec(y), &to_vec(cropped), 1e-6, "transposed convolution");
         }
     }
 
@@ -732,7 +722,7 @@ mod tests {
                         .map(|&a| ((a as f64 - m) / (var.sqrt() + eps)) as f32),
                 );
             }
-            assert_close(&y, &expect, 1e-5);
+            assert_close(&y, &expect, 1e-5, "instance norm");
         }
         // Scalar variant: 2 parameters; per-channel: 2·C.
         assert_eq!(InstanceNorm3d::new(128, false, eps, &dev).num_params(), 2);

@@ -493,6 +493,7 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     use super::*;
+    use crate::models::test_support::{assert_close, to_vec};
 
     /// Deterministic pseudo-random values in [−1, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -512,20 +513,6 @@ mod tests {
     fn tensor<const D: usize>(shape: [usize; D], seed: u64, dev: &Device) -> Tensor<D> {
         let n = shape.iter().product();
         Tensor::from_data(TensorData::new(values(n, seed), shape), dev)
-    }
-
-    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.try_into_vec_as::<f32>().unwrap()
-    }
-
-    fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * (1.0 + y.abs()),
-                "{what} at {i}: {x} vs {y}"
-            );
-        }
     }
 
     /// (kernel, input channels, output channels, input size d×h×w, pads)

@@ -28,6 +28,8 @@ pub mod cyclegan;
 pub mod init;
 pub mod norm_act_kernel;
 pub mod phases;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod unet3d;
 pub mod vox2vox;
 

@@ -495,6 +495,7 @@ mod tests {
     use crate::models::blocks::{
         InstanceNorm3d, activate, batch_norm_relu_train as fused_layer, keras_batch_norm,
     };
+    use crate::models::test_support::{assert_close, to_vec};
     use burn::tensor::Device;
     use burn::tensor::activation::relu;
     use rand::rngs::ChaCha8Rng;
@@ -508,20 +509,6 @@ mod tests {
             .map(|_| shift + rng.random::<f32>() + rng.random::<f32>() - 1.0)
             .collect();
         Tensor::from_data(TensorData::new(v, dims.to_vec()), dev)
-    }
-
-    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-    }
-
-    fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * (1.0 + y.abs()),
-                "{what}[{i}]: {x} vs {y}"
-            );
-        }
     }
 
     /// Output, running statistics and gradients (of L = Σ y·r) of the fused layer and of
