@@ -710,14 +710,19 @@ mod tests {
         }
     }
 
-    /// Volumes large enough for several chunks of output positions per sample, with few
-    /// (stacked columns) and many input channels (one product per offset).
+    /// Every form of the kernel's products: volumes large enough for several chunks of
+    /// output positions per sample, with few (stacked columns) and many input channels (one
+    /// product per offset) in the forward pass and in the input gradient (whose kernel is
+    /// the flipped transpose, 10→3 stacks it); one sample (chunks split for the threads) and
+    /// two; a bottleneck with fewer grid positions than output channels (stacked although
+    /// the input has many channels).
     #[test]
-    fn kernel_path_equals_burns_across_chunks() {
-        for (cin, cout, n) in [(2, 3, 24), (9, 10, 22)] {
+    fn kernel_path_equals_burns_for_every_product_form() {
+        for (batch, cin, cout, n) in [(2, 2, 3, 24), (2, 9, 10, 22), (1, 10, 3, 20), (2, 9, 40, 2)]
+        {
             assert_kernel_equals_burn(
-                &format!("{cin}→{cout}"),
-                [[2, cin, n, n + 1, n], [cout, cin, 3, 3, 3]],
+                &format!("{batch}×{cin}→{cout}"),
+                [[batch, cin, n, n + 1, n], [cout, cin, 3, 3, 3]],
                 cout,
                 80,
                 |x, w, b, path| conv3d(x, w, Some(b), 1, [(1, 1); 3], path),

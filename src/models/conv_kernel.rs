@@ -9,10 +9,12 @@
 //!
 //! - forward: Y = Σ over offsets of `W[:, :, a, b, c] · shift_abc(X)`, chunk by chunk of output
 //!   positions (few input channels: the shifted rows stacked into columns, one product);
-//! - input gradient: the forward pass applied to dY with the flipped, transposed kernel and
-//!   padding k − 1 − p (the transpose of a stride-1 convolution);
+//! - input gradient: the forward pass applied to dY with the flipped, transposed kernel (read
+//!   in place) and padding k − 1 − p (the transpose of a stride-1 convolution);
 //! - weight gradient: `dW[:, :, a, b, c] = Σ over chunks dY · shift_abc(X)ᵀ`, each rayon
 //!   thread summing its own chunks.
+//!
+//! Chunks shrink until every rayon thread has work, also for a single window (prediction).
 //!
 //! At inference (no autodiff) [`padded_conv3d_bias_relu`] adds the bias and applies ReLU while
 //! the output is copied off the grid, so a convolution–bias–ReLU writes its activation once.
@@ -98,7 +100,9 @@ impl PaddedConv3dBiasRelu for Flex {
         relu: bool,
     ) -> FlexTensor {
         let bias = values(&bias);
-        convolve(&x, &weight, pad, Some(Epilogue { bias: &bias, relu }))
+        let w = values(&weight);
+        let kernel = Kernel::new(&w, weight.layout().shape(), false);
+        convolve(&x, kernel, pad, Some(Epilogue { bias: &bias, relu }))
     }
 }
 
@@ -112,7 +116,13 @@ pub fn supports(x: &Tensor<5>, kernel: usize, pad: usize) -> bool {
 
 impl PaddedConv3d for Flex {
     fn padded_conv3d(x: FlexTensor, weight: FlexTensor, pad: usize) -> FlexTensor {
-        forward(&x, &weight, pad)
+        let w = values(&weight);
+        convolve(
+            &x,
+            Kernel::new(&w, weight.layout().shape(), false),
+            pad,
+            None,
+        )
     }
 }
 
@@ -136,8 +146,9 @@ impl Backward<Flex, 2> for PaddedConv3dBackward {
         let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
         let k = weight.layout().shape()[2];
         if let Some(node) = node_x {
-            let flipped = flip_transpose(&weight);
-            grads.register::<Flex>(node.id, forward(&dy, &flipped, k - 1 - pad));
+            let w = values(&weight);
+            let flipped = Kernel::new(&w, weight.layout().shape(), true);
+            grads.register::<Flex>(node.id, convolve(&dy, flipped, k - 1 - pad, None));
         }
         if let Some(node) = node_weight {
             grads.register::<Flex>(node.id, weight_gradient(&x, &dy, k, pad));
@@ -189,24 +200,68 @@ pub(super) fn flex_tensor(v: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, Shape::from(shape.to_vec())))
 }
 
-/// `[out, in, k, k, k]` → `[in, out, k, k, k]` with every kernel reversed along all three axes:
-/// the kernel of the input-gradient convolution.
-fn flip_transpose(weight: &FlexTensor) -> FlexTensor {
-    let dims: [usize; 5] = std::array::from_fn(|i| weight.layout().shape()[i]);
-    let [cout, cin, k, _, _] = dims;
-    let w = values(weight);
-    let k3 = k * k * k;
-    let mut out = vec![0.0; w.len()];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let src = &w[(co * cin + ci) * k3..][..k3];
-            let dst = &mut out[(ci * cout + co) * k3..][..k3];
-            for (i, v) in src.iter().enumerate() {
-                dst[k3 - 1 - i] = *v;
-            }
+/// The kernel a convolution multiplies by, read in place: a weight `[out, in, k, k, k]` as
+/// stored, or (`flipped`) as `[in, out, k, k, k]` with every kernel reversed along all three
+/// axes — the kernel of the input-gradient convolution — without copying it.
+#[derive(Clone, Copy)]
+struct Kernel<'a> {
+    weight: &'a [f32],
+    /// Output and input channels of the convolution it serves (swapped when flipped).
+    out: usize,
+    inp: usize,
+    k: usize,
+    flipped: bool,
+}
+
+impl<'a> Kernel<'a> {
+    fn new(weight: &'a [f32], shape: &[usize], flipped: bool) -> Self {
+        let (out, inp) = if flipped {
+            (shape[1], shape[0])
+        } else {
+            (shape[0], shape[1])
+        };
+        Self {
+            weight,
+            out,
+            inp,
+            k: shape[2],
+            flipped,
         }
     }
-    flex_tensor(out, [cin, cout, k, k, k])
+
+    fn k3(&self) -> usize {
+        self.k * self.k * self.k
+    }
+
+    /// The `[out, in]` matrix of kernel offset `o`.
+    fn at(&self, o: usize) -> Strided {
+        let k3 = self.k3();
+        let p = self.weight.as_ptr();
+        if self.flipped {
+            // element (r, c) is weight[c, r, k³ − 1 − o]
+            Strided::new(p.wrapping_add(k3 - 1 - o), k3, self.out * k3)
+        } else {
+            Strided::new(p.wrapping_add(o), self.inp * k3, k3)
+        }
+    }
+
+    /// The kernel as one contiguous `[out, in·k³]` matrix (a copy when flipped).
+    fn stacked(&self) -> std::borrow::Cow<'a, [f32]> {
+        if !self.flipped {
+            return std::borrow::Cow::Borrowed(self.weight);
+        }
+        let k3 = self.k3();
+        let mut out = vec![0.0; self.weight.len()];
+        for (r, dst) in out.chunks_mut(self.inp * k3).enumerate() {
+            for (c, dst) in dst.chunks_mut(k3).enumerate() {
+                let src = &self.weight[(c * self.out + r) * k3..][..k3];
+                dst.iter_mut()
+                    .zip(src.iter().rev())
+                    .for_each(|(d, s)| *d = *s);
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
 }
 
 /// Geometry of a stride-1 convolution on the padded grid: input `[batch, in, d, h, w]` padded
@@ -306,12 +361,64 @@ impl Grid {
         )
     }
 
+    /// Whether a convolution `in` → `out` on this grid multiplies stacked columns
+    /// ([`Grid::columns`], one product per chunk) rather than one product per kernel offset.
+    /// Few input channels make each offset's product too thin (inner size `in`); few output
+    /// positions per sample (a bottleneck at 2³: `len ≤ out`, so the columns are no larger
+    /// than the kernel) make the k³ products re-read the whole kernel at stride k³ for a
+    /// handful of columns — 1.4–2.0 ms instead of 0.3 ms for Vox2Vox's 128→64 k4 at 2³.
+    fn stacks(&self, cin: usize, cout: usize) -> bool {
+        cin < STACK_BELOW_CHANNELS || self.few_positions(cout)
+    }
+
+    /// Fewer grid positions per sample than `out` channels: stacked columns are no larger
+    /// than the kernel. The weight gradient stacks only then (with few input channels its
+    /// per-offset products have a long inner size and need no copies).
+    fn few_positions(&self, cout: usize) -> bool {
+        self.len <= cout
+    }
+
+    /// The k³ shifted views of `m` positions of the `cin` channel grids starting at `x`,
+    /// stacked as columns `[(in, offset), m]` (row copies).
+    fn columns(&self, x: &[f32], cin: usize, offsets: &[usize], m: usize) -> Vec<f32> {
+        let mut columns = Vec::with_capacity(cin * offsets.len() * m);
+        for ci in 0..cin {
+            for &off in offsets {
+                columns.extend_from_slice(&x[ci * self.grid + off..][..m]);
+            }
+        }
+        columns
+    }
+
     /// Chunks of flat positions for `rows` output rows: about 512 KiB of output per chunk
     /// (kept in cache across the k³ products), at least 256 positions.
     fn chunk(&self, rows: usize) -> usize {
-        ((128 << 10) / rows.max(1)).clamp(256, 8192)
+        self.split(((128 << 10) / rows.max(1)).clamp(256, 8192))
+    }
+
+    /// Chunks of flat positions for stacked columns `[depth, chunk]`: about 1 MiB of
+    /// columns, at least 256 positions.
+    fn columns_chunk(&self, depth: usize) -> usize {
+        self.split(((256 << 10) / depth.max(1)).clamp(256, 8192))
+    }
+
+    /// `preferred` positions per chunk, made smaller when the batch × chunks tasks would
+    /// leave a rayon thread idle: with one window (prediction) a 16³ layer is a single
+    /// chunk of the preferred size and ran on one core. Chunks stay multiples of 16
+    /// positions (one AVX-512 register) and at least [`MIN_CHUNK`].
+    fn split(&self, preferred: usize) -> usize {
+        let tasks = 2 * rayon::current_num_threads();
+        let chunks = self.len.div_ceil(preferred).max(tasks.div_ceil(self.batch));
+        self.len
+            .div_ceil(chunks)
+            .next_multiple_of(16)
+            .clamp(MIN_CHUNK, preferred.max(MIN_CHUNK))
     }
 }
+
+/// The fewest output positions one task of the convolution works on: below this the
+/// products are too thin to pay for a task.
+const MIN_CHUNK: usize = 64;
 
 /// Copies the `[d, h]` rows of `w` values of every slab (`sizes` = source and destination slab
 /// lengths) from row offset `from(z, y)` to `to(z, y)`, zeros elsewhere; slabs in parallel.
@@ -404,7 +511,8 @@ unsafe fn matmul(
     }
 }
 
-/// Below this many input channels, [`forward`] stacks the shifted views into columns.
+/// Below this many input channels, [`convolve`] stacks the shifted views into columns
+/// ([`Grid::stacks`]).
 const STACK_BELOW_CHANNELS: usize = 8;
 
 /// A raw pointer the tasks of one parallel loop write through, each to its own positions.
@@ -424,12 +532,6 @@ impl SharedOut {
     }
 }
 
-/// y = conv(x, weight), stride 1, padding `pad`: for every chunk of output positions, the
-/// k³ products `W[:, :, a, b, c] · shift_abc(X)` accumulated in place.
-fn forward(x: &FlexTensor, weight: &FlexTensor, pad: usize) -> FlexTensor {
-    convolve(x, weight, pad, None)
-}
-
 /// What [`convolve`] applies to each output value on its way out: `+ bias[channel]`, then
 /// ReLU when `relu`.
 #[derive(Clone, Copy)]
@@ -438,29 +540,28 @@ struct Epilogue<'a> {
     relu: bool,
 }
 
-/// The forward pass, optionally with an [`Epilogue`].
-fn convolve(
-    x: &FlexTensor,
-    weight: &FlexTensor,
-    pad: usize,
-    epilogue: Option<Epilogue>,
-) -> FlexTensor {
-    let ws = weight.layout().shape();
-    let (cout, cin, k) = (ws[0], ws[1], ws[2]);
+/// y = conv(x, kernel), stride 1, padding `pad`: for every chunk of output positions, the
+/// k³ products `W[:, :, a, b, c] · shift_abc(X)` accumulated in place, then the optional
+/// [`Epilogue`] as the output leaves the grid. The forward pass, and with a flipped
+/// [`Kernel`] the input gradient.
+fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogue>) -> FlexTensor {
+    let (cout, cin, k) = (kernel.out, kernel.inp, kernel.k);
     let g = Grid::new(x, k, pad);
     let xp = g.pad_input(&values(x));
-    let w = values(weight);
-    let k3 = k * k * k;
+    let k3 = kernel.k3();
     let offsets = g.offsets();
-    // Few input channels make each offset's product too thin (inner size `in`): stack the
-    // k³ shifted views into columns `[in·k³, chunk]` (row copies) for one product instead.
-    let stacked = cin < STACK_BELOW_CHANNELS;
+    let stacked = g.stacks(cin, cout);
     let chunk = if stacked {
-        ((256 << 10) / (cin * k3)).clamp(256, 8192)
+        g.columns_chunk(cin * k3)
     } else {
         g.chunk(cout)
     };
     let chunks = g.len.div_ceil(chunk);
+    let w = if stacked {
+        kernel.stacked()
+    } else {
+        kernel.weight.into()
+    };
     let mut yg = vec![0.0f32; g.batch * cout * g.ogrid];
     let out = SharedOut(yg.as_mut_ptr());
     (0..g.batch * chunks).into_par_iter().for_each(|task| {
@@ -472,12 +573,7 @@ fn convolve(
         // positions off + q0 .. off + q0 + m ≤ grid of each channel of batch b.
         let dst = unsafe { out.at(b * cout * g.ogrid + q0) };
         if stacked {
-            let mut columns = Vec::with_capacity(cin * k3 * m); // [(in, offset), chunk]
-            for ci in 0..cin {
-                for &off in &offsets {
-                    columns.extend_from_slice(&x_b[ci * g.grid + off..][..m]);
-                }
-            }
+            let columns = g.columns(x_b, cin, &offsets, m);
             unsafe {
                 matmul(
                     [cout, m, cin * k3],
@@ -497,7 +593,7 @@ fn convolve(
                     dst,
                     [g.ogrid, 1],
                     o > 0,
-                    Strided::new(w.as_ptr().add(o), cin * k3, k3),
+                    kernel.at(o),
                     Strided::new(x_b.as_ptr().add(off), g.grid, 1),
                 );
             }
@@ -520,8 +616,10 @@ fn convolve(
 
 /// dW `[out, in, k, k, k]` of a stride-1 convolution with padding `pad`, from the input `x`
 /// `[batch, in, d, h, w]` and the output gradient `dy` `[batch, out, d', h', w']`: for every
-/// chunk of output positions and kernel offset, `dW[:, :, a, b, c] += dY · shift_abc(X)ᵀ`,
-/// the chunks spread over rayon's threads, each with its own accumulator.
+/// chunk of output positions and kernel offset, `dW[:, :, a, b, c] += dY · shift_abc(X)ᵀ`
+/// (or one product `dY · columnsᵀ` straight into the weight layout on a grid with
+/// [`Grid::few_positions`]), the chunks spread over rayon's threads, each with its own
+/// accumulator.
 fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> FlexTensor {
     let g = Grid::new(x, k, pad);
     let cin = x.layout().shape()[1];
@@ -530,21 +628,42 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     let dyp = g.grid_output(&values(dy));
     let k3 = k * k * k;
     let offsets = g.offsets();
-    let chunk = g.chunk(cout + cin);
+    let stacked = g.few_positions(cout);
+    let chunk = if stacked {
+        g.columns_chunk(cin * k3)
+    } else {
+        g.chunk(cout + cin)
+    };
     let chunks = g.len.div_ceil(chunk);
+    let size = k3 * cout * cin;
     let acc = (0..g.batch * chunks)
         .into_par_iter()
         .fold(
-            || vec![0.0f32; k3 * cout * cin], // [k³, out, in]
+            || vec![0.0f32; size], // stacked: [out, in, k³]; otherwise [k³, out, in]
             |mut acc, task| {
                 let (b, q0) = (task / chunks, (task % chunks) * chunk);
                 let m = chunk.min(g.len - q0);
                 let dy_b = &dyp[b * cout * g.ogrid + q0..];
                 let x_b = &xp[b * cin * g.grid + q0..];
+                // SAFETY (both branches): dst is this thread's own accumulator; rows co < out
+                // of dY at stride ogrid, positions q0 .. q0 + m ≤ ogrid; rows ci < in of X at
+                // stride grid, positions off + q0 + m ≤ grid (or the columns, `[in·k³, m]`).
+                if stacked {
+                    let columns = g.columns(x_b, cin, &offsets, m);
+                    unsafe {
+                        matmul(
+                            [cout, cin * k3, m],
+                            acc.as_mut_ptr(),
+                            [cin * k3, 1],
+                            true,
+                            Strided::new(dy_b.as_ptr(), g.ogrid, 1),
+                            Strided::new(columns.as_ptr(), 1, m),
+                        );
+                    }
+                    return acc;
+                }
                 for (o, &off) in offsets.iter().enumerate() {
                     let dst = &mut acc[o * cout * cin..][..cout * cin];
-                    // SAFETY: rows co < out of dY at stride ogrid, positions q0 .. q0 + m ≤
-                    // ogrid; rows ci < in of X at stride grid, positions off + q0 + m ≤ grid.
                     unsafe {
                         matmul(
                             [cout, cin, m],
@@ -563,15 +682,55 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         })
-        .unwrap_or_else(|| vec![0.0; k3 * cout * cin]);
-    // [k³, out, in] → [out, in, k³]
-    let mut dw = vec![0.0f32; cout * cin * k3];
-    for o in 0..k3 {
-        for co in 0..cout {
-            for ci in 0..cin {
-                dw[(co * cin + ci) * k3 + o] = acc[(o * cout + co) * cin + ci];
+        .unwrap_or_else(|| vec![0.0; size]);
+    let dw = if stacked {
+        acc
+    } else {
+        // [k³, out·in] → [out·in, k³], written in order (the k³ rows read stay in cache)
+        let pairs = cout * cin;
+        let mut dw = vec![0.0f32; size];
+        dw.par_chunks_mut(k3).enumerate().for_each(|(j, dst)| {
+            for (o, v) in dst.iter_mut().enumerate() {
+                *v = acc[o * pairs + j];
             }
-        }
-    }
+        });
+        dw
+    };
     flex_tensor(dw, [cout, cin, k, k, k])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(shape: [usize; 5]) -> Grid {
+        let x = flex_tensor(vec![0.0; shape.iter().product()], shape);
+        Grid::new(&x, 3, 1)
+    }
+
+    /// One window of a 16³ layer was a single chunk, so one task and one busy core during
+    /// prediction; now every thread of the pool gets chunks (two each), while a batch with
+    /// enough tasks keeps the cache-sized chunk and tiny grids keep [`MIN_CHUNK`].
+    #[test]
+    fn chunks_split_until_every_thread_has_work() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let window = grid([1, 8, 16, 16, 16]);
+            for rows in [8, 64] {
+                let chunk = window.chunk(rows);
+                assert!(
+                    window.len.div_ceil(chunk) >= 4,
+                    "{rows} rows: chunk {chunk}"
+                );
+                assert_eq!(chunk % 16, 0);
+            }
+            let batch = grid([8, 8, 16, 16, 16]);
+            assert_eq!(batch.len.div_ceil(batch.chunk(8)), 1);
+            let tiny = grid([1, 8, 2, 2, 2]);
+            assert_eq!(tiny.chunk(8), MIN_CHUNK);
+        });
+    }
 }
