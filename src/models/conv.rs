@@ -780,6 +780,35 @@ mod tests {
         }
     }
 
+    /// Vox2Vox's bottleneck shapes at 2³, where the kernel stacks although the inputs have
+    /// many channels (fewer grid positions than output channels): the 'same' 4³ convolution,
+    /// the k4 s2 convolution into it and the k4 s2 transposed convolution out of it, batch 4.
+    #[test]
+    fn bottleneck_shapes_equal_burns_values_and_gradients() {
+        let pads = [(1, 2); 3];
+        assert_kernel_equals_burn(
+            "same 4³ at 2³",
+            [[4, 16, 2, 2, 2], [24, 16, 4, 4, 4]],
+            24,
+            70,
+            |x, w, b, path| conv3d(x, w, Some(b), 1, pads, path),
+        );
+        assert_kernel_equals_burn(
+            "k4 s2 4³ → 2³",
+            [[4, 16, 4, 4, 4], [24, 16, 4, 4, 4]],
+            24,
+            71,
+            |x, w, b, path| conv3d(x, w, Some(b), 2, pads, path),
+        );
+        assert_kernel_equals_burn(
+            "transposed k4 s2 2³ → 4³",
+            [[4, 24, 2, 2, 2], [24, 16, 4, 4, 4]],
+            16,
+            72,
+            |x, w, b, path| conv_transpose3d(x, w, Some(b), 2, (1, 1), path),
+        );
+    }
+
     /// Transposed convolutions through the output phases: the CycleGAN's k3 s2 ('same' crops
     /// 0 before and 1 after), k4 s2, k = s, a stride of 3.
     #[test]
