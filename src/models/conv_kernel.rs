@@ -9,12 +9,16 @@
 //!
 //! - forward: Y = Σ over offsets of `W[:, :, a, b, c] · shift_abc(X)`, chunk by chunk of output
 //!   positions (few input channels: the shifted rows stacked into columns, one product);
-//! - input gradient: the forward pass applied to dY with the flipped, transposed kernel (read
-//!   in place) and padding k − 1 − p (the transpose of a stride-1 convolution);
+//! - input gradient: the forward pass applied to dY with the flipped, transposed kernel (the
+//!   flip folded into the rearrangement the products need anyway) and padding k − 1 − p (the
+//!   transpose of a stride-1 convolution);
 //! - weight gradient: `dW[:, :, a, b, c] = Σ over chunks dY · shift_abc(X)ᵀ`, each rayon
 //!   thread summing its own chunks.
 //!
-//! Chunks shrink until every rayon thread has work, also for a single window (prediction).
+//! The per-offset products read the kernel offset-major ([`Kernel::offset_major`]); grids with
+//! few input channels or fewer positions than output channels stack instead
+//! ([`Grid::stacks`]). Chunks shrink until every rayon thread has work, also for a single
+//! window (prediction).
 //!
 //! At inference (no autodiff) [`padded_conv3d_bias_relu`] adds the bias and applies ReLU while
 //! the output is copied off the grid, so a convolution–bias–ReLU writes its activation once.
@@ -200,9 +204,11 @@ pub(super) fn flex_tensor(v: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, Shape::from(shape.to_vec())))
 }
 
-/// The kernel a convolution multiplies by, read in place: a weight `[out, in, k, k, k]` as
-/// stored, or (`flipped`) as `[in, out, k, k, k]` with every kernel reversed along all three
-/// axes — the kernel of the input-gradient convolution — without copying it.
+/// The kernel a convolution multiplies by: a weight `[out, in, k, k, k]` as stored, or
+/// (`flipped`) seen as `[in, out, k, k, k]` with every kernel reversed along all three axes —
+/// the kernel of the input-gradient convolution. The flip costs no pass of its own: it is
+/// applied while the product form rearranges the weight ([`Kernel::offset_major`],
+/// [`Kernel::stacked`]).
 #[derive(Clone, Copy)]
 struct Kernel<'a> {
     weight: &'a [f32],
@@ -270,7 +276,7 @@ impl<'a> Kernel<'a> {
         out
     }
 
-    /// The kernel as one contiguous `[out, in·k³]` matrix (a copy when flipped).
+    /// The kernel as one contiguous `[out, in·k³]` matrix (the weight itself unless flipped).
     fn stacked(&self) -> std::borrow::Cow<'a, [f32]> {
         if !self.flipped {
             return std::borrow::Cow::Borrowed(self.weight);
