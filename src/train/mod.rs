@@ -18,11 +18,12 @@
 use std::path::PathBuf;
 
 use burn::config::Config;
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::models::{ModelError, ModelKind};
 
+pub mod adam;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
@@ -191,14 +192,15 @@ impl AdamSettings {
         Ok(())
     }
 
-    /// A fresh optimizer with these settings.
+    /// A fresh optimizer with these settings ([`adam::FusedAdam`]: burn's update and state,
+    /// one pass per parameter on the CPU).
     pub fn init(&self) -> ModuleOptimizer {
-        AdamConfig::new()
-            .with_beta_1(self.beta_1 as f32)
-            .with_beta_2(self.beta_2 as f32)
-            .with_epsilon(self.epsilon as f32)
-            .with_amsgrad(self.amsgrad)
-            .init()
+        ModuleOptimizer::from(adam::FusedAdam::new(
+            self.beta_1 as f32,
+            self.beta_2 as f32,
+            self.epsilon as f32,
+            self.amsgrad,
+        ))
     }
 }
 
