@@ -18,10 +18,14 @@
 //! The per-offset products read the kernel offset-major ([`Kernel::offset_major`]); grids with
 //! few input channels or fewer positions than output channels stack instead
 //! ([`Grid::stacks`]). Chunks shrink until every rayon thread has work, also for a single
-//! window (prediction).
+//! window (prediction). Each chunk's products go to a per-thread scratch and its output voxels
+//! straight on to the output ([`Grid::scatter_chunk`]), so the output exists once, not also as
+//! a zero-filled grid copied off in a second pass; the padded copies of the inputs are written
+//! once each, zeros included ([`copy_rows`]).
 //!
 //! At inference (no autodiff) [`padded_conv3d_bias_relu`] adds the bias and applies ReLU while
-//! the output is copied off the grid, so a convolution–bias–ReLU writes its activation once.
+//! the output is copied out of the scratch, so a convolution–bias–ReLU writes its activation
+//! once.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -32,6 +36,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// The convolution as a backend operation: `x` `[batch, in, d, h, w]`, `weight`
@@ -58,7 +64,7 @@ pub fn padded_conv3d(x: Tensor<5>, weight: Tensor<5>, pad: usize) -> Tensor<5> {
 }
 
 /// The inference form of the convolution: bias added and, with `relu`, ReLU applied while the
-/// output leaves the kernel's grid (one pass over the activation instead of three). No
+/// output leaves the kernel's scratch (one pass over the activation instead of three). No
 /// backward pass: only for tensors without autodiff ([`padded_conv3d_bias_relu`]).
 #[backend_extension(Flex)]
 pub trait PaddedConv3dBiasRelu: Backend {
@@ -373,23 +379,35 @@ impl Grid {
         )
     }
 
-    /// The inverse of [`Grid::grid_output`].
-    fn ungrid_output(&self, g: &[f32]) -> Vec<f32> {
-        self.ungrid_output_with(g, |_, _| {})
-    }
-
-    /// [`Grid::ungrid_output`], passing every copied row with its slab (batch·out + channel)
-    /// index through `map`.
-    fn ungrid_output_with(&self, g: &[f32], map: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    /// Hands the output voxels of a chunk of grid positions `q0 .. q0 + m` of batch `b` to
+    /// `write(row, start, values)`: `scratch` holds the chunk's `[out, m]` values, `row` is
+    /// the output slab (batch·out + channel) and `start` the flat index in the dense output
+    /// `[batch, out, d', h', w']` of the first of `values` (a run along x).
+    fn scatter_chunk(
+        &self,
+        scratch: &[f32],
+        b: usize,
+        q0: usize,
+        cout: usize,
+        mut write: impl FnMut(usize, usize, &[f32]),
+    ) {
         let [od, oh, ow] = self.output;
-        copy_rows_with(
-            g,
-            [self.ogrid, od * oh * ow],
-            self.output,
-            |z, r| (z * self.hp + r) * self.wp,
-            |z, r| (z * oh + r) * ow,
-            map,
-        )
+        let m = scratch.len() / cout;
+        let (q1, plane) = (q0 + m, od * oh * ow);
+        for r in q0 / self.wp..q1.div_ceil(self.wp) {
+            let (z, y) = (r / self.hp, r % self.hp);
+            let row_start = r * self.wp;
+            let lo = q0.saturating_sub(row_start);
+            let hi = ow.min(q1 - row_start);
+            if y >= oh || lo >= hi {
+                continue;
+            }
+            for co in 0..cout {
+                let slab = b * cout + co;
+                let src = &scratch[co * m + row_start + lo - q0..][..hi - lo];
+                write(slab, slab * plane + (z * oh + y) * ow + lo, src);
+            }
+        }
     }
 
     /// Whether a convolution `in` → `out` on this grid multiplies stacked columns
@@ -453,40 +471,43 @@ const MIN_CHUNK: usize = 64;
 
 /// Copies the `[d, h]` rows of `w` values of every slab (`sizes` = source and destination slab
 /// lengths) from row offset `from(z, y)` to `to(z, y)`, zeros elsewhere; slabs in parallel.
+/// Each destination slab is written once, in order (zeros up to a row, the row, …), with no
+/// zero-fill pass over the whole buffer first; `to` must increase along the rows.
 fn copy_rows(
-    src: &[f32],
-    sizes: [usize; 2],
-    dims: [usize; 3],
-    from: impl Fn(usize, usize) -> usize + Sync,
-    to: impl Fn(usize, usize) -> usize + Sync,
-) -> Vec<f32> {
-    copy_rows_with(src, sizes, dims, from, to, |_, _| {})
-}
-
-/// [`copy_rows`], then `map(slab, row)` on every copied row while it is in cache.
-fn copy_rows_with(
     src: &[f32],
     sizes: [usize; 2],
     [d, h, w]: [usize; 3],
     from: impl Fn(usize, usize) -> usize + Sync,
     to: impl Fn(usize, usize) -> usize + Sync,
-    map: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let [src_slab, dst_slab] = sizes;
-    let mut out = vec![0.0f32; src.len() / src_slab * dst_slab];
-    out.par_chunks_mut(dst_slab)
+    let total = src.len() / src_slab * dst_slab;
+    let mut out = Vec::with_capacity(total);
+    out.spare_capacity_mut()[..total]
+        .par_chunks_mut(dst_slab)
         .zip(src.par_chunks(src_slab))
-        .enumerate()
-        .for_each(|(slab, (dst, src))| {
+        .for_each(|(dst, src)| {
+            let mut written = 0;
             for z in 0..d {
                 for y in 0..h {
-                    let row = &mut dst[to(z, y)..][..w];
-                    row.copy_from_slice(&src[from(z, y)..][..w]);
-                    map(slab, row);
+                    let start = to(z, y);
+                    write_zeros(&mut dst[written..start]);
+                    dst[start..][..w].write_copy_of_slice(&src[from(z, y)..][..w]);
+                    written = start + w;
                 }
             }
+            write_zeros(&mut dst[written..]);
         });
+    // SAFETY: every slab was written from its first element to its last (rows ascending).
+    unsafe { out.set_len(total) };
     out
+}
+
+/// Zeros into not yet initialised values.
+fn write_zeros(dst: &mut [MaybeUninit<f32>]) {
+    dst.iter_mut().for_each(|v| {
+        v.write(0.0);
+    });
 }
 
 /// A float32 matrix in memory: first element, row stride and column stride (in elements).
@@ -571,10 +592,23 @@ struct Epilogue<'a> {
     relu: bool,
 }
 
+impl Epilogue<'_> {
+    /// Applies the epilogue to values of output channel `channel`.
+    fn apply(self, values: &mut [f32], channel: usize) {
+        let b = self.bias[channel];
+        if self.relu {
+            values.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+        } else {
+            values.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
 /// y = conv(x, kernel), stride 1, padding `pad`: for every chunk of output positions, the
-/// k³ products `W[:, :, a, b, c] · shift_abc(X)` accumulated in place, then the optional
-/// [`Epilogue`] as the output leaves the grid. The forward pass, and with a flipped
-/// [`Kernel`] the input gradient.
+/// k³ products `W[:, :, a, b, c] · shift_abc(X)` accumulated in a per-thread scratch
+/// `[out, chunk]`, whose output voxels are then copied to `y` (with the optional
+/// [`Epilogue`]) while they are in cache. The forward pass, and with a flipped [`Kernel`] the
+/// input gradient.
 fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogue>) -> FlexTensor {
     let (cout, cin, k) = (kernel.out, kernel.inp, kernel.k);
     let g = Grid::new(x, k, pad);
@@ -593,55 +627,63 @@ fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogu
     } else {
         kernel.offset_major().into()
     };
-    let mut yg = vec![0.0f32; g.batch * cout * g.ogrid];
-    let out = SharedOut(yg.as_mut_ptr());
-    (0..g.batch * chunks).into_par_iter().for_each(|task| {
-        let (b, q0) = (task / chunks, (task % chunks) * chunk);
-        let m = chunk.min(g.len - q0);
-        let x_b = &xp[b * cin * g.grid + q0..];
-        // SAFETY (both branches): this task alone writes columns q0..q0 + m of the rows of
-        // batch b (q0 + m ≤ len ≤ ogrid); it reads weight entries [co, ci, o] and input
-        // positions off + q0 .. off + q0 + m ≤ grid of each channel of batch b.
-        let dst = unsafe { out.at(b * cout * g.ogrid + q0) };
-        if stacked {
-            let columns = g.columns(x_b, cin, &offsets, m);
-            unsafe {
-                matmul(
-                    [cout, m, cin * k3],
-                    dst,
-                    [g.ogrid, 1],
-                    false,
-                    Strided::new(w.as_ptr(), cin * k3, 1),
-                    Strided::new(columns.as_ptr(), m, 1),
-                );
-            }
-            return;
-        }
-        for (o, &off) in offsets.iter().enumerate() {
-            unsafe {
-                matmul(
-                    [cout, m, cin],
-                    dst,
-                    [g.ogrid, 1],
-                    o > 0,
-                    Strided::new(w.as_ptr().add(o * cout * cin), cin, 1),
-                    Strided::new(x_b.as_ptr().add(off), g.grid, 1),
-                );
-            }
-        }
-    });
     let [od, oh, ow] = g.output;
-    let y = match epilogue {
-        None => g.ungrid_output(&yg),
-        Some(e) => g.ungrid_output_with(&yg, |slab, row| {
-            let b = e.bias[slab % cout];
-            if e.relu {
-                row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+    let total = g.batch * cout * od * oh * ow;
+    let mut y: Vec<f32> = Vec::with_capacity(total);
+    let out = SharedOut(y.as_mut_ptr());
+    (0..g.batch * chunks)
+        .into_par_iter()
+        .for_each_init(Vec::<f32>::new, |scratch, task| {
+            let (b, q0) = (task / chunks, (task % chunks) * chunk);
+            let m = chunk.min(g.len - q0);
+            let x_b = &xp[b * cin * g.grid + q0..];
+            scratch.clear();
+            scratch.reserve(cout * m);
+            let dst = scratch.as_mut_ptr();
+            // SAFETY (both branches): the products write all of scratch[..out·m] (the first
+            // without reading it: gemm does not read dst unless asked to accumulate); they
+            // read weight entries [co, ci, o] and input positions off + q0 .. off + q0 + m ≤
+            // grid of each channel of batch b.
+            if stacked {
+                let columns = g.columns(x_b, cin, &offsets, m);
+                unsafe {
+                    matmul(
+                        [cout, m, cin * k3],
+                        dst,
+                        [m, 1],
+                        false,
+                        Strided::new(w.as_ptr(), cin * k3, 1),
+                        Strided::new(columns.as_ptr(), m, 1),
+                    );
+                }
             } else {
-                row.iter_mut().for_each(|v| *v += b);
+                for (o, &off) in offsets.iter().enumerate() {
+                    unsafe {
+                        matmul(
+                            [cout, m, cin],
+                            dst,
+                            [m, 1],
+                            o > 0,
+                            Strided::new(w.as_ptr().add(o * cout * cin), cin, 1),
+                            Strided::new(x_b.as_ptr().add(off), g.grid, 1),
+                        );
+                    }
+                }
             }
-        }),
-    };
+            unsafe { scratch.set_len(cout * m) };
+            g.scatter_chunk(scratch, b, q0, cout, |row, start, values| {
+                // SAFETY: output voxels of batch b at grid positions q0 .. q0 + m: this task's
+                // alone, inside y's capacity.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(start), values.len()) };
+                dst.copy_from_slice(values);
+                if let Some(e) = epilogue {
+                    e.apply(dst, row % cout);
+                }
+            });
+        });
+    // SAFETY: the chunks cover every grid position that holds an output voxel, for every
+    // batch, and each wrote all output channels of its voxels.
+    unsafe { y.set_len(total) };
     flex_tensor(y, [g.batch, cout, od, oh, ow])
 }
 
