@@ -253,7 +253,7 @@ impl<'a> Kernel<'a> {
     fn offset_major(&self) -> Vec<f32> {
         let k3 = self.k3();
         let pairs = self.out * self.inp;
-        let mut out = vec![0.0f32; self.weight.len()];
+        let mut out = Vec::with_capacity(self.weight.len());
         let dst = SharedOut(out.as_mut_ptr());
         // source row j = (a, b) of the stored weight [a, b, k³]
         let (rows_a, rows_b) = if self.flipped {
@@ -275,10 +275,12 @@ impl<'a> Kernel<'a> {
                             (s, j)
                         };
                         // SAFETY: (o, pair) runs over [k³, out·in] once, each from one task.
-                        unsafe { *dst.at(o * pairs + pair) = v };
+                        unsafe { dst.at(o * pairs + pair).write(v) };
                     }
                 }
             });
+        // SAFETY: every one of the weight's values was written once above.
+        unsafe { out.set_len(self.weight.len()) };
         out
     }
 
@@ -712,13 +714,20 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     let acc = (0..g.batch * chunks)
         .into_par_iter()
         .fold(
-            || vec![0.0f32; size], // stacked: [out, in, k³]; otherwise [k³, out, in]
-            |mut acc, task| {
+            Vec::new, // stacked: [out, in, k³]; otherwise [k³, out, in]
+            |mut acc: Vec<f32>, task| {
+                // The first task of each fold writes its products into the fresh accumulator
+                // (gemm does not read dst unless asked to accumulate): no zero-fill pass.
+                let first = acc.is_empty();
+                if first {
+                    acc.reserve_exact(size);
+                }
                 let (b, q0) = (task / chunks, (task % chunks) * chunk);
                 let m = chunk.min(g.len - q0);
                 let dy_b = &dyp[b * cout * g.ogrid + q0..];
                 let x_b = &xp[b * cin * g.grid + q0..];
-                // SAFETY (both branches): dst is this thread's own accumulator; rows co < out
+                // SAFETY (both branches): dst is this fold's own accumulator, `size` values
+                // allocated, all written by the first task's products (m ≥ 1); rows co < out
                 // of dY at stride ogrid, positions q0 .. q0 + m ≤ ogrid; rows ci < in of X at
                 // stride grid, positions off + q0 + m ≤ grid (or the columns, `[in·k³, m]`).
                 if stacked {
@@ -728,45 +737,56 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
                             [cout, cin * k3, m],
                             acc.as_mut_ptr(),
                             [cin * k3, 1],
-                            true,
+                            !first,
                             Strided::new(dy_b.as_ptr(), g.ogrid, 1),
                             Strided::new(columns.as_ptr(), 1, m),
                         );
                     }
-                    return acc;
-                }
-                for (o, &off) in offsets.iter().enumerate() {
-                    let dst = &mut acc[o * cout * cin..][..cout * cin];
-                    unsafe {
-                        matmul(
-                            [cout, cin, m],
-                            dst.as_mut_ptr(),
-                            [cin, 1],
-                            true,
-                            Strided::new(dy_b.as_ptr(), g.ogrid, 1),
-                            Strided::new(x_b.as_ptr().add(off), 1, g.grid),
-                        );
+                } else {
+                    for (o, &off) in offsets.iter().enumerate() {
+                        unsafe {
+                            matmul(
+                                [cout, cin, m],
+                                acc.as_mut_ptr().add(o * cout * cin),
+                                [cin, 1],
+                                !first,
+                                Strided::new(dy_b.as_ptr(), g.ogrid, 1),
+                                Strided::new(x_b.as_ptr().add(off), 1, g.grid),
+                            );
+                        }
                     }
+                }
+                if first {
+                    unsafe { acc.set_len(size) };
                 }
                 acc
             },
         )
         .reduce_with(|mut a, b| {
+            if a.is_empty() {
+                return b;
+            }
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         })
+        .filter(|acc| !acc.is_empty())
         .unwrap_or_else(|| vec![0.0; size]);
     let dw = if stacked {
         acc
     } else {
         // [k³, out·in] → [out·in, k³], written in order (the k³ rows read stay in cache)
         let pairs = cout * cin;
-        let mut dw = vec![0.0f32; size];
-        dw.par_chunks_mut(k3).enumerate().for_each(|(j, dst)| {
-            for (o, v) in dst.iter_mut().enumerate() {
-                *v = acc[o * pairs + j];
-            }
-        });
+        let mut dw = Vec::with_capacity(size);
+        dw.spare_capacity_mut()[..size]
+            .par_chunks_mut(k3)
+            .enumerate()
+            .for_each(|(j, dst)| {
+                for (o, v) in dst.iter_mut().enumerate() {
+                    v.write(acc[o * pairs + j]);
+                }
+            });
+        // SAFETY: the k³ values of every (out, in) pair were written above.
+        unsafe { dw.set_len(size) };
         dw
     };
     flex_tensor(dw, [cout, cin, k, k, k])

@@ -57,10 +57,6 @@ pub trait PhaseShuffle: Backend {
 
 /// [`PhaseShuffle::to_phases`] on tensors of a flex (CPU) device, float32.
 pub fn to_phases(x: Tensor<5>, layout: PhaseLayout) -> Tensor<5> {
-    assert!(
-        (0..3).all(|a| layout.stride * layout.phases[a] >= layout.volume[a] + layout.before[a]),
-        "to_phases: {layout:?} leaves voxels without a place"
-    );
     let out = <burn::backend::Dispatch as PhaseShuffle>::to_phases(x.into_dispatch(), layout);
     Tensor::from_dispatch(out)
 }
@@ -339,6 +335,10 @@ fn shuffle(t: &FlexTensor, layout: PhaseLayout, direction: Direction) -> FlexTen
         shape.len() == 5 && shape[2..] == source && values.len() == batch * channels * src_block,
         "phase shuffle: shape {shape:?} does not fit {layout:?}"
     );
+    assert!(
+        (0..3).all(|a| s * layout.phases[a] >= layout.volume[a] + layout.before[a]),
+        "phase shuffle: {layout:?} leaves voxels without a place"
+    );
     // Per axis, phase β and index i → the volume coordinate s·i + β − before, if inside.
     let maps: [Vec<Option<usize>>; 3] = std::array::from_fn(|a| {
         let (n, q) = (layout.volume[a], layout.phases[a]);
@@ -347,31 +347,38 @@ fn shuffle(t: &FlexTensor, layout: PhaseLayout, direction: Direction) -> FlexTen
             .map(|v| v.filter(|&v| v < n))
             .collect()
     });
-    let mut out = vec![0.0f32; batch * channels * dst_block];
-    out.par_chunks_mut(dst_block)
+    // Every destination value is written exactly once (the phases' places outside the volume
+    // as zeros), so the buffer needs no zero-fill first.
+    let total = batch * channels * dst_block;
+    let mut out = Vec::with_capacity(total);
+    out.spare_capacity_mut()[..total]
+        .par_chunks_mut(dst_block)
         .zip(values.par_chunks(src_block))
         .for_each(|(dst, src)| {
             for (bzi, z) in maps[0].iter().enumerate() {
-                let Some(z) = z else { continue };
                 let (bz, i) = (bzi / q0, bzi % q0);
                 for (byj, y) in maps[1].iter().enumerate() {
-                    let Some(y) = y else { continue };
                     let (by, j) = (byj / q1, byj % q1);
-                    let row = (z * n1 + y) * n2;
+                    let row = z.zip(*y).map(|(z, y)| (z * n1 + y) * n2);
                     for bx in 0..s {
                         let phase = ((bz * s + by) * s + bx) * qsize + (i * q1 + j) * q2;
                         let xs = &maps[2][bx * q2..][..q2];
                         for (l, x) in xs.iter().enumerate() {
-                            let Some(x) = x else { continue };
-                            match direction {
-                                Direction::ToPhases => dst[phase + l] = src[row + x],
-                                Direction::FromPhases => dst[row + x] = src[phase + l],
-                            }
+                            let voxel = row.zip(*x).map(|(row, x)| row + x);
+                            match (direction, voxel) {
+                                (Direction::ToPhases, Some(v)) => dst[phase + l].write(src[v]),
+                                (Direction::ToPhases, None) => dst[phase + l].write(0.0),
+                                (Direction::FromPhases, Some(v)) => dst[v].write(src[phase + l]),
+                                (Direction::FromPhases, None) => continue,
+                            };
                         }
                     }
                 }
             }
         });
+    // SAFETY: to phases, the loops visit every place of every phase; from phases, every voxel
+    // has exactly one place (s·q ≥ n + before on every axis, asserted above).
+    unsafe { out.set_len(total) };
     flex_tensor(out, out_shape)
 }
 
