@@ -71,21 +71,19 @@ impl StepScalars {
         }
     }
 
-    /// One element: new moments (and AMSGrad maximum), new parameter value. The operations and
-    /// their order are burn's (`AdaptiveMomentum::transform`, `Adam::step`).
+    /// The moments of one element after gradient `g`; burn's operations in burn's order
+    /// (`AdaptiveMomentum::transform`).
     #[inline(always)]
-    fn update(self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32, v_max: Option<&mut f32>) {
+    fn moments(self, g: f32, m: &mut f32, v: &mut f32) {
         *m = *m * self.beta_1 + g * (1.0 - self.beta_1);
         *v = *v * self.beta_2 + (g * g) * (1.0 - self.beta_2);
-        let v_used = match v_max {
-            Some(max) => {
-                *max = max.max(*v);
-                *max
-            }
-            None => *v,
-        };
-        let step = (*m * self.combined) / (v_used.sqrt() + self.epsilon);
-        *p -= step * self.lr;
+    }
+
+    /// The new value of one element from its first moment `m` and the second moment it uses
+    /// `v` (burn's `Adam::step`).
+    #[inline(always)]
+    fn apply(self, p: &mut f32, m: f32, v: f32) {
+        *p -= ((m * self.combined) / (v.sqrt() + self.epsilon)) * self.lr;
     }
 }
 
@@ -133,19 +131,25 @@ impl Optimizer for FusedAdam {
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK));
+        // Plain zipped loops, so that the compiler vectorises them (sqrt and division
+        // included: exact in IEEE arithmetic, so the values do not change).
         match v_max.as_mut() {
             Some(v_max) => {
                 chunks
                     .zip(v_max.par_chunks_mut(CHUNK))
                     .for_each(|((((p, g), m), v), v_max)| {
-                        for i in 0..p.len() {
-                            k.update(&mut p[i], g[i], &mut m[i], &mut v[i], Some(&mut v_max[i]));
+                        let elements = p.iter_mut().zip(g).zip(m).zip(v).zip(v_max);
+                        for ((((p, &g), m), v), v_max) in elements {
+                            k.moments(g, m, v);
+                            *v_max = v_max.max(*v);
+                            k.apply(p, *m, *v_max);
                         }
                     })
             }
             None => chunks.for_each(|(((p, g), m), v)| {
-                for i in 0..p.len() {
-                    k.update(&mut p[i], g[i], &mut m[i], &mut v[i], None);
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                    k.moments(g, m, v);
+                    k.apply(p, *m, *v);
                 }
             }),
         }

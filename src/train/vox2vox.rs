@@ -9,8 +9,9 @@
 //! classes, 2e-5 for 3, β1 0.5, ε 1e-7). Dropout 0.2 is active in training.
 //!
 //! One difference in the noise: Keras evaluates D(x, G(x)) once for both losses and so shares
-//! one dropout mask between them; here the discriminator runs once for each loss, with
-//! independent masks from the same seeded stream.
+//! one dropout mask between them; here the discriminator runs once for G's loss and once for
+//! D's (real and generated masks stacked in one batch), with independent masks from the same
+//! seeded stream.
 
 use std::path::Path;
 
@@ -192,9 +193,15 @@ impl Trainer for Vox2VoxTrainer {
         let frozen_d = self.discriminator.clone().no_grad();
         let (loss_g, dice, adv) =
             self.generator_losses(&frozen_d, x.clone(), y.clone(), fake.clone());
-        // D's loss on the detached prediction: gradients reach θ_D only.
-        let real = lsgan(self.discriminator.forward(x.clone(), y), 1.0);
-        let generated = lsgan(self.discriminator.forward(x, fake.detach()), 0.0);
+        // D's loss on the real masks and the detached prediction (gradients reach θ_D only),
+        // both halves in one batch: one pass of D's layers instead of two.
+        let n = x.dims()[0];
+        let scores = self.discriminator.forward(
+            Tensor::cat(vec![x.clone(), x], 0),
+            Tensor::cat(vec![y, fake.detach()], 0),
+        );
+        let real = lsgan(scores.clone().narrow(0, 0, n), 1.0);
+        let generated = lsgan(scores.narrow(0, n, n), 0.0);
         let loss_d = (real + generated) * 0.5;
 
         let mut out = StepLosses::default();
