@@ -27,6 +27,8 @@
 //! the output is copied out of the scratch, so a convolution–bias–ReLU writes its activation
 //! once.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -36,8 +38,6 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
-use std::mem::MaybeUninit;
-
 use rayon::prelude::*;
 
 /// The convolution as a backend operation: `x` `[batch, in, d, h, w]`, `weight`
