@@ -493,27 +493,9 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     use super::*;
-    use crate::models::test_support::{assert_close, to_vec};
-
-    /// Deterministic pseudo-random values in [−1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn tensor<const D: usize>(shape: [usize; D], seed: u64, dev: &Device) -> Tensor<D> {
-        let n = shape.iter().product();
-        Tensor::from_data(TensorData::new(values(n, seed), shape), dev)
-    }
+    use crate::models::test_support::{
+        assert_close, random_tensor as tensor, random_values as values, to_vec,
+    };
 
     /// (kernel, input channels, output channels, input size d×h×w, pads)
     type Case = (usize, usize, usize, [usize; 3], [(usize, usize); 3]);

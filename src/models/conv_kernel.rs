@@ -253,35 +253,36 @@ impl<'a> Kernel<'a> {
     fn offset_major(&self) -> Vec<f32> {
         let k3 = self.k3();
         let pairs = self.out * self.inp;
-        let mut out = Vec::with_capacity(self.weight.len());
-        let dst = SharedOut(out.as_mut_ptr());
         // source row j = (a, b) of the stored weight [a, b, k³]
         let (rows_a, rows_b) = if self.flipped {
             (self.inp, self.out)
         } else {
             (self.out, self.inp)
         };
-        self.weight
-            .par_chunks(k3 * 256)
-            .enumerate()
-            .for_each(|(block, rows)| {
-                for (i, row) in rows.chunks(k3).enumerate() {
-                    let j = block * 256 + i;
-                    let (a, b) = (j / rows_b, j % rows_b);
-                    for (s, &v) in row.iter().enumerate() {
-                        let (o, pair) = if self.flipped {
-                            (k3 - 1 - s, b * rows_a + a)
-                        } else {
-                            (s, j)
-                        };
-                        // SAFETY: (o, pair) runs over [k³, out·in] once, each from one task.
-                        unsafe { dst.at(o * pairs + pair).write(v) };
+        let rearrange = |out: &mut [MaybeUninit<f32>]| {
+            let dst = SharedOut(out.as_mut_ptr().cast());
+            self.weight
+                .par_chunks(k3 * 256)
+                .enumerate()
+                .for_each(|(block, rows)| {
+                    for (i, row) in rows.chunks(k3).enumerate() {
+                        let j = block * 256 + i;
+                        let (a, b) = (j / rows_b, j % rows_b);
+                        for (s, &v) in row.iter().enumerate() {
+                            let (o, pair) = if self.flipped {
+                                (k3 - 1 - s, b * rows_a + a)
+                            } else {
+                                (s, j)
+                            };
+                            // SAFETY: (o, pair) runs over [k³, out·in] once, each from one
+                            // task.
+                            unsafe { dst.at(o * pairs + pair).write(v) };
+                        }
                     }
-                }
-            });
-        // SAFETY: every one of the weight's values was written once above.
-        unsafe { out.set_len(self.weight.len()) };
-        out
+                });
+        };
+        // SAFETY: every one of the weight's values is written once.
+        unsafe { written_once(self.weight.len(), rearrange) }
     }
 
     /// The kernel as one contiguous `[out, in·k³]` matrix (the weight itself unless flipped).
@@ -484,25 +485,25 @@ fn copy_rows(
 ) -> Vec<f32> {
     let [src_slab, dst_slab] = sizes;
     let total = src.len() / src_slab * dst_slab;
-    let mut out = Vec::with_capacity(total);
-    out.spare_capacity_mut()[..total]
-        .par_chunks_mut(dst_slab)
-        .zip(src.par_chunks(src_slab))
-        .for_each(|(dst, src)| {
-            let mut written = 0;
-            for z in 0..d {
-                for y in 0..h {
-                    let start = to(z, y);
-                    write_zeros(&mut dst[written..start]);
-                    dst[start..][..w].write_copy_of_slice(&src[from(z, y)..][..w]);
-                    written = start + w;
-                }
-            }
-            write_zeros(&mut dst[written..]);
-        });
-    // SAFETY: every slab was written from its first element to its last (rows ascending).
-    unsafe { out.set_len(total) };
-    out
+    // SAFETY: every slab is written from its first element to its last (rows ascending).
+    unsafe {
+        written_once(total, |out| {
+            out.par_chunks_mut(dst_slab)
+                .zip(src.par_chunks(src_slab))
+                .for_each(|(dst, src)| {
+                    let mut written = 0;
+                    for z in 0..d {
+                        for y in 0..h {
+                            let start = to(z, y);
+                            write_zeros(&mut dst[written..start]);
+                            dst[start..][..w].write_copy_of_slice(&src[from(z, y)..][..w]);
+                            written = start + w;
+                        }
+                    }
+                    write_zeros(&mut dst[written..]);
+                })
+        })
+    }
 }
 
 /// Zeros into not yet initialised values.
@@ -510,6 +511,22 @@ fn write_zeros(dst: &mut [MaybeUninit<f32>]) {
     dst.iter_mut().for_each(|v| {
         v.write(0.0);
     });
+}
+
+/// A vector of `len` values that `fill` writes, each once, into uninitialised memory: the
+/// kernels' outputs and rearranged copies, with no zero-fill pass over them first.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given.
+pub(super) unsafe fn written_once(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<f32>]),
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` initialised all `len` values (the caller's promise).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// A float32 matrix in memory: first element, row stride and column stride (in elements).
@@ -631,61 +648,63 @@ fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogu
     };
     let [od, oh, ow] = g.output;
     let total = g.batch * cout * od * oh * ow;
-    let mut y: Vec<f32> = Vec::with_capacity(total);
-    let out = SharedOut(y.as_mut_ptr());
-    (0..g.batch * chunks)
-        .into_par_iter()
-        .for_each_init(Vec::<f32>::new, |scratch, task| {
-            let (b, q0) = (task / chunks, (task % chunks) * chunk);
-            let m = chunk.min(g.len - q0);
-            let x_b = &xp[b * cin * g.grid + q0..];
-            scratch.clear();
-            scratch.reserve(cout * m);
-            let dst = scratch.as_mut_ptr();
-            // SAFETY (both branches): the products write all of scratch[..out·m] (the first
-            // without reading it: gemm does not read dst unless asked to accumulate); they
-            // read weight entries [co, ci, o] and input positions off + q0 .. off + q0 + m ≤
-            // grid of each channel of batch b.
-            if stacked {
-                let columns = g.columns(x_b, cin, &offsets, m);
-                unsafe {
-                    matmul(
-                        [cout, m, cin * k3],
-                        dst,
-                        [m, 1],
-                        false,
-                        Strided::new(w.as_ptr(), cin * k3, 1),
-                        Strided::new(columns.as_ptr(), m, 1),
-                    );
-                }
-            } else {
-                for (o, &off) in offsets.iter().enumerate() {
+    let products = |y: &mut [MaybeUninit<f32>]| {
+        let out = SharedOut(y.as_mut_ptr().cast());
+        (0..g.batch * chunks)
+            .into_par_iter()
+            .for_each_init(Vec::<f32>::new, |scratch, task| {
+                let (b, q0) = (task / chunks, (task % chunks) * chunk);
+                let m = chunk.min(g.len - q0);
+                let x_b = &xp[b * cin * g.grid + q0..];
+                scratch.clear();
+                scratch.reserve(cout * m);
+                let dst = scratch.as_mut_ptr();
+                // SAFETY (both branches): the products write all of scratch[..out·m] (the first
+                // without reading it: gemm does not read dst unless asked to accumulate); they
+                // read weight entries [co, ci, o] and input positions off + q0 .. off + q0 + m ≤
+                // grid of each channel of batch b.
+                if stacked {
+                    let columns = g.columns(x_b, cin, &offsets, m);
                     unsafe {
                         matmul(
-                            [cout, m, cin],
+                            [cout, m, cin * k3],
                             dst,
                             [m, 1],
-                            o > 0,
-                            Strided::new(w.as_ptr().add(o * cout * cin), cin, 1),
-                            Strided::new(x_b.as_ptr().add(off), g.grid, 1),
+                            false,
+                            Strided::new(w.as_ptr(), cin * k3, 1),
+                            Strided::new(columns.as_ptr(), m, 1),
                         );
                     }
+                } else {
+                    for (o, &off) in offsets.iter().enumerate() {
+                        unsafe {
+                            matmul(
+                                [cout, m, cin],
+                                dst,
+                                [m, 1],
+                                o > 0,
+                                Strided::new(w.as_ptr().add(o * cout * cin), cin, 1),
+                                Strided::new(x_b.as_ptr().add(off), g.grid, 1),
+                            );
+                        }
+                    }
                 }
-            }
-            unsafe { scratch.set_len(cout * m) };
-            g.scatter_chunk(scratch, b, q0, cout, |row, start, values| {
-                // SAFETY: output voxels of batch b at grid positions q0 .. q0 + m: this task's
-                // alone, inside y's capacity.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(start), values.len()) };
-                dst.copy_from_slice(values);
-                if let Some(e) = epilogue {
-                    e.apply(dst, row % cout);
-                }
+                unsafe { scratch.set_len(cout * m) };
+                g.scatter_chunk(scratch, b, q0, cout, |row, start, values| {
+                    // SAFETY: output voxels of batch b at grid positions q0 .. q0 + m: this task's
+                    // alone, inside y's capacity.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(out.at(start), values.len()) };
+                    dst.copy_from_slice(values);
+                    if let Some(e) = epilogue {
+                        e.apply(dst, row % cout);
+                    }
+                });
             });
-        });
+    };
     // SAFETY: the chunks cover every grid position that holds an output voxel, for every
-    // batch, and each wrote all output channels of its voxels.
-    unsafe { y.set_len(total) };
+    // batch, and each writes all output channels of its voxels.
+    let y = unsafe { written_once(total, products) };
     flex_tensor(y, [g.batch, cout, od, oh, ow])
 }
 
@@ -776,18 +795,16 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     } else {
         // [k³, out·in] → [out·in, k³], written in order (the k³ rows read stay in cache)
         let pairs = cout * cin;
-        let mut dw = Vec::with_capacity(size);
-        dw.spare_capacity_mut()[..size]
-            .par_chunks_mut(k3)
-            .enumerate()
-            .for_each(|(j, dst)| {
-                for (o, v) in dst.iter_mut().enumerate() {
-                    v.write(acc[o * pairs + j]);
-                }
-            });
-        // SAFETY: the k³ values of every (out, in) pair were written above.
-        unsafe { dw.set_len(size) };
-        dw
+        // SAFETY: the k³ values of every (out, in) pair are written.
+        unsafe {
+            written_once(size, |dw| {
+                dw.par_chunks_mut(k3).enumerate().for_each(|(j, dst)| {
+                    for (o, v) in dst.iter_mut().enumerate() {
+                        v.write(acc[o * pairs + j]);
+                    }
+                })
+            })
+        }
     };
     flex_tensor(dw, [cout, cin, k, k, k])
 }

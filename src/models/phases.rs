@@ -21,6 +21,8 @@
 //! a single kernel (the same for every input/output channel pair); its backward is the
 //! gather the other way.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -31,7 +33,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv_kernel::{flex_tensor, values};
+use super::conv_kernel::{flex_tensor, values, written_once};
 
 /// Stride, zero padding before the volume on each axis, and the sizes of both sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,35 +352,37 @@ fn shuffle(t: &FlexTensor, layout: PhaseLayout, direction: Direction) -> FlexTen
     // Every destination value is written exactly once (the phases' places outside the volume
     // as zeros), so the buffer needs no zero-fill first.
     let total = batch * channels * dst_block;
-    let mut out = Vec::with_capacity(total);
-    out.spare_capacity_mut()[..total]
-        .par_chunks_mut(dst_block)
-        .zip(values.par_chunks(src_block))
-        .for_each(|(dst, src)| {
-            for (bzi, z) in maps[0].iter().enumerate() {
-                let (bz, i) = (bzi / q0, bzi % q0);
-                for (byj, y) in maps[1].iter().enumerate() {
-                    let (by, j) = (byj / q1, byj % q1);
-                    let row = z.zip(*y).map(|(z, y)| (z * n1 + y) * n2);
-                    for bx in 0..s {
-                        let phase = ((bz * s + by) * s + bx) * qsize + (i * q1 + j) * q2;
-                        let xs = &maps[2][bx * q2..][..q2];
-                        for (l, x) in xs.iter().enumerate() {
-                            let voxel = row.zip(*x).map(|(row, x)| row + x);
-                            match (direction, voxel) {
-                                (Direction::ToPhases, Some(v)) => dst[phase + l].write(src[v]),
-                                (Direction::ToPhases, None) => dst[phase + l].write(0.0),
-                                (Direction::FromPhases, Some(v)) => dst[v].write(src[phase + l]),
-                                (Direction::FromPhases, None) => continue,
-                            };
+    let shuffle = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(dst_block)
+            .zip(values.par_chunks(src_block))
+            .for_each(|(dst, src)| {
+                for (bzi, z) in maps[0].iter().enumerate() {
+                    let (bz, i) = (bzi / q0, bzi % q0);
+                    for (byj, y) in maps[1].iter().enumerate() {
+                        let (by, j) = (byj / q1, byj % q1);
+                        let row = z.zip(*y).map(|(z, y)| (z * n1 + y) * n2);
+                        for bx in 0..s {
+                            let phase = ((bz * s + by) * s + bx) * qsize + (i * q1 + j) * q2;
+                            let xs = &maps[2][bx * q2..][..q2];
+                            for (l, x) in xs.iter().enumerate() {
+                                let voxel = row.zip(*x).map(|(row, x)| row + x);
+                                match (direction, voxel) {
+                                    (Direction::ToPhases, Some(v)) => dst[phase + l].write(src[v]),
+                                    (Direction::ToPhases, None) => dst[phase + l].write(0.0),
+                                    (Direction::FromPhases, Some(v)) => {
+                                        dst[v].write(src[phase + l])
+                                    }
+                                    (Direction::FromPhases, None) => continue,
+                                };
+                            }
                         }
                     }
                 }
-            }
-        });
+            })
+    };
     // SAFETY: to phases, the loops visit every place of every phase; from phases, every voxel
     // has exactly one place (s·q ≥ n + before on every axis, asserted above).
-    unsafe { out.set_len(total) };
+    let out = unsafe { written_once(total, shuffle) };
     flex_tensor(out, out_shape)
 }
 
