@@ -288,8 +288,8 @@ fn loss_values(l: &[StepLosses]) -> Vec<Vec<f64>> {
 /// from the checkpoint must predict identically and continue with identical losses, and a
 /// third trainer with the same seed must reproduce all 4 losses.
 ///
-/// "Identical" is up to 1e-4 relative: the CPU backend's multi-threaded reductions may sum
-/// floats in a different order from run to run.
+/// "Identical" is bit for bit: the CPU backend's sums run in a fixed order (the convolution's
+/// weight gradient sums its threads' shares in thread order), so a seed fixes every value.
 fn check_resume_and_determinism<T: Trainer>(
     make: impl Fn(u64) -> T,
     batch_of: impl Fn(&T) -> Batch,
@@ -317,35 +317,24 @@ fn check_resume_and_determinism<T: Trainer>(
     assert_eq!(b.steps(), 2);
     let mut reference = make(5);
     losses_of(&mut reference, &batch, 2);
-    assert_close(
-        &b.predict(image.clone()).try_into_vec_as::<f32>().unwrap(),
-        &reference.predict(image).try_into_vec_as::<f32>().unwrap(),
+    assert_eq!(
+        b.predict(image.clone()).try_into_vec_as::<f32>().unwrap(),
+        reference.predict(image).try_into_vec_as::<f32>().unwrap(),
         "checkpoint save → load must give identical predictions",
     );
-    assert_close(
-        &loss_values(&losses_of(&mut b, &batch, 2)).concat(),
-        &loss_values(&rest).concat(),
+    assert_eq!(
+        loss_values(&losses_of(&mut b, &batch, 2)),
+        loss_values(&rest),
         "resumed losses",
     );
 
     let mut c = make(5);
     let again = losses_of(&mut c, &batch, 4);
-    assert_close(
-        &loss_values(&again).concat(),
-        &loss_values(&[first, rest].concat()).concat(),
+    assert_eq!(
+        loss_values(&again),
+        loss_values(&[first, rest].concat()),
         "same seed, same losses",
     );
-}
-
-fn assert_close<T: Copy + Into<f64>>(a: &[T], b: &[T], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-        let (x, y) = (x.into(), y.into());
-        assert!(
-            (x - y).abs() <= 1e-4 * x.abs().max(y.abs()).max(1e-3),
-            "{what}: value {i}: {x} vs {y}"
-        );
-    }
 }
 
 #[test]

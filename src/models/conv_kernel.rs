@@ -712,8 +712,8 @@ fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogu
 /// `[batch, in, d, h, w]` and the output gradient `dy` `[batch, out, d', h', w']`: for every
 /// chunk of output positions and kernel offset, `dW[:, :, a, b, c] += dY · shift_abc(X)ᵀ`
 /// (or one product `dY · columnsᵀ` straight into the weight layout on a grid with
-/// [`Grid::few_positions`]), the chunks spread over rayon's threads, each with its own
-/// accumulator.
+/// [`Grid::few_positions`]), the chunks spread over rayon's threads in fixed groups, each with
+/// its own accumulator ([`sum_in_fixed_groups`]: the same rounding on every run).
 fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> FlexTensor {
     let g = Grid::new(x, k, pad);
     let cin = x.layout().shape()[1];
@@ -730,66 +730,53 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     };
     let chunks = g.len.div_ceil(chunk);
     let size = k3 * cout * cin;
-    let acc = (0..g.batch * chunks)
-        .into_par_iter()
-        .fold(
-            Vec::new, // stacked: [out, in, k³]; otherwise [k³, out, in]
-            |mut acc: Vec<f32>, task| {
-                // The first task of each fold writes its products into the fresh accumulator
-                // (gemm does not read dst unless asked to accumulate): no zero-fill pass.
-                let first = acc.is_empty();
-                if first {
-                    acc.reserve_exact(size);
-                }
-                let (b, q0) = (task / chunks, (task % chunks) * chunk);
-                let m = chunk.min(g.len - q0);
-                let dy_b = &dyp[b * cout * g.ogrid + q0..];
-                let x_b = &xp[b * cin * g.grid + q0..];
-                // SAFETY (both branches): dst is this fold's own accumulator, `size` values
-                // allocated, all written by the first task's products (m ≥ 1); rows co < out
-                // of dY at stride ogrid, positions q0 .. q0 + m ≤ ogrid; rows ci < in of X at
-                // stride grid, positions off + q0 + m ≤ grid (or the columns, `[in·k³, m]`).
-                if stacked {
-                    let columns = g.columns(x_b, cin, &offsets, m);
-                    unsafe {
-                        matmul(
-                            [cout, cin * k3, m],
-                            acc.as_mut_ptr(),
-                            [cin * k3, 1],
-                            !first,
-                            Strided::new(dy_b.as_ptr(), g.ogrid, 1),
-                            Strided::new(columns.as_ptr(), 1, m),
-                        );
-                    }
-                } else {
-                    for (o, &off) in offsets.iter().enumerate() {
-                        unsafe {
-                            matmul(
-                                [cout, cin, m],
-                                acc.as_mut_ptr().add(o * cout * cin),
-                                [cin, 1],
-                                !first,
-                                Strided::new(dy_b.as_ptr(), g.ogrid, 1),
-                                Strided::new(x_b.as_ptr().add(off), 1, g.grid),
-                            );
-                        }
-                    }
-                }
-                if first {
-                    unsafe { acc.set_len(size) };
-                }
-                acc
-            },
-        )
-        .reduce_with(|mut a, b| {
-            if a.is_empty() {
-                return b;
+    // Adds the products of one task (a chunk of positions of one sample) to `acc`, or writes
+    // them into it when it is still empty (gemm does not read dst unless asked to accumulate):
+    // no zero-fill pass.
+    let accumulate = |acc: &mut Vec<f32>, task: usize| {
+        let first = acc.is_empty();
+        if first {
+            acc.reserve_exact(size);
+        }
+        let (b, q0) = (task / chunks, (task % chunks) * chunk);
+        let m = chunk.min(g.len - q0);
+        let dy_b = &dyp[b * cout * g.ogrid + q0..];
+        let x_b = &xp[b * cin * g.grid + q0..];
+        // SAFETY (both branches): dst is the group's own accumulator, `size` values
+        // allocated, all written by the first task's products (m ≥ 1); rows co < out of dY at
+        // stride ogrid, positions q0 .. q0 + m ≤ ogrid; rows ci < in of X at stride grid,
+        // positions off + q0 + m ≤ grid (or the columns, `[in·k³, m]`).
+        if stacked {
+            let columns = g.columns(x_b, cin, &offsets, m);
+            unsafe {
+                matmul(
+                    [cout, cin * k3, m],
+                    acc.as_mut_ptr(),
+                    [cin * k3, 1],
+                    !first,
+                    Strided::new(dy_b.as_ptr(), g.ogrid, 1),
+                    Strided::new(columns.as_ptr(), 1, m),
+                );
             }
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .filter(|acc| !acc.is_empty())
-        .unwrap_or_else(|| vec![0.0; size]);
+        } else {
+            for (o, &off) in offsets.iter().enumerate() {
+                unsafe {
+                    matmul(
+                        [cout, cin, m],
+                        acc.as_mut_ptr().add(o * cout * cin),
+                        [cin, 1],
+                        !first,
+                        Strided::new(dy_b.as_ptr(), g.ogrid, 1),
+                        Strided::new(x_b.as_ptr().add(off), 1, g.grid),
+                    );
+                }
+            }
+        }
+        if first {
+            unsafe { acc.set_len(size) };
+        }
+    };
+    let acc = sum_in_fixed_groups(g.batch * chunks, size, accumulate);
     let dw = if stacked {
         acc
     } else {
@@ -807,6 +794,44 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
         }
     };
     flex_tensor(dw, [cout, cin, k, k, k])
+}
+
+/// Σ over `tasks` of what `accumulate` adds to a `size`-long accumulator, the same sum on
+/// every run: the tasks are cut into one contiguous group per rayon thread, each group summed
+/// in task order into its own accumulator, and the groups added in group order. (A rayon
+/// `fold` would balance better, but where it splits depends on work stealing, and so would
+/// the rounding of the sum: two trainings with the same seed drifted apart after a few
+/// hundred steps.)
+fn sum_in_fixed_groups(
+    tasks: usize,
+    size: usize,
+    accumulate: impl Fn(&mut Vec<f32>, usize) + Sync,
+) -> Vec<f32> {
+    let groups = rayon::current_num_threads().clamp(1, tasks.max(1));
+    let mut sums: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|j| {
+            let mut acc = Vec::new();
+            for task in j * tasks / groups..(j + 1) * tasks / groups {
+                accumulate(&mut acc, task);
+            }
+            acc
+        })
+        .collect();
+    sums.retain(|acc| !acc.is_empty());
+    let Some((total, rest)) = sums.split_first_mut() else {
+        return vec![0.0; size];
+    };
+    total
+        .par_chunks_mut(1 << 14)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let at = i << 14;
+            for acc in rest.iter() {
+                dst.iter_mut().zip(&acc[at..]).for_each(|(d, v)| *d += v);
+            }
+        });
+    std::mem::take(total)
 }
 
 #[cfg(test)]
@@ -842,5 +867,42 @@ mod tests {
             let tiny = grid([1, 8, 2, 2, 2]);
             assert_eq!(tiny.chunk(8), MIN_CHUNK);
         });
+    }
+    /// The groups' sums are added in one fixed order, whatever the scheduling: the tasks'
+    /// values are chosen so that every other order rounds differently, and 40 runs on 4
+    /// threads all give the sum of the defined order.
+    #[test]
+    fn fixed_groups_sum_in_the_same_order_every_run() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        // Task t adds 1e8 · (−1)^t + t: the exact total needs more digits than f32 has.
+        let value = |t: usize| if t % 2 == 0 { 1e8 } else { -1e8 } + t as f32;
+        let tasks = 37;
+        let accumulate = |acc: &mut Vec<f32>, t: usize| {
+            if acc.is_empty() {
+                acc.extend([value(t); 3]);
+            } else {
+                acc.iter_mut().for_each(|a| *a += value(t));
+            }
+        };
+        let expected = {
+            let groups = 4;
+            let group_sum = |j: usize| {
+                let mut tasks_j = j * tasks / groups..(j + 1) * tasks / groups;
+                let first = value(tasks_j.next().unwrap());
+                tasks_j.fold(first, |a, t| a + value(t))
+            };
+            (1..groups).fold(group_sum(0), |a, j| a + group_sum(j))
+        };
+        for _ in 0..40 {
+            let sum = pool.install(|| sum_in_fixed_groups(tasks, 3, accumulate));
+            assert_eq!(sum, vec![expected; 3]);
+        }
+        assert_eq!(
+            pool.install(|| sum_in_fixed_groups(0, 3, accumulate)),
+            vec![0.0; 3]
+        );
     }
 }
