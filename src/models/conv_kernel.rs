@@ -878,7 +878,7 @@ mod tests {
             .build()
             .unwrap();
         // Task t adds 1e8 · (−1)^t + t: the exact total needs more digits than f32 has.
-        let value = |t: usize| if t % 2 == 0 { 1e8 } else { -1e8 } + t as f32;
+        let value = |t: usize| if t.is_multiple_of(2) { 1e8 } else { -1e8 } + t as f32;
         let tasks = 37;
         let accumulate = |acc: &mut Vec<f32>, t: usize| {
             if acc.is_empty() {
