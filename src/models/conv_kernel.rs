@@ -730,9 +730,9 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     };
     let chunks = g.len.div_ceil(chunk);
     let size = k3 * cout * cin;
-    // Adds the products of one task (a chunk of positions of one sample) to `acc`, or writes
-    // them into it when it is still empty (gemm does not read dst unless asked to accumulate):
-    // no zero-fill pass.
+    // Adds the products of one task (a chunk of positions of one sample) to `acc` (stacked:
+    // `[out, in, k³]`, otherwise `[k³, out, in]`), or writes them into it when it is still
+    // empty (gemm does not read dst unless asked to accumulate): no zero-fill pass.
     let accumulate = |acc: &mut Vec<f32>, task: usize| {
         let first = acc.is_empty();
         if first {
@@ -822,15 +822,13 @@ fn sum_in_fixed_groups(
     let Some((total, rest)) = sums.split_first_mut() else {
         return vec![0.0; size];
     };
-    total
-        .par_chunks_mut(1 << 14)
-        .enumerate()
-        .for_each(|(i, dst)| {
-            let at = i << 14;
-            for acc in rest.iter() {
-                dst.iter_mut().zip(&acc[at..]).for_each(|(d, v)| *d += v);
-            }
-        });
+    const SPAN: usize = 1 << 14;
+    total.par_chunks_mut(SPAN).enumerate().for_each(|(i, dst)| {
+        let at = i * SPAN;
+        for acc in rest.iter() {
+            dst.iter_mut().zip(&acc[at..]).for_each(|(d, v)| *d += v);
+        }
+    });
     std::mem::take(total)
 }
 
@@ -868,9 +866,10 @@ mod tests {
             assert_eq!(tiny.chunk(8), MIN_CHUNK);
         });
     }
+
     /// The groups' sums are added in one fixed order, whatever the scheduling: the tasks'
-    /// values are chosen so that every other order rounds differently, and 40 runs on 4
-    /// threads all give the sum of the defined order.
+    /// values make the rounding depend on the order, and 40 runs on 4 threads all give the sum
+    /// of the defined order.
     #[test]
     fn fixed_groups_sum_in_the_same_order_every_run() {
         let pool = rayon::ThreadPoolBuilder::new()
