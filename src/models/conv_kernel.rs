@@ -730,30 +730,26 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     };
     let chunks = g.len.div_ceil(chunk);
     let size = k3 * cout * cin;
-    // Adds the products of one task (a chunk of positions of one sample) to `acc` (stacked:
-    // `[out, in, k³]`, otherwise `[k³, out, in]`), or writes them into it when it is still
-    // empty (gemm does not read dst unless asked to accumulate): no zero-fill pass.
-    let accumulate = |acc: &mut Vec<f32>, task: usize| {
-        let first = acc.is_empty();
-        if first {
-            acc.reserve_exact(size);
-        }
+    // Writes (or with `add`, adds) the products of one task — a chunk of positions of one
+    // sample — into the accumulator at `acc` (stacked: `[out, in, k³]`, otherwise
+    // `[k³, out, in]`); gemm does not read dst unless asked to accumulate.
+    let products = |acc: *mut f32, task: usize, add: bool| {
         let (b, q0) = (task / chunks, (task % chunks) * chunk);
         let m = chunk.min(g.len - q0);
         let dy_b = &dyp[b * cout * g.ogrid + q0..];
         let x_b = &xp[b * cin * g.grid + q0..];
-        // SAFETY (both branches): dst is the group's own accumulator, `size` values
-        // allocated, all written by the first task's products (m ≥ 1); rows co < out of dY at
-        // stride ogrid, positions q0 .. q0 + m ≤ ogrid; rows ci < in of X at stride grid,
-        // positions off + q0 + m ≤ grid (or the columns, `[in·k³, m]`).
+        // SAFETY (both branches): acc is a group's own accumulator of `size` values, all
+        // written by the products (m ≥ 1); rows co < out of dY at stride ogrid, positions
+        // q0 .. q0 + m ≤ ogrid; rows ci < in of X at stride grid, positions off + q0 + m ≤
+        // grid (or the columns, `[in·k³, m]`).
         if stacked {
             let columns = g.columns(x_b, cin, &offsets, m);
             unsafe {
                 matmul(
                     [cout, cin * k3, m],
-                    acc.as_mut_ptr(),
+                    acc,
                     [cin * k3, 1],
-                    !first,
+                    add,
                     Strided::new(dy_b.as_ptr(), g.ogrid, 1),
                     Strided::new(columns.as_ptr(), 1, m),
                 );
@@ -763,20 +759,18 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
                 unsafe {
                     matmul(
                         [cout, cin, m],
-                        acc.as_mut_ptr().add(o * cout * cin),
+                        acc.add(o * cout * cin),
                         [cin, 1],
-                        !first,
+                        add,
                         Strided::new(dy_b.as_ptr(), g.ogrid, 1),
                         Strided::new(x_b.as_ptr().add(off), 1, g.grid),
                     );
                 }
             }
         }
-        if first {
-            unsafe { acc.set_len(size) };
-        }
     };
-    let acc = sum_in_fixed_groups(g.batch * chunks, size, accumulate);
+    // SAFETY: every task's products write all `size` values of the accumulator.
+    let acc = unsafe { sum_in_fixed_groups(g.batch * chunks, size, products) };
     let dw = if stacked {
         acc
     } else {
@@ -796,32 +790,40 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     flex_tensor(dw, [cout, cin, k, k, k])
 }
 
-/// Σ over `tasks` of what `accumulate` adds to a `size`-long accumulator, the same sum on
-/// every run: the tasks are cut into one contiguous group per rayon thread, each group summed
-/// in task order into its own accumulator, and the groups added in group order. (A rayon
-/// `fold` would balance better, but where it splits depends on work stealing, and so would
-/// the rounding of the sum: two trainings with the same seed drifted apart after a few
-/// hundred steps.)
-fn sum_in_fixed_groups(
+/// Σ over `tasks` of what `products` writes into a `size`-long accumulator, the same sum on
+/// every run: the tasks are cut into one contiguous group per rayon thread; the first task of
+/// a group writes into the group's fresh accumulator ([`written_once`]: no zero-fill), the
+/// others add to it in task order; then the groups are added in group order. (A rayon `fold`
+/// would balance better, but where it splits depends on work stealing, and so would the
+/// rounding of the sum: two trainings with the same seed drifted apart after a few hundred
+/// steps.)
+///
+/// # Safety
+/// `products(dst, task, add)` must write (or, with `add`, add to) all `size` values at `dst`.
+unsafe fn sum_in_fixed_groups(
     tasks: usize,
     size: usize,
-    accumulate: impl Fn(&mut Vec<f32>, usize) + Sync,
+    products: impl Fn(*mut f32, usize, bool) + Sync,
 ) -> Vec<f32> {
-    let groups = rayon::current_num_threads().clamp(1, tasks.max(1));
+    if tasks == 0 {
+        return vec![0.0; size];
+    }
+    let groups = rayon::current_num_threads().clamp(1, tasks);
     let mut sums: Vec<Vec<f32>> = (0..groups)
         .into_par_iter()
         .map(|j| {
-            let mut acc = Vec::new();
-            for task in j * tasks / groups..(j + 1) * tasks / groups {
-                accumulate(&mut acc, task);
+            let (first, end) = (j * tasks / groups, (j + 1) * tasks / groups);
+            // SAFETY: the first task writes all `size` values (the caller's promise).
+            let mut acc = unsafe {
+                written_once(size, |dst| products(dst.as_mut_ptr().cast(), first, false))
+            };
+            for task in first + 1..end {
+                products(acc.as_mut_ptr(), task, true);
             }
             acc
         })
         .collect();
-    sums.retain(|acc| !acc.is_empty());
-    let Some((total, rest)) = sums.split_first_mut() else {
-        return vec![0.0; size];
-    };
+    let (total, rest) = sums.split_first_mut().expect("at least one group");
     const SPAN: usize = 1 << 14;
     total.par_chunks_mut(SPAN).enumerate().for_each(|(i, dst)| {
         let at = i * SPAN;
@@ -879,11 +881,16 @@ mod tests {
         // Task t adds 1e8 · (−1)^t + t: the exact total needs more digits than f32 has.
         let value = |t: usize| if t.is_multiple_of(2) { 1e8 } else { -1e8 } + t as f32;
         let tasks = 37;
-        let accumulate = |acc: &mut Vec<f32>, t: usize| {
-            if acc.is_empty() {
-                acc.extend([value(t); 3]);
-            } else {
-                acc.iter_mut().for_each(|a| *a += value(t));
+        let products = |dst: *mut f32, t: usize, add: bool| {
+            for i in 0..3 {
+                // SAFETY: the accumulator holds 3 values.
+                unsafe {
+                    *dst.add(i) = if add {
+                        *dst.add(i) + value(t)
+                    } else {
+                        value(t)
+                    }
+                };
             }
         };
         let expected = {
@@ -896,11 +903,11 @@ mod tests {
             (1..groups).fold(group_sum(0), |a, j| a + group_sum(j))
         };
         for _ in 0..40 {
-            let sum = pool.install(|| sum_in_fixed_groups(tasks, 3, accumulate));
+            let sum = pool.install(|| unsafe { sum_in_fixed_groups(tasks, 3, products) });
             assert_eq!(sum, vec![expected; 3]);
         }
         assert_eq!(
-            pool.install(|| sum_in_fixed_groups(0, 3, accumulate)),
+            pool.install(|| unsafe { sum_in_fixed_groups(0, 3, products) }),
             vec![0.0; 3]
         );
     }
