@@ -697,11 +697,18 @@ mod tests {
     /// product per offset) in the forward pass and in the input gradient (whose kernel is
     /// the flipped transpose, 10→3 stacks it); one sample (chunks split for the threads) and
     /// two; a bottleneck with fewer grid positions than output channels (stacked although
-    /// the input has many channels).
+    /// the input has many channels); both layouts of the weight gradient's products (32 and
+    /// 64 output channels fill whole registers: positions-major dY).
     #[test]
     fn kernel_path_equals_burns_for_every_product_form() {
-        for (batch, cin, cout, n) in [(2, 2, 3, 24), (2, 9, 10, 22), (1, 10, 3, 20), (2, 9, 40, 2)]
-        {
+        for (batch, cin, cout, n) in [
+            (2, 2, 3, 24),
+            (2, 9, 10, 22),
+            (1, 10, 3, 20),
+            (2, 9, 40, 2),
+            (2, 20, 32, 12),
+            (1, 8, 64, 10),
+        ] {
             assert_kernel_equals_burn(
                 &format!("{batch}×{cin}→{cout}"),
                 [[batch, cin, n, n + 1, n], [cout, cin, 3, 3, 3]],
@@ -718,14 +725,17 @@ mod tests {
     #[test]
     fn fused_bias_relu_equals_burns_convolution_bias_and_relu() {
         let dev = Device::flex();
-        for (i, (k, pads)) in [(3, [(1, 1); 3]), (4, [(1, 2), (2, 1), (1, 2)])]
-            .into_iter()
-            .enumerate()
-        {
+        // (kernel, pads, in, out)
+        let cases = [
+            (3, [(1, 1); 3], 3, 4),
+            (4, [(1, 2), (2, 1), (1, 2)], 3, 4),
+            (3, [(1, 1); 3], 8, 64),
+        ];
+        for (i, (k, pads, cin, cout)) in cases.into_iter().enumerate() {
             let seed = 90 + 3 * i as u64;
-            let x = tensor([2, 3, 9, 10, 11], seed, &dev);
-            let w = tensor([4, 3, k, k, k], seed + 1, &dev);
-            let b = tensor([4], seed + 2, &dev);
+            let x = tensor([2, cin, 9, 10, 11], seed, &dev);
+            let w = tensor([cout, cin, k, k, k], seed + 1, &dev);
+            let b = tensor([cout], seed + 2, &dev);
             let got = to_vec(conv3d_bias_relu(
                 x.clone(),
                 w.clone(),
@@ -736,7 +746,7 @@ mod tests {
             ));
             let want = to_vec(relu(conv3d(x, w, Some(b), 1, pads, ConvPath::Burn)));
             assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
-            assert_close(&got, &want, 1e-4, &format!("k{k}"));
+            assert_close(&got, &want, 1e-4, &format!("k{k} {cin}→{cout}"));
         }
     }
 

@@ -318,9 +318,8 @@ struct Grid {
     /// Padded height and width.
     hp: usize,
     wp: usize,
-    /// Flat size of one channel of the padded input, and of the output on the same grid.
+    /// Flat size of one channel of the padded input.
     grid: usize,
-    ogrid: usize,
     /// Flat positions that hold an output voxel: the last one + 1.
     len: usize,
 }
@@ -344,7 +343,6 @@ impl Grid {
             hp,
             wp,
             grid: dp * hp * wp,
-            ogrid: output[0] * hp * wp,
             len: (output[0] - 1) * hp * wp + (output[1] - 1) * wp + output[2],
         }
     }
@@ -370,16 +368,46 @@ impl Grid {
         )
     }
 
-    /// Output-shaped values `[batch·out, d', h', w']` → their grid `[batch·out, ogrid]`.
-    fn grid_output(&self, y: &[f32]) -> Vec<f32> {
-        let [od, oh, ow] = self.output;
-        copy_rows(
-            y,
-            [od * oh * ow, self.ogrid],
-            self.output,
-            |z, r| (z * oh + r) * ow,
-            |z, r| (z * self.hp + r) * self.wp,
-        )
+    /// The output gradient `dy` `[batch, out, d', h', w']` of sample `b` at the grid positions
+    /// `q0 .. q0 + m`, zeros where a position holds no output voxel, as `[m, out]`
+    /// (`positions_major`) or `[out, m]`: the weight gradient's dY operand, copied once per
+    /// chunk and shared by its k³ products ([`WeightGradientLayout`] says which layout).
+    fn output_chunk(
+        &self,
+        dy: &[f32],
+        [b, q0, m, cout]: [usize; 4],
+        positions_major: bool,
+    ) -> Vec<f32> {
+        let plane = self.output.iter().product::<usize>();
+        let mut t = vec![0.0; m * cout];
+        for [dense, at, len] in self.output_runs(q0, m) {
+            for co in 0..cout {
+                let run = &dy[(b * cout + co) * plane + dense..][..len];
+                if positions_major {
+                    for (i, &v) in run.iter().enumerate() {
+                        t[(at + i) * cout + co] = v;
+                    }
+                } else {
+                    t[co * m + at..][..len].copy_from_slice(run);
+                }
+            }
+        }
+        t
+    }
+
+    /// The runs along x of output voxels among the grid positions `q0 .. q0 + m`, as
+    /// [index of the first voxel in one dense output channel `[d', h', w']`, its position in
+    /// the chunk, length].
+    fn output_runs(&self, q0: usize, m: usize) -> impl Iterator<Item = [usize; 3]> + '_ {
+        let [_, oh, ow] = self.output;
+        let q1 = q0 + m;
+        (q0 / self.wp..q1.div_ceil(self.wp)).filter_map(move |r| {
+            let (z, y) = (r / self.hp, r % self.hp);
+            let row_start = r * self.wp;
+            let lo = q0.saturating_sub(row_start);
+            let hi = ow.min(q1 - row_start);
+            (y < oh && lo < hi).then(|| [(z * oh + y) * ow + lo, row_start + lo - q0, hi - lo])
+        })
     }
 
     /// Hands the output voxels of a chunk of grid positions `q0 .. q0 + m` of batch `b` to
@@ -389,26 +417,15 @@ impl Grid {
     fn scatter_chunk(
         &self,
         scratch: &[f32],
-        b: usize,
-        q0: usize,
-        cout: usize,
+        [b, q0, cout]: [usize; 3],
         mut write: impl FnMut(usize, usize, &[f32]),
     ) {
-        let [od, oh, ow] = self.output;
         let m = scratch.len() / cout;
-        let (q1, plane) = (q0 + m, od * oh * ow);
-        for r in q0 / self.wp..q1.div_ceil(self.wp) {
-            let (z, y) = (r / self.hp, r % self.hp);
-            let row_start = r * self.wp;
-            let lo = q0.saturating_sub(row_start);
-            let hi = ow.min(q1 - row_start);
-            if y >= oh || lo >= hi {
-                continue;
-            }
+        let plane = self.output.iter().product::<usize>();
+        for [dense, at, len] in self.output_runs(q0, m) {
             for co in 0..cout {
                 let slab = b * cout + co;
-                let src = &scratch[co * m + row_start + lo - q0..][..hi - lo];
-                write(slab, slab * plane + (z * oh + y) * ow + lo, src);
+                write(slab, slab * plane + dense, &scratch[co * m + at..][..len]);
             }
         }
     }
@@ -507,7 +524,7 @@ fn copy_rows(
 }
 
 /// Zeros into not yet initialised values.
-fn write_zeros(dst: &mut [MaybeUninit<f32>]) {
+pub(super) fn write_zeros(dst: &mut [MaybeUninit<f32>]) {
     dst.iter_mut().for_each(|v| {
         v.write(0.0);
     });
@@ -690,7 +707,7 @@ fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogu
                     }
                 }
                 unsafe { scratch.set_len(cout * m) };
-                g.scatter_chunk(scratch, b, q0, cout, |row, start, values| {
+                g.scatter_chunk(scratch, [b, q0, cout], |row, start, values| {
                     // SAFETY: output voxels of batch b at grid positions q0 .. q0 + m: this task's
                     // alone, inside y's capacity.
                     let dst =
@@ -714,12 +731,18 @@ fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogu
 /// (or one product `dY · columnsᵀ` straight into the weight layout on a grid with
 /// [`Grid::few_positions`]), the chunks spread over rayon's threads in fixed groups, each with
 /// its own accumulator ([`sum_in_fixed_groups`]: the same rounding on every run).
+///
+/// Both operands run along the positions, and gemm's kernels want one of them contiguous
+/// along its channels, so one must be transposed. dY is, once per chunk
+/// ([`Grid::output_chunk`]), and where its channels fill gemm's vector lanes
+/// ([`WeightGradientLayout`]) the products keep them there; otherwise gemm transposes the
+/// shifted input itself in each of the k³ products (9–11 % of a `paper` U-Net training step).
 fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> FlexTensor {
     let g = Grid::new(x, k, pad);
     let cin = x.layout().shape()[1];
     let cout = dy.layout().shape()[1];
     let xp = g.pad_input(&values(x));
-    let dyp = g.grid_output(&values(dy));
+    let dy = values(dy);
     let k3 = k * k * k;
     let offsets = g.offsets();
     let stacked = g.few_positions(cout);
@@ -730,18 +753,21 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     };
     let chunks = g.len.div_ceil(chunk);
     let size = k3 * cout * cin;
+    let layout = WeightGradientLayout::new(cout, cin);
     // Writes (or with `add`, adds) the products of one task — a chunk of positions of one
-    // sample — into the accumulator at `acc` (stacked: `[out, in, k³]`, otherwise
-    // `[k³, out, in]`); gemm does not read dst unless asked to accumulate.
+    // sample — into the accumulator at `acc` (stacked: `[out, in, k³]`, otherwise `[k³, in,
+    // out]` or `[k³, out, in]`, see `layout`); gemm does not read dst unless asked to
+    // accumulate.
     let products = |acc: *mut f32, task: usize, add: bool| {
         let (b, q0) = (task / chunks, (task % chunks) * chunk);
         let m = chunk.min(g.len - q0);
-        let dy_b = &dyp[b * cout * g.ogrid + q0..];
+        let dy_chunk = g.output_chunk(&dy, [b, q0, m, cout], layout.positions_major());
+        let dy_m = layout.output_operand(&dy_chunk, cout);
         let x_b = &xp[b * cin * g.grid + q0..];
         // SAFETY (both branches): acc is a group's own accumulator of `size` values, all
-        // written by the products (m ≥ 1); rows co < out of dY at stride ogrid, positions
-        // q0 .. q0 + m ≤ ogrid; rows ci < in of X at stride grid, positions off + q0 + m ≤
-        // grid (or the columns, `[in·k³, m]`).
+        // written by the products (m ≥ 1); dy_m views the `out·m` values of dy_chunk; rows
+        // ci < in of X at stride grid, positions off + q0 + m ≤ grid (or the columns,
+        // `[in·k³, m]`).
         if stacked {
             let columns = g.columns(x_b, cin, &offsets, m);
             unsafe {
@@ -750,7 +776,7 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
                     acc,
                     [cin * k3, 1],
                     add,
-                    Strided::new(dy_b.as_ptr(), g.ogrid, 1),
+                    dy_m,
                     Strided::new(columns.as_ptr(), 1, m),
                 );
             }
@@ -760,9 +786,9 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
                     matmul(
                         [cout, cin, m],
                         acc.add(o * cout * cin),
-                        [cin, 1],
+                        layout.strides(cout, cin),
                         add,
-                        Strided::new(dy_b.as_ptr(), g.ogrid, 1),
+                        dy_m,
                         Strided::new(x_b.as_ptr().add(off), 1, g.grid),
                     );
                 }
@@ -774,20 +800,75 @@ fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> Fle
     let dw = if stacked {
         acc
     } else {
-        // [k³, out·in] → [out·in, k³], written in order (the k³ rows read stay in cache)
+        // [k³, block] → [out, in, k³], written in order (the k³ rows read stay in cache)
         let pairs = cout * cin;
         // SAFETY: the k³ values of every (out, in) pair are written.
         unsafe {
             written_once(size, |dw| {
                 dw.par_chunks_mut(k3).enumerate().for_each(|(j, dst)| {
+                    let block = layout.index(j / cin, j % cin, cout, cin);
                     for (o, v) in dst.iter_mut().enumerate() {
-                        v.write(acc[o * pairs + j]);
+                        v.write(acc[o * pairs + block]);
                     }
                 })
             })
         }
     };
     flex_tensor(dw, [cout, cin, k, k, k])
+}
+
+/// How a weight-gradient product lays out its operands, for gemm's kernels: they put the
+/// rows of the destination in the vector lanes (16 floats), want the left operand contiguous
+/// along those rows, and otherwise pack (copy) it, once per product — k³ times per chunk.
+#[derive(Clone, Copy, PartialEq)]
+enum WeightGradientLayout {
+    /// dY positions-major (`[m, out]`), the `[out, in]` block with output channels
+    /// contiguous: gemm reads dY as it is. Where the output channels fill whole registers
+    /// and the block is not tiny.
+    OutInLanes,
+    /// dY channel-major (`[out, m]`), the block with input channels contiguous: gemm
+    /// transposes the shifted input itself, in each product (9–11 % of a `paper` U-Net
+    /// training step), but takes its dot-product kernels for blocks of ≤ 256 values (both
+    /// operands contiguous along the positions) and never copies dY value by value into
+    /// zero-padded panels (with 2 or 4 output channels in the lanes a CycleGAN `cpu-small`
+    /// step took 2.4× as long).
+    InInLanes,
+}
+
+impl WeightGradientLayout {
+    fn new(cout: usize, cin: usize) -> Self {
+        if cout.is_multiple_of(16) && cout * cin > 256 {
+            Self::OutInLanes
+        } else {
+            Self::InInLanes
+        }
+    }
+
+    fn positions_major(self) -> bool {
+        self == Self::OutInLanes
+    }
+
+    /// dY `[out, m]` as a matrix view of its chunk copy ([`Grid::output_chunk`]).
+    fn output_operand(self, chunk: &[f32], cout: usize) -> Strided {
+        match self {
+            Self::OutInLanes => Strided::new(chunk.as_ptr(), 1, cout),
+            Self::InInLanes => Strided::new(chunk.as_ptr(), chunk.len() / cout, 1),
+        }
+    }
+
+    /// Row and column strides of the `[out, in]` block.
+    fn strides(self, cout: usize, cin: usize) -> [usize; 2] {
+        match self {
+            Self::OutInLanes => [1, cout],
+            Self::InInLanes => [cin, 1],
+        }
+    }
+
+    /// Position of (out, in) in the block.
+    fn index(self, co: usize, ci: usize, cout: usize, cin: usize) -> usize {
+        let [row, col] = self.strides(cout, cin);
+        co * row + ci * col
+    }
 }
 
 /// Σ over `tasks` of what `products` writes into a `size`-long accumulator, the same sum on

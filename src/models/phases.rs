@@ -33,7 +33,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv_kernel::{flex_tensor, values, written_once};
+use super::conv_kernel::{flex_tensor, values, write_zeros, written_once};
 
 /// Stride, zero padding before the volume on each axis, and the sizes of both sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,6 +349,16 @@ fn shuffle(t: &FlexTensor, layout: PhaseLayout, direction: Direction) -> FlexTen
             .map(|v| v.filter(|&v| v < n))
             .collect()
     });
+    // Along x the places of a phase that hold a voxel are one run, l in lo..hi, voxel
+    // x0 + s·(l − lo): copied as a strided run rather than place by place.
+    let x_runs: Vec<[usize; 3]> = (0..s)
+        .map(|bx| {
+            let xs = &maps[2][bx * q2..][..q2];
+            let lo = xs.iter().position(Option::is_some).unwrap_or(q2);
+            let hi = xs.iter().rposition(Option::is_some).map_or(lo, |l| l + 1);
+            [lo, hi, xs.get(lo).copied().flatten().unwrap_or(0)]
+        })
+        .collect();
     // Every destination value is written exactly once (the phases' places outside the volume
     // as zeros), so the buffer needs no zero-fill first.
     let total = batch * channels * dst_block;
@@ -361,19 +371,28 @@ fn shuffle(t: &FlexTensor, layout: PhaseLayout, direction: Direction) -> FlexTen
                     for (byj, y) in maps[1].iter().enumerate() {
                         let (by, j) = (byj / q1, byj % q1);
                         let row = z.zip(*y).map(|(z, y)| (z * n1 + y) * n2);
-                        for bx in 0..s {
+                        for (bx, &[lo, hi, x0]) in x_runs.iter().enumerate() {
                             let phase = ((bz * s + by) * s + bx) * qsize + (i * q1 + j) * q2;
-                            let xs = &maps[2][bx * q2..][..q2];
-                            for (l, x) in xs.iter().enumerate() {
-                                let voxel = row.zip(*x).map(|(row, x)| row + x);
-                                match (direction, voxel) {
-                                    (Direction::ToPhases, Some(v)) => dst[phase + l].write(src[v]),
-                                    (Direction::ToPhases, None) => dst[phase + l].write(0.0),
-                                    (Direction::FromPhases, Some(v)) => {
-                                        dst[v].write(src[phase + l])
-                                    }
-                                    (Direction::FromPhases, None) => continue,
-                                };
+                            match (direction, row) {
+                                (Direction::ToPhases, Some(row)) => {
+                                    let places = &mut dst[phase..][..q2];
+                                    write_zeros(&mut places[..lo]);
+                                    let voxels = src[row + x0..].iter().step_by(s);
+                                    places[lo..hi].iter_mut().zip(voxels).for_each(|(d, &v)| {
+                                        d.write(v);
+                                    });
+                                    write_zeros(&mut places[hi..]);
+                                }
+                                (Direction::ToPhases, None) => write_zeros(&mut dst[phase..][..q2]),
+                                (Direction::FromPhases, Some(row)) => {
+                                    let from = &src[phase + lo..phase + hi];
+                                    dst[row + x0..].iter_mut().step_by(s).zip(from).for_each(
+                                        |(d, &v)| {
+                                            d.write(v);
+                                        },
+                                    );
+                                }
+                                (Direction::FromPhases, None) => {}
                             }
                         }
                     }
