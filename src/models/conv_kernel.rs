@@ -736,7 +736,8 @@ fn convolve(x: &FlexTensor, kernel: Kernel, pad: usize, epilogue: Option<Epilogu
 /// along its channels, so one must be transposed. dY is, once per chunk
 /// ([`Grid::output_chunk`]), and where its channels fill gemm's vector lanes
 /// ([`WeightGradientLayout`]) the products keep them there; otherwise gemm transposes the
-/// shifted input itself in each of the k³ products (9–11 % of a `paper` U-Net training step).
+/// shifted input itself in each of the k³ products (about 11 % of a `paper` U-Net training
+/// step).
 fn weight_gradient(x: &FlexTensor, dy: &FlexTensor, k: usize, pad: usize) -> FlexTensor {
     let g = Grid::new(x, k, pad);
     let cin = x.layout().shape()[1];
@@ -827,7 +828,7 @@ enum WeightGradientLayout {
     /// and the block is not tiny.
     OutInLanes,
     /// dY channel-major (`[out, m]`), the block with input channels contiguous: gemm
-    /// transposes the shifted input itself, in each product (9–11 % of a `paper` U-Net
+    /// transposes the shifted input itself, in each product (about 11 % of a `paper` U-Net
     /// training step), but takes its dot-product kernels for blocks of ≤ 256 values (both
     /// operands contiguous along the positions) and never copies dY value by value into
     /// zero-padded panels (with 2 or 4 output channels in the lanes a CycleGAN `cpu-small`
