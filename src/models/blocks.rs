@@ -26,6 +26,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{Rng, RngExt, SeedableRng};
 use rayon::prelude::*;
 
+use super::activation_kernel;
 use super::conv;
 use super::init::{self, Fans, InitScheme, SeedStream};
 use super::norm_act_kernel::{self, NormAct, NormGroups, NormScale};
@@ -278,12 +279,15 @@ impl InstanceNorm3d {
     }
 }
 
-/// LeakyReLU with negative slope `slope`: 0 is ReLU, 1 the identity.
+/// LeakyReLU with negative slope `slope`: 0 is ReLU, 1 the identity (on the CPU as one
+/// operation, [`activation_kernel`]).
 pub(crate) fn activate(x: Tensor<5>, slope: f64) -> Tensor<5> {
     if slope == 1.0 {
         x
     } else if slope == 0.0 {
         relu(x)
+    } else if activation_kernel::supports(&x, slope as f32) {
+        activation_kernel::leaky_relu(x, slope as f32)
     } else {
         leaky_relu(x, slope)
     }

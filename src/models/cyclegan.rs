@@ -12,11 +12,10 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{Conv3dLayer, ConvTranspose3dLayer, InstanceNorm3d, Padding};
+use super::blocks::{Conv3dLayer, ConvTranspose3dLayer, InstanceNorm3d, Padding, activate};
 use super::init::{InitScheme, SeedStream};
 use super::{ModelError, ScaleSpec, positive};
 
@@ -421,7 +420,7 @@ impl CycleGanDiscriminator {
             x = layer.conv.forward(x); // [batch, w, n/2^(i+1) (4 strided layers), …]
             x = match &layer.norm {
                 Some(norm) => norm.forward_activated(x, self.slope),
-                None => leaky_relu(x, self.slope),
+                None => activate(x, self.slope),
             };
         }
         self.out.forward(x) // [batch, 1, n/16, …]

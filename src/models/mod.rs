@@ -21,6 +21,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub mod activation_kernel;
 pub mod blocks;
 pub mod conv;
 pub mod conv_kernel;

@@ -7,12 +7,12 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::activation::{leaky_relu, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{
-    Conv3dLayer, ConvTranspose3dLayer, Dropout3d, DropoutRng, InstanceNorm3d, Padding,
+    Conv3dLayer, ConvTranspose3dLayer, Dropout3d, DropoutRng, InstanceNorm3d, Padding, activate,
 };
 use super::init::{InitScheme, SeedStream};
 use super::{ModelError, ScaleSpec, positive};
@@ -76,7 +76,7 @@ impl DownBlock {
         let y = self.conv.forward(x);
         let y = match &self.norm {
             Some(norm) => norm.forward_activated(y, self.slope),
-            None => leaky_relu(y, self.slope),
+            None => activate(y, self.slope),
         };
         match &self.dropout {
             Some(d) => d.forward(y),
