@@ -17,7 +17,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv_kernel::{flex_tensor, values, written_once};
+use super::conv_kernel::{flex_like, values, written_once};
 
 /// `y = x` where `x ≥ 0`, `slope·x` elsewhere.
 #[backend_extension(Flex, Autodiff)]
@@ -58,15 +58,10 @@ fn map_pairs(x: &[f32], other: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Ve
     }
 }
 
-fn shape5(t: &FlexTensor) -> [usize; 5] {
-    let s = t.layout().shape();
-    [s[0], s[1], s[2], s[3], s[4]]
-}
-
 fn forward(x: &FlexTensor, slope: f32) -> FlexTensor {
     let v = values(x);
     let y = map_pairs(&v, &v, |x, _| if x >= 0.0 { x } else { slope * x });
-    flex_tensor(y, shape5(x))
+    flex_like(y, x)
 }
 
 impl LeakyRelu for Flex {
@@ -96,7 +91,7 @@ impl Backward<Flex, 1> for LeakyReluBackward {
             let dx = map_pairs(&values(&dy), &values(&x), |g, x| {
                 if x >= 0.0 { g } else { slope * g }
             });
-            grads.register::<Flex>(node.id, flex_tensor(dx, shape5(&dy)));
+            grads.register::<Flex>(node.id, flex_like(dx, &dy));
         }
     }
 }

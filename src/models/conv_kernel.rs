@@ -210,6 +210,11 @@ pub(super) fn flex_tensor(v: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, Shape::from(shape.to_vec())))
 }
 
+/// A contiguous flex tensor of the shape of `like` holding `v` (an element-wise result).
+pub(super) fn flex_like(v: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, like.layout().shape().clone()))
+}
+
 /// The kernel a convolution multiplies by: a weight `[out, in, k, k, k]` as stored, or
 /// (`flipped`) seen as `[in, out, k, k, k]` with every kernel reversed along all three axes —
 /// the kernel of the input-gradient convolution. The flip costs no pass of its own: it is

@@ -35,7 +35,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::conv_kernel::values;
+use super::conv_kernel::{flex_like, values};
 
 /// Which voxels share one mean and variance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,8 +336,7 @@ fn forward(
                 *o = z.max(0.0) + slope * z.min(0.0);
             }
         });
-    let shape = x.layout().shape().clone();
-    (FlexTensor::from_data(TensorData::new(y, shape)), constants)
+    (flex_like(y, x), constants)
 }
 
 /// The statistics as a `[2, groups]` tensor (mean, variance).
@@ -404,9 +403,8 @@ fn backward(x: &FlexTensor, dy: &FlexTensor, c: &Constants) -> [FlexTensor; 3] {
             Shape::new([n]),
         ))
     };
-    let shape = x.layout().shape().clone();
     [
-        FlexTensor::from_data(TensorData::new(dx, shape)),
+        flex_like(dx, x),
         affine_tensor(dgamma),
         affine_tensor(dbeta),
     ]
