@@ -3,9 +3,8 @@
 //! a checkpoint round trip changes nothing, and the same seed gives the same losses.
 
 use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
-use rand::{RngExt, SeedableRng};
-use rand_distr::{Distribution, Normal};
 
 use seglab::models::{CycleGanConfig, ModelScale, ScaleSpec, Unet3dConfig, Vox2VoxConfig};
 use seglab::preset::Preset;
@@ -15,116 +14,14 @@ use seglab::train::{
     Unet3dTrainConfig, Unet3dTrainer, Vox2VoxTrainConfig, Vox2VoxTrainer,
 };
 
-const CLASSES: [&str; 2] = ["golgi", "nuclei"];
+mod util;
+use util::blobs::{
+    CLASSES, UnpairedBlobs, blob_batch, blob_sample, cyclegan_scores, dice_per_class,
+    easy_cyclegan_config,
+};
 
 fn cpu_small() -> ScaleSpec {
     ScaleSpec::new(ModelScale::CpuSmall)
-}
-
-/// One sample of the easy blob domain: mask channel 0 ("golgi") holds 2–3 small spheres,
-/// channel 1 ("nuclei") 1–2 large ellipsoids; the image is each mask channel blurred
-/// (Gaussian σ = 1 voxel), scaled to 0.8 and plus N(0, 0.05) noise, clamped to [0, 1].
-/// Returns (image, mask), each `[2, n, n, n]` flattened.
-fn blob_sample(rng: &mut ChaCha8Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
-    let vox = n * n * n;
-    let mut mask = vec![0f32; 2 * vox];
-    let mut add_ellipsoid = |ch: usize, c: [f64; 3], r: [f64; 3]| {
-        for z in 0..n {
-            for y in 0..n {
-                for x in 0..n {
-                    let d = [
-                        (z as f64 - c[0]) / r[0],
-                        (y as f64 - c[1]) / r[1],
-                        (x as f64 - c[2]) / r[2],
-                    ];
-                    if d.iter().map(|v| v * v).sum::<f64>() <= 1.0 {
-                        mask[ch * vox + (z * n + y) * n + x] = 1.0;
-                    }
-                }
-            }
-        }
-    };
-    let nf = n as f64;
-    for _ in 0..rng.random_range(2..=3) {
-        let r = rng.random_range(2.0..3.5);
-        let c = [0; 3].map(|_| rng.random_range(r..nf - r));
-        add_ellipsoid(0, c, [r; 3]);
-    }
-    for _ in 0..rng.random_range(1..=2) {
-        let r = [
-            rng.random_range(4.0..6.0),
-            rng.random_range(5.0..8.0),
-            rng.random_range(5.0..8.0),
-        ];
-        let c = [0; 3].map(|_| rng.random_range(4.0..nf - 4.0));
-        add_ellipsoid(1, c, r);
-    }
-    let noise = Normal::new(0.0, 0.05).unwrap();
-    let mut image = blur(&mask, n);
-    for v in &mut image {
-        *v = (*v * 0.8 + noise.sample(rng) as f32).clamp(0.0, 1.0);
-    }
-    (image, mask)
-}
-
-/// Separable Gaussian blur (σ = 1, radius 3, zero border) of every channel.
-fn blur(v: &[f32], n: usize) -> Vec<f32> {
-    let k: Vec<f32> = (-3i32..=3).map(|i| (-(i * i) as f32 / 2.0).exp()).collect();
-    let s: f32 = k.iter().sum();
-    let k: Vec<f32> = k.iter().map(|x| x / s).collect();
-    let mut cur = v.to_vec();
-    for axis in 0..3 {
-        let stride = [n * n, n, 1][axis];
-        let mut next = vec![0f32; cur.len()];
-        for (i, out) in next.iter_mut().enumerate() {
-            let pos = (i / stride) % n;
-            let mut acc = 0f32;
-            for (j, w) in k.iter().enumerate() {
-                let p = pos as i64 + j as i64 - 3;
-                if (0..n as i64).contains(&p) {
-                    acc += w * cur[(i as i64 + (p - pos as i64) * stride as i64) as usize];
-                }
-            }
-            *out = acc;
-        }
-        cur = next;
-    }
-    cur
-}
-
-/// `count` samples as (images, masks) batch tensors on `device`.
-fn blob_batch(rng: &mut ChaCha8Rng, count: usize, n: usize, device: &Device) -> Batch {
-    let (mut images, mut masks) = (Vec::new(), Vec::new());
-    for _ in 0..count {
-        let (i, m) = blob_sample(rng, n);
-        images.extend(i);
-        masks.extend(m);
-    }
-    let shape = [count, 2, n, n, n];
-    Batch::from_host(images, shape, masks, shape, device).unwrap()
-}
-
-/// Per-class Dice of thresholded (> 0.5) probabilities against binary masks.
-fn dice_per_class(pred: Tensor<5>, mask: Tensor<5>) -> Vec<f64> {
-    let [b, c, d, h, w] = pred.dims();
-    let p = pred.try_into_vec_as::<f32>().unwrap();
-    let m = mask.try_into_vec_as::<f32>().unwrap();
-    let vox = d * h * w;
-    (0..c)
-        .map(|ch| {
-            let (mut tp, mut sp, mut sm) = (0.0, 0.0, 0.0);
-            for s in 0..b {
-                let o = (s * c + ch) * vox;
-                for i in o..o + vox {
-                    let (pi, mi) = ((p[i] > 0.5) as u8 as f64, f64::from(m[i]));
-                    tp += pi * mi;
-                    sp += pi;
-                    sm += mi;
-                }
-            }
-            2.0 * tp / (sp + sm).max(1.0)
-        })
-        .collect()
 }
 
 fn losses_of(trainer: &mut impl Trainer, batch: &Batch, steps: usize) -> Vec<StepLosses> {
@@ -209,51 +106,23 @@ fn vox2vox_overfits_two_patches() {
     );
 }
 
-/// Unpaired training on the blob domain: every step draws 2 image patches and, independently,
-/// 2 mask patches from separate collections; the segmenter is scored on held-out images.
-/// Patches are 32³, the smallest the published discriminators can judge (at 16³ their scores
-/// do not depend on the input, so only the cycle and identity terms would train), with widths
-/// ÷ 16 (the generator's stem has 2 filters, one per channel) and faster optimizers (G 5e-3,
-/// D 2e-3). Within 150 steps nuclei are segmented (Dice > 0.7, at least 0.2 above the untrained
-/// network) and the Golgi Dice is at least 1.5 times the untrained one (the small Golgi
-/// spheres take far longer without paired masks: with this seed they pass 0.7 after about
-/// 650 steps, other seeds collapse first; README, Limits).
+/// Unpaired training on the blob domain ([`UnpairedBlobs`], [`easy_cyclegan_config`]); the
+/// segmenter is scored on held-out images. Within 150 steps nuclei are segmented (Dice > 0.7,
+/// at least 0.2 above the untrained network) and the Golgi Dice is at least 1.5 times the
+/// untrained one (the small Golgi spheres take far longer without paired masks: with this
+/// seed they pass 0.7 after about 650 steps, other seeds collapse first; README, Limits, and
+/// `benches/cyclegan_blobs.rs`).
 #[test]
 fn cyclegan_learns_an_easy_unpaired_domain() {
     let device = Device::flex();
-    let n = 32;
-    let mut scale = cpu_small();
-    scale.width_divisor = Some(16);
-    let cfg = CycleGanConfig::for_scale(2, 2, &scale).unwrap();
-    cfg.validate_patch(n).unwrap();
-    let train = CycleGanTrainConfig::for_preset(Preset::Code)
-        .with_opt_g(AdamSettings::new(5e-3).with_beta_1(0.5))
-        .with_opt_d(AdamSettings::new(2e-3).with_beta_1(0.5));
-    let mut trainer = CycleGanTrainer::new(cfg, train, &CLASSES, &CLASSES, 0, &device).unwrap();
-    let mut image_rng = ChaCha8Rng::seed_from_u64(21);
-    let mut mask_rng = ChaCha8Rng::seed_from_u64(22);
-    let images: Vec<Batch> = (0..8)
-        .map(|_| blob_batch(&mut image_rng, 2, n, trainer.device()))
-        .collect();
-    let masks: Vec<Batch> = (0..8)
-        .map(|_| blob_batch(&mut mask_rng, 2, n, trainer.device()))
-        .collect();
-    let test = blob_batch(&mut ChaCha8Rng::seed_from_u64(23), 4, n, trainer.device());
-    let score = |t: &CycleGanTrainer| {
-        dice_per_class(t.predict(test.images.clone()), test.masks.clone().inner())
-    };
-    let untrained = score(&trainer);
-    let mut draw = ChaCha8Rng::seed_from_u64(24);
+    let (model, train) = easy_cyclegan_config();
+    let mut trainer = CycleGanTrainer::new(model, train, &CLASSES, &CLASSES, 0, &device).unwrap();
+    let mut blobs = UnpairedBlobs::new(trainer.device());
+    let (untrained, _) = cyclegan_scores(&trainer, &blobs.test);
     for _ in 0..150 {
-        let i = draw.random_range(0..images.len());
-        let m = draw.random_range(0..masks.len());
-        let batch = Batch {
-            images: images[i].images.clone(),
-            masks: masks[m].masks.clone(),
-        };
-        trainer.train_step(&batch);
+        trainer.train_step(&blobs.next_batch());
     }
-    let trained = score(&trainer);
+    let (trained, _) = cyclegan_scores(&trainer, &blobs.test);
     eprintln!("CycleGAN Dice: untrained {untrained:?}, after 150 steps {trained:?}");
     let (u, t) = (&untrained, &trained);
     assert!(
@@ -479,8 +348,6 @@ fn checkpoints_written_before_an_option_existed_load_with_its_default() {
 }
 
 // ---- The epoch driver and `seglab train` -------------------------------------------------
-
-mod util;
 
 use seglab::dataset::patches::{PatchSet, PatchVolume};
 use seglab::infer::{MergeMode, SlidingWindowConfig, predict_volume};

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod blobs;
 pub mod tracking;
 
 /// True when running under CI (`CI=true`), where nothing may be skipped.
