@@ -7,6 +7,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
+use seglab::metrics::{Counts, EmptyPolicy};
 use seglab::models::{CycleGanConfig, ModelScale, ScaleSpec};
 use seglab::preset::Preset;
 use seglab::train::{AdamSettings, Batch, CycleGanTrainConfig, CycleGanTrainer};
@@ -102,25 +103,24 @@ pub fn blob_batch(rng: &mut ChaCha8Rng, count: usize, n: usize, device: &Device)
     Batch::from_host(images, shape, masks, shape, device).unwrap()
 }
 
-/// Per-class Dice of thresholded (> 0.5) probabilities against binary masks.
+/// Per-class Dice of thresholded (> 0.5) probabilities against binary masks, pooled over the
+/// batch: seglab's voxel [`Counts`] of every sample's channel, summed. The blob masks always
+/// hold objects of both classes, so the empty-mask rule never applies.
 pub fn dice_per_class(pred: Tensor<5>, mask: Tensor<5>) -> Vec<f64> {
     let [b, c, d, h, w] = pred.dims();
-    let p = pred.try_into_vec_as::<f32>().unwrap();
-    let m = mask.try_into_vec_as::<f32>().unwrap();
+    let binary = |t: Tensor<5>| -> Vec<u8> {
+        let v = t.try_into_vec_as::<f32>().unwrap();
+        v.iter().map(|&x| u8::from(x > 0.5)).collect()
+    };
+    let (p, m) = (binary(pred), binary(mask));
     let vox = d * h * w;
     (0..c)
         .map(|ch| {
-            let (mut tp, mut sp, mut sm) = (0.0, 0.0, 0.0);
-            for s in 0..b {
-                let o = (s * c + ch) * vox;
-                for i in o..o + vox {
-                    let (pi, mi) = ((p[i] > 0.5) as u8 as f64, f64::from(m[i]));
-                    tp += pi * mi;
-                    sp += pi;
-                    sm += mi;
-                }
-            }
-            2.0 * tp / (sp + sm).max(1.0)
+            let counts = (0..b)
+                .map(|s| (s * c + ch) * vox)
+                .map(|o| Counts::of(&p[o..o + vox], &m[o..o + vox]))
+                .fold(Counts::default(), |acc, n| acc + n);
+            counts.dice(0.0, EmptyPolicy::Nan)
         })
         .collect()
 }
