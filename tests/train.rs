@@ -16,8 +16,8 @@ use seglab::train::{
 
 mod util;
 use util::blobs::{
-    CLASSES, UnpairedBlobs, blob_batch, blob_sample, cyclegan_scores, dice_per_class,
-    easy_cyclegan_config,
+    BestStep, CLASSES, EASY, Golgi, UnpairedBlobs, blob_batch, blob_sample, cyclegan_scores,
+    dice_per_class,
 };
 
 fn cpu_small() -> ScaleSpec {
@@ -45,7 +45,7 @@ fn unet3d_overfits_two_patches() {
         .with_loss(DiceLossConfig::new().with_mode(DiceMode::PerClass))
         .with_optimizer(AdamSettings::new(1e-2).with_amsgrad(true));
     let mut trainer = Unet3dTrainer::new(cfg, train, 0, &device).unwrap();
-    let batch = blob_batch(&mut rng, 2, n, trainer.device());
+    let batch = blob_batch(&mut rng, 2, n, Golgi::Small, trainer.device());
     let mut dice = vec![0.0];
     for round in 0..12 {
         losses_of(&mut trainer, &batch, 25);
@@ -84,7 +84,7 @@ fn vox2vox_overfits_two_patches() {
         .with_loss(loss)
         .with_opt_g(AdamSettings::new(5e-3).with_beta_1(0.5));
     let mut trainer = Vox2VoxTrainer::new(cfg, train, 0, &device).unwrap();
-    let batch = blob_batch(&mut rng, 2, n, trainer.device());
+    let batch = blob_batch(&mut rng, 2, n, Golgi::Small, trainer.device());
     let mut dice = vec![0.0];
     for round in 0..24 {
         losses_of(&mut trainer, &batch, 25);
@@ -106,33 +106,48 @@ fn vox2vox_overfits_two_patches() {
     );
 }
 
-/// Unpaired training on the blob domain ([`UnpairedBlobs`], [`easy_cyclegan_config`]); the
-/// segmenter is scored on held-out images. Within 150 steps nuclei are segmented (Dice > 0.7,
-/// at least 0.2 above the untrained network) and the Golgi Dice is at least 1.5 times the
-/// untrained one (the small Golgi spheres take far longer without paired masks: with this
-/// seed they pass 0.7 after about 650 steps, other seeds collapse first; README, Limits, and
+/// Unpaired training on the easy blob domain ([`EASY`]: Golgi spheres as large as the nuclei,
+/// widths ÷ 8), scored every 50 steps; the step with the best validation Dice (of the worse
+/// class) is kept, as the training driver keeps a CycleGAN checkpoint, and training stops once
+/// both classes pass 0.8 there or after 400 steps. On the held-out test images the kept
+/// segmenter has Dice > 0.7 for both classes, at least 0.2 above the untrained network. Small,
+/// sparse Golgi take far longer and are not learned reliably (README, Limits, and
 /// `benches/cyclegan_blobs.rs`).
 #[test]
 fn cyclegan_learns_an_easy_unpaired_domain() {
     let device = Device::flex();
-    let (model, train) = easy_cyclegan_config();
+    let (model, train) = EASY.config();
     let mut trainer = CycleGanTrainer::new(model, train, &CLASSES, &CLASSES, 0, &device).unwrap();
-    let mut blobs = UnpairedBlobs::new(trainer.device());
-    let (untrained, _) = cyclegan_scores(&trainer, &blobs.test);
-    for _ in 0..150 {
+    let mut blobs = UnpairedBlobs::new(EASY.golgi, trainer.device());
+    let untrained = cyclegan_scores(&trainer, &blobs).test;
+    let mut best = BestStep::default();
+    for step in 1..=400 {
         trainer.train_step(&blobs.next_batch());
+        if step % 50 == 0 {
+            let scores = cyclegan_scores(&trainer, &blobs);
+            eprintln!("step {step}: {scores:?}");
+            best.offer(step, &scores);
+            if scores.validation.iter().all(|&d| d > 0.8) {
+                break;
+            }
+        }
     }
-    let (trained, _) = cyclegan_scores(&trainer, &blobs.test);
-    eprintln!("CycleGAN Dice: untrained {untrained:?}, after 150 steps {trained:?}");
-    let (u, t) = (&untrained, &trained);
-    assert!(
-        t[1] > 0.7 && t[1] - u[1] > 0.2,
-        "nuclei not learned: Dice {u:?} untrained, {t:?} trained"
-    );
-    assert!(
-        t[0] > 1.5 * u[0],
-        "Golgi not learned: Dice {u:?} untrained, {t:?} trained"
-    );
+    let trained = best.scores.expect("scored every 50 steps").test;
+    for (c, class) in CLASSES.iter().enumerate() {
+        let (u, t) = (untrained[c], trained[c]);
+        assert!(
+            t > 0.7 && t - u > 0.2,
+            "{class} not learned: test Dice {u:.3} untrained, {t:.3} at step {} (best on \
+             validation)",
+            best.step
+        );
+    }
+}
+
+/// Two 32³ patches of the small-Golgi blob domain drawn with `seed`.
+fn two_blob_patches(seed: u64, device: &Device) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    blob_batch(&mut rng, 2, 32, Golgi::Small, device)
 }
 
 /// A U-Net at the [`tiny`] scale with seed 0 and the default training settings.
@@ -215,7 +230,7 @@ fn unet3d_checkpoint_resume_and_determinism() {
             let cfg = Unet3dConfig::for_scale(2, 2, &tiny()).unwrap();
             Unet3dTrainer::new(cfg, Unet3dTrainConfig::new(), seed, &device).unwrap()
         },
-        |t| blob_batch(&mut ChaCha8Rng::seed_from_u64(1), 2, 32, t.device()),
+        |t| two_blob_patches(1, t.device()),
     );
 }
 
@@ -229,7 +244,7 @@ fn vox2vox_checkpoint_resume_and_determinism() {
             let cfg = Vox2VoxConfig::for_scale(2, 2, &scale).unwrap();
             Vox2VoxTrainer::new(cfg, Vox2VoxTrainConfig::new(), seed, &device).unwrap()
         },
-        |t| blob_batch(&mut ChaCha8Rng::seed_from_u64(2), 2, 32, t.device()),
+        |t| two_blob_patches(2, t.device()),
     );
 }
 
@@ -244,7 +259,7 @@ fn cyclegan_checkpoint_resume_and_determinism() {
             let train = CycleGanTrainConfig::new().with_pool_size(3);
             CycleGanTrainer::new(cfg, train, &CLASSES, &CLASSES, seed, &device).unwrap()
         },
-        |t| blob_batch(&mut ChaCha8Rng::seed_from_u64(3), 2, 32, t.device()),
+        |t| two_blob_patches(3, t.device()),
     );
 }
 
@@ -369,7 +384,7 @@ fn blob_volumes(count: usize, n: usize, seed: u64) -> Vec<PatchVolume> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|i| {
-            let (img, mask) = blob_sample(&mut rng, n);
+            let (img, mask) = blob_sample(&mut rng, n, Golgi::Small);
             PatchVolume {
                 id: format!("v{i}"),
                 image: Volume::from_vec([2, n, n, n], img).unwrap(),
@@ -980,7 +995,7 @@ fn check_valid_predict(trainer: &mut impl Trainer, batch: &Batch) -> (StepLosses
 fn valid_predict_matches_predict_and_the_loss_of_its_prediction() {
     let device = Device::flex();
     let mut unet = tiny_scale_unet(&device);
-    let batch = blob_batch(&mut ChaCha8Rng::seed_from_u64(3), 2, 32, unet.device());
+    let batch = two_blob_patches(3, unet.device());
     let (losses, pred) = check_valid_predict(&mut unet, &batch);
     // The U-Net's validation loss is the global soft Dice (smoothing 1) of that prediction.
     let masks: Vec<f32> = batch.masks.clone().into_data().try_to_vec::<f32>().unwrap();
