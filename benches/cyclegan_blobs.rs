@@ -1,7 +1,9 @@
 //! How fast the CycleGAN learns the blob domains of the training tests (image = blurred mask +
 //! noise; `tests/util/blobs.rs`): the per-class Dice of the segmenter on the held-out test
 //! images, and on the test masks fed to it as images (its identity term's task), every
-//! `SEGLAB_BLOBS_EVERY` steps for each seed. The figures behind README, Limits.
+//! `SEGLAB_BLOBS_EVERY` steps for each seed, then for each seed the step whose worse class has
+//! the best validation Dice (the checkpoint `seglab train` would keep). The figures behind
+//! README, Limits.
 //!
 //! ```sh
 //! cargo bench --profile dev --bench cyclegan_blobs                  # easy; seeds 0,1,2; 1,000 steps
@@ -11,7 +13,7 @@
 //! ```
 //!
 //! `SEGLAB_BLOBS_SETTING` is `easy` (the training test's: Golgi as large as the nuclei, widths
-//! ÷ 8, Golgi weight 1; about 0.8 s a step on 2 cores) or `small-golgi` (small sparse Golgi,
+//! ÷ 8, Golgi weight 1; about 0.9 s a step on 2 cores) or `small-golgi` (small sparse Golgi,
 //! widths ÷ 16, the published Golgi weight 3.5; about 0.55 s a step).
 //! `SEGLAB_BLOBS_IDENTITY_ONLY=1` trains on the identity terms alone (λ_cyc 0, λ_id 100, so the
 //! adversarial terms weigh next to nothing): the segmenter's mapping of masks onto themselves
