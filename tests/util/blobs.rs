@@ -2,6 +2,8 @@
 //! mask + noise, with Golgi spheres and nuclei ellipsoids in two channels, and the CycleGAN's
 //! unpaired settings on them (README, Limits, gives what it learns and how fast).
 
+use std::ops::ControlFlow;
+
 use burn::tensor::{Device, Tensor};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -264,33 +266,33 @@ pub fn cyclegan_scores(trainer: &CycleGanTrainer, blobs: &UnpairedBlobs) -> Blob
     }
 }
 
-/// The step whose validation Dice of the worst class is highest, as the training driver picks
-/// a CycleGAN checkpoint where ground truth exists (a GAN's segmenter can collapse after it
-/// has learned; README, Limits).
-#[derive(Debug, Default)]
-pub struct BestStep {
-    pub step: usize,
-    pub scores: Option<BlobScores>,
-}
-
-impl BestStep {
-    fn worst(scores: &BlobScores) -> f64 {
-        scores
-            .validation
-            .iter()
-            .copied()
-            .fold(f64::INFINITY, f64::min)
-    }
-
-    /// Keeps `scores` if they beat the best so far.
-    pub fn offer(&mut self, step: usize, scores: &BlobScores) {
-        if self
-            .scores
-            .as_ref()
-            .is_none_or(|b| Self::worst(scores) > Self::worst(b))
-        {
-            self.step = step;
-            self.scores = Some(scores.clone());
+/// Trains `trainer` on `blobs` for up to `steps` steps, scoring it every `every` steps and after
+/// the last; each score goes to `on_score`, which stops training early by returning
+/// `ControlFlow::Break`. Returns the step with the best mean validation Dice and its scores:
+/// the driver's `val-dice` checkpoint selection (a GAN's segmenter can collapse after it has
+/// learned; README, Limits).
+pub fn train_scored(
+    trainer: &mut CycleGanTrainer,
+    blobs: &mut UnpairedBlobs,
+    steps: usize,
+    every: usize,
+    mut on_score: impl FnMut(usize, &BlobScores) -> ControlFlow<()>,
+) -> (usize, BlobScores) {
+    use seglab::train::Trainer;
+    let mean = |s: &BlobScores| s.validation.iter().sum::<f64>() / s.validation.len() as f64;
+    let mut best: Option<(usize, BlobScores)> = None;
+    for step in 1..=steps {
+        trainer.train_step(&blobs.next_batch());
+        if step % every == 0 || step == steps {
+            let scores = cyclegan_scores(trainer, blobs);
+            let flow = on_score(step, &scores);
+            if best.as_ref().is_none_or(|(_, b)| mean(&scores) > mean(b)) {
+                best = Some((step, scores));
+            }
+            if flow.is_break() {
+                break;
+            }
         }
     }
+    best.expect("at least one training step")
 }
