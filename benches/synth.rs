@@ -1,11 +1,14 @@
-//! Timings of the synthetic-data generators, and the Otsu calibration of the phantom `retina`
-//! preset (DESIGN.md budgets: one 56 × 627 × 647 synthetic mask with 45–69 pairs under 2 s on
+//! Timings of the synthetic-data generators, and the Otsu calibration of the phantom presets
+//! `retina` and `published` (DESIGN.md budgets: one 56 × 627 × 647 synthetic mask with 45–69 pairs under 2 s on
 //! 2 cores; the thesis reports 40 minutes for its synthetic masks).
 //!
-//! Run: `cargo bench --bench synth` (RAYON_NUM_THREADS caps the threads).
+//! Run: `cargo bench --bench synth` (RAYON_NUM_THREADS caps the threads;
+//! `SEGLAB_SYNTH_PUBLISHED_SCALE=0.25` draws the published crops at a quarter of their Y and X
+//! extent, default 0.5).
 
 use std::time::Instant;
 
+use seglab::dataset::published::{CROPS, scaled_shape};
 use seglab::dataset::threshold::otsu_threshold;
 use seglab::preset::Preset;
 use seglab::synth::{MaskConfig, PhantomConfig, PhantomPreset, generate_masks, render_phantom};
@@ -58,10 +61,30 @@ fn main() {
         render_phantom(&retina, [48, 192, 192], i as u64).expect("valid config");
     });
     println!("phantom retina 48x192x192: median {median:.3} s, min {min:.3} s");
+    let shapes = vec![[48, 192, 192]; 6];
+    calibration("retina", &retina, &shapes);
 
+    let scale: f64 = std::env::var("SEGLAB_SYNTH_PUBLISHED_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.5);
+    let published = PhantomConfig::preset(PhantomPreset::Published);
+    let shapes: Vec<[usize; 3]> = CROPS.iter().map(|c| scaled_shape(c, scale)).collect();
+    let (median, min) = time(1, |i| {
+        render_phantom(&published, shapes[4], i as u64).expect("valid config");
+    });
+    let [z, y, x] = shapes[4];
+    println!("phantom published Crop5_BC at scale {scale} ({z}x{y}x{x}): {median:.3} s ({min:.3})");
+    calibration(&format!("published (scale {scale})"), &published, &shapes);
+}
+
+/// Prints the mean ± std over `shapes` (one volume each, seeds 0, 1, …) of a per-channel Otsu
+/// threshold's Dice on the raw phantom image: the calibration band of DESIGN.md is nuclei
+/// 0.55–0.75 and Golgi 0.30–0.50 (the real crops' difficulty).
+fn calibration(name: &str, config: &PhantomConfig, shapes: &[[usize; 3]]) {
     let (mut golgi, mut nuclei) = (Vec::new(), Vec::new());
-    for seed in 0..6 {
-        let p = render_phantom(&retina, [48, 192, 192], seed).expect("valid config");
+    for (seed, &shape) in shapes.iter().enumerate() {
+        let p = render_phantom(config, shape, seed as u64).expect("valid config");
         let img = p.image.to_f32();
         for (c, out) in [(0, &mut golgi), (1, &mut nuclei)] {
             let ch = img.channel(c);
@@ -76,7 +99,8 @@ fn main() {
     };
     let ((gm, gs), (nm, ns)) = (stats(&golgi), stats(&nuclei));
     println!(
-        "phantom retina Otsu Dice over 6 volumes: nuclei {nm:.3} ± {ns:.3} (target 0.55–0.75), \
-         golgi {gm:.3} ± {gs:.3} (target 0.30–0.50)"
+        "phantom {name} Otsu Dice over {} volumes: nuclei {nm:.3} ± {ns:.3} (target 0.55–0.75), \
+         golgi {gm:.3} ± {gs:.3} (target 0.30–0.50)",
+        shapes.len()
     );
 }

@@ -8,6 +8,7 @@
 //! → [`report`]. [`synth`] makes synthetic masks and phantom datasets; [`experiment`] expands
 //! sweep specs into trials and runs them. [`cli`] is the command line on top.
 
+pub mod atomic;
 pub mod cli;
 pub mod dataset;
 pub mod experiment;

@@ -1,5 +1,6 @@
-//! `seglab data info` end to end: bad dataset folders give exit code 2 and one error line
-//! that names the file and the problem.
+//! `seglab data info` and `seglab data import --layout folder` end to end: bad dataset folders
+//! give exit code 2 and one error line that names the file and the problem; a folder of real
+//! images and masks imports into a dataset that `data info` reads back.
 
 mod util;
 
@@ -99,7 +100,11 @@ fn invalid_values_and_missing_dataset_toml() {
 
 #[test]
 fn help_lines_fit_79_columns() {
-    for args in [&["data", "--help"][..], &["data", "info", "--help"][..]] {
+    for args in [
+        &["data", "--help"][..],
+        &["data", "info", "--help"][..],
+        &["data", "import", "--help"][..],
+    ] {
         let out = util::run_seglab(args);
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
@@ -108,4 +113,72 @@ fn help_lines_fit_79_columns() {
             assert!(line.chars().count() <= 79, "too long: {line:?}");
         }
     }
+}
+
+#[test]
+fn a_folder_of_real_tiffs_imports_and_reads_back() {
+    let Some(src) = util::shared_data("qcanet-embryo") else {
+        return;
+    };
+    let dir = util::temp_dir();
+    let out = dir.path().join("embryo");
+    let o = util::run_seglab(&[
+        "data",
+        "import",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--layout",
+        "folder",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(printed.contains("image channels: nuclei"), "{printed}");
+    let o = util::run_seglab(&["data", "info", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["mask_channels"], serde_json::json!(["nuclei"]));
+    let ids: Vec<&str> = info["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["embryo-16cell", "embryo-8cell"]);
+    for v in info["volumes"].as_array().unwrap() {
+        assert_eq!(v["shape"], serde_json::json!([1, 51, 120, 122]));
+    }
+    // The files stay where they are; the dataset lists them relative to itself.
+    assert!(!out.join("images").exists());
+    // Importing again without --force is refused and leaves the dataset alone.
+    let again = util::run_seglab(&[
+        "data",
+        "import",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let line = one_error_line(&again);
+    assert!(line.contains("already exists"), "{line}");
+}
+
+#[test]
+fn a_folder_with_an_unmatched_mask_is_refused() {
+    let dir = util::temp_dir();
+    let src = dir.path().join("src");
+    // Only the file names matter before any file is read.
+    write(&src, "images/a.tif", b"");
+    write(&src, "masks/a.tif", b"");
+    write(&src, "masks/b_mask.tif", b"");
+    let out = dir.path().join("out");
+    let o = util::run_seglab(&[
+        "data",
+        "import",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let line = one_error_line(&o);
+    assert!(line.contains("b_mask.tif: matches no image"), "{line}");
+    assert!(!out.exists());
 }

@@ -1,16 +1,18 @@
 //! `seglab synth`: synthetic masks, phantom datasets and a preview PNG.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::preset::Preset;
-use crate::synth::dataset::{write_mask_file, write_masks_like, write_phantom_dataset};
+use crate::synth::dataset::{
+    write_mask_file, write_masks_like, write_phantom_dataset, write_published_phantom,
+};
 use crate::synth::preview::preview_path;
 use crate::synth::{MaskConfig, PhantomConfig, PhantomPreset, generate_masks};
 
@@ -72,24 +74,38 @@ pub struct MasksArgs {
 
 /// A phantom microscopy dataset: images and exact ground-truth masks.
 ///
-/// Writes images/volNN.tif (channels golgi, nuclei), masks/volNN.tif
-/// (golgi, nuclei, pair), dataset.toml, phantom.toml and a README that
-/// documents the image-formation model.
+/// Presets retina and easy write images/volNN.tif (channels golgi, nuclei),
+/// masks/volNN.tif (golgi, nuclei, pair), dataset.toml, phantom.toml and a
+/// README that documents the image-formation model.
+///
+/// Preset published draws the eight published crops (Crop1 … Crop8_BC, their
+/// published shapes; --scale shrinks Y and X, the objects keep their size)
+/// with objects at the published scale, in the published file layout:
+/// Images/<crop>.tif and Masks/<crop>.tif as RGB stacks (red Golgi, green
+/// nuclei, blue pairs). Make a dataset of it with
+/// `seglab data import OUT --out DEST --layout published`.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct PhantomArgs {
-    /// retina (about as hard as the real crops) or easy (for tests).
+    /// retina (about as hard as the real crops), easy (for tests) or published
+    /// (retina's image model at the published object scale and crop shapes).
     #[arg(long, default_value = "retina")]
     pub preset: PhantomPreset,
     /// TOML file overriding preset values (see --print-config for the keys).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Number of volumes.
-    #[arg(long, default_value_t = 8)]
-    pub volumes: usize,
-    /// Volume shape Z x Y x X.
-    #[arg(long, default_value = "48x192x192", value_parser = parse_shape)]
-    pub shape: [usize; 3],
+    /// Number of volumes [default: 8] (not with --preset published: its eight
+    /// crops are fixed).
+    #[arg(long)]
+    pub volumes: Option<usize>,
+    /// Volume shape Z x Y x X [default: 48x192x192] (not with --preset
+    /// published: use --scale).
+    #[arg(long, value_parser = parse_shape)]
+    pub shape: Option<[usize; 3]>,
+    /// With --preset published: the crops' Y and X extents times this factor,
+    /// in (0, 1] (e.g. 0.25 for fast tests).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
     /// Random seed; the same seed gives the same dataset.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -249,14 +265,21 @@ fn phantom(a: PhantomArgs) -> anyhow::Result<ExitCode> {
     if a.print_config {
         return print_toml(&config);
     }
-    let out = a.out.expect("clap requires --out");
+    let out = a.out.clone().expect("clap requires --out");
+    if a.preset == PhantomPreset::Published {
+        return published_phantom(&a, &config, &out);
+    }
+    if a.scale != 1.0 {
+        bail!("--scale: only --preset published scales its crops; use --shape");
+    }
+    let volumes = a.volumes.unwrap_or(8);
     let started = Instant::now();
-    let bar = progress_bar(a.volumes, "phantom volumes");
+    let bar = progress_bar(volumes, "phantom volumes");
     let summary = write_phantom_dataset(
         &config,
         preset,
-        a.volumes,
-        a.shape,
+        volumes,
+        a.shape.unwrap_or([48, 192, 192]),
         a.seed,
         &out,
         a.force,
@@ -271,6 +294,38 @@ fn phantom(a: PhantomArgs) -> anyhow::Result<ExitCode> {
         nuclei,
         out.display(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--preset published`: the eight crops in the published layout.
+fn published_phantom(
+    a: &PhantomArgs,
+    config: &PhantomConfig,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    if a.volumes.is_some() || a.shape.is_some() {
+        bail!(
+            "--preset published draws the eight published crops in their shapes: drop \
+             --volumes and --shape (--scale shrinks the crops)"
+        );
+    }
+    let started = Instant::now();
+    let bar = progress_bar(crate::dataset::published::CROPS.len(), "phantom crops");
+    let summary = write_published_phantom(config, a.scale, a.seed, out, a.force, &|done, _| {
+        bar.set_position(done as u64)
+    })
+    .with_context(|| format!("cannot write the phantom crops {}", out.display()))?;
+    bar.finish_and_clear();
+    let nuclei: usize = summary.reports.iter().map(|r| r.nuclei).sum();
+    eprintln!(
+        "wrote {} phantom crops ({} nuclei) in the published layout to {} in {:.1} s\n\
+         next: seglab data import {} --out DEST --layout published",
+        summary.reports.len(),
+        nuclei,
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,9 +8,12 @@
 //! models or tensors (patch batches are plain vectors), and does not predict whole volumes
 //! (that is `infer/`).
 
+pub mod augment;
+pub mod import;
 pub mod pad;
 pub mod patches;
 pub mod preprocess;
+pub mod published;
 pub mod spec;
 pub mod splits;
 pub mod threshold;
@@ -54,6 +57,8 @@ pub enum DatasetError {
     Split(String),
     #[error("{}: {message}", path.display())]
     SplitFile { path: PathBuf, message: String },
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
 }
 
 /// An opened, validated dataset folder.
@@ -169,6 +174,17 @@ impl Dataset {
     /// The split group of each volume (same order as [`Dataset::ids`]).
     pub fn groups(&self) -> Vec<Option<String>> {
         self.spec.volumes.iter().map(|v| v.group.clone()).collect()
+    }
+
+    /// The folds of the split preset `name` that this dataset declares (`[splits.<name>]`),
+    /// validated against its volumes; errors name `dataset.toml`.
+    pub fn named_folds(&self, name: &str) -> Result<Vec<splits::Fold>, DatasetError> {
+        splits::named_folds(&self.spec.splits, name, &self.ids(), &self.groups()).map_err(|e| {
+            DatasetError::Spec {
+                path: self.dir.join(DATASET_FILE),
+                message: e.to_string(),
+            }
+        })
     }
 
     pub fn volume(&self, id: &str) -> Result<&VolumeEntry, DatasetError> {

@@ -15,6 +15,13 @@
 //! [preprocess]            # optional defaults for this dataset (see `dataset::preprocess`)
 //! percentiles = [[95.0, 99.8], [95.0, 98.0]]   # per image channel, (low, high)
 //!
+//! [splits.thesis]        # optional split presets, chosen by a sweep spec's `cv.split`
+//! description = "thesis §5.3"
+//! [[splits.thesis.folds]]
+//! train = ["vol01", "vol02"]
+//! val = ["vol03"]
+//! test = ["vol04"]
+//!
 //! [[volumes]]
 //! id = "vol01"
 //! image = "images/vol01.tif"  # relative to the folder of dataset.toml
@@ -25,11 +32,12 @@
 //!
 //! Mask channel names are the task classes of seglab: `golgi`, `nuclei` and `pair`.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::splits::NamedSplit;
 use crate::keys::{KeySchema, TomlError, parse_toml};
 
 /// The file name every dataset folder carries.
@@ -60,6 +68,10 @@ pub struct DatasetSpec {
     pub files: FileChannels,
     #[serde(default, skip_serializing_if = "PreprocessDefaults::is_default")]
     pub preprocess: PreprocessDefaults,
+    /// Split presets by name (`[splits.<name>]`), validated against the volumes when a sweep
+    /// chooses one (`cv.split`, see `dataset::splits::named_folds`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub splits: BTreeMap<String, NamedSplit>,
     pub volumes: Vec<VolumeEntry>,
 }
 
@@ -260,6 +272,24 @@ impl VolumeEntry {
     }
 }
 
+/// `target` relative to the folder `base` when both are absolute and share a root.
+pub fn relative_path(target: &Path, base: &Path) -> PathBuf {
+    let t: Vec<Component> = target.components().collect();
+    let b: Vec<Component> = base.components().collect();
+    let common = t.iter().zip(&b).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return target.to_owned();
+    }
+    let mut rel = PathBuf::new();
+    for _ in common..b.len() {
+        rel.push("..");
+    }
+    for c in &t[common..] {
+        rel.push(c.as_os_str());
+    }
+    rel
+}
+
 fn unique_names(names: &[String], field: &str) -> Result<(), String> {
     let mut seen = HashSet::new();
     for (i, n) in names.iter().enumerate() {
@@ -404,5 +434,17 @@ annotation_hours = 3.0
         assert!(e.starts_with("volumes must list"), "{e}");
         let e = invalid(|s| s.volumes[1].annotation_hours = Some(-1.0));
         assert!(e.contains("volumes[1].annotation_hours"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative_path(Path::new("/a/b/images/x.tif"), Path::new("/a/c/d")),
+            PathBuf::from("../../b/images/x.tif")
+        );
+        assert_eq!(
+            relative_path(Path::new("/a/b/x.tif"), Path::new("/a/b")),
+            PathBuf::from("x.tif")
+        );
     }
 }

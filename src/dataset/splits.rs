@@ -15,6 +15,9 @@
 //! - **leave-one-out**: k-fold with one unit per part.
 //! - **explicit**: folds read from a JSON file in the layout above, validated (unknown ids,
 //!   a volume in two roles, a group straddling roles, an empty training set are errors).
+//! - **named**: a split preset that the dataset itself declares in `dataset.toml`
+//!   (`[splits.<name>]`, e.g. the thesis split that `data import --layout published` writes),
+//!   validated like an explicit file ([`named_folds`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -43,6 +46,8 @@ pub enum SplitScheme {
     LeaveOneOut,
     /// Folds read from a JSON file (nnU-Net `splits_final.json` layout, optional `test`).
     Explicit(PathBuf),
+    /// A split preset of the dataset (`[splits.<name>]` in its `dataset.toml`).
+    Named(String),
 }
 
 impl fmt::Display for SplitScheme {
@@ -52,6 +57,7 @@ impl fmt::Display for SplitScheme {
             SplitScheme::Nested { k } => write!(f, "nested-{k}"),
             SplitScheme::LeaveOneOut => f.write_str("leave-one-out"),
             SplitScheme::Explicit(p) => write!(f, "explicit:{}", p.display()),
+            SplitScheme::Named(name) => write!(f, "split:{name}"),
         }
     }
 }
@@ -66,14 +72,24 @@ pub struct Fold {
     pub test: Vec<String>,
 }
 
-/// One entry of a splits file.
-#[derive(Debug, Serialize, Deserialize)]
+/// One fold as a splits file or a `[[splits.<name>.folds]]` table of `dataset.toml` writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileFold {
-    train: Vec<String>,
-    val: Vec<String>,
+pub struct FoldSpec {
+    pub train: Vec<String>,
+    pub val: Vec<String>,
     #[serde(default)]
-    test: Vec<String>,
+    pub test: Vec<String>,
+}
+
+impl From<&Fold> for FoldSpec {
+    fn from(f: &Fold) -> Self {
+        FoldSpec {
+            train: f.train.clone(),
+            val: f.val.clone(),
+            test: f.test.clone(),
+        }
+    }
 }
 
 /// The folds of `scheme` over volumes `ids` (with their split `groups`, same length; `None`
@@ -85,15 +101,21 @@ pub fn make_splits(
     scheme: &SplitScheme,
     seed: u64,
 ) -> Result<Vec<Fold>, DatasetError> {
-    if let SplitScheme::Explicit(path) = scheme {
-        return read_splits_file(path, ids, groups);
+    match scheme {
+        SplitScheme::Explicit(path) => return read_splits_file(path, ids, groups),
+        SplitScheme::Named(name) => {
+            return Err(DatasetError::Split(format!(
+                "the split `{name}` is a preset of the dataset: read it with `named_folds`"
+            )));
+        }
+        _ => {}
     }
     let units = units(ids, groups)?;
     let n = units.len();
     let k = match scheme {
         SplitScheme::KFold { k } | SplitScheme::Nested { k } => *k,
         SplitScheme::LeaveOneOut => n.max(2),
-        SplitScheme::Explicit(_) => unreachable!("handled above"),
+        SplitScheme::Explicit(_) | SplitScheme::Named(_) => unreachable!("handled above"),
     };
     let min_k = if matches!(scheme, SplitScheme::Nested { .. }) {
         3
@@ -217,7 +239,7 @@ pub fn load_or_create_splits(
     seed: u64,
 ) -> Result<Vec<Fold>, DatasetError> {
     let computed = make_splits(ids, groups, scheme, seed)?;
-    if let SplitScheme::Explicit(_) = scheme {
+    if let SplitScheme::Explicit(_) | SplitScheme::Named(_) = scheme {
         return Ok(computed);
     }
     let path = dir.join(splits_file_name(scheme, seed));
@@ -241,14 +263,7 @@ pub fn load_or_create_splits(
 
 /// Writes folds in the nnU-Net layout (plus `test`), to a temporary name and then renamed.
 pub fn write_splits_file(path: &Path, folds: &[Fold]) -> Result<(), DatasetError> {
-    let entries: Vec<FileFold> = folds
-        .iter()
-        .map(|f| FileFold {
-            train: f.train.clone(),
-            val: f.val.clone(),
-            test: f.test.clone(),
-        })
-        .collect();
+    let entries: Vec<FoldSpec> = folds.iter().map(FoldSpec::from).collect();
     let text = serde_json::to_string_pretty(&entries).expect("folds always serialize");
     let io = |source| DatasetError::Io {
         path: path.to_owned(),
@@ -286,13 +301,56 @@ pub fn read_splits_file(
         path: path.to_owned(),
         source,
     })?;
-    let entries: Vec<FileFold> = serde_json::from_str(&text).map_err(|e| {
+    let entries: Vec<FoldSpec> = serde_json::from_str(&text).map_err(|e| {
         fail(format!(
             "{e} (expected a list of {{\"train\": [...], \"val\": [...], \"test\": [...]}})"
         ))
     })?;
+    validate_folds(&entries, ids, groups).map_err(fail)
+}
+
+/// The folds of the split preset `name` that a dataset declares (`[splits.<name>]` of
+/// `dataset.toml`), validated against its volumes like a splits file; errors name the preset.
+pub fn named_folds(
+    splits: &BTreeMap<String, NamedSplit>,
+    name: &str,
+    ids: &[String],
+    groups: &[Option<String>],
+) -> Result<Vec<Fold>, DatasetError> {
+    let Some(split) = splits.get(name) else {
+        let known: Vec<&str> = splits.keys().map(String::as_str).collect();
+        return Err(DatasetError::Split(format!(
+            "the dataset declares no split `{name}` (its splits: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    validate_folds(&split.folds, ids, groups)
+        .map_err(|m| DatasetError::Split(format!("splits.{name}: {m}")))
+}
+
+/// A split preset of a dataset: a description and fixed folds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedSplit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub folds: Vec<FoldSpec>,
+}
+
+/// Checks folds against the dataset's volumes: every id must exist, no volume may hold two
+/// roles in one fold, a group may not straddle roles, and every fold needs a training volume.
+/// Volumes a fold does not mention are simply unused by it. Lists come back sorted.
+fn validate_folds(
+    entries: &[FoldSpec],
+    ids: &[String],
+    groups: &[Option<String>],
+) -> Result<Vec<Fold>, String> {
     if entries.is_empty() {
-        return Err(fail("holds no folds".into()));
+        return Err("holds no folds".into());
     }
     let group_of: HashMap<&str, Option<&str>> = ids
         .iter()
@@ -300,45 +358,46 @@ pub fn read_splits_file(
         .map(|(i, g)| (i.as_str(), g.as_deref()))
         .collect();
     let mut folds = Vec::with_capacity(entries.len());
-    for (index, e) in entries.into_iter().enumerate() {
+    for (index, e) in entries.iter().enumerate() {
         let mut role_of: HashMap<&str, &str> = HashMap::new();
         let mut group_role: HashMap<&str, &str> = HashMap::new();
         for (role, list) in [("train", &e.train), ("val", &e.val), ("test", &e.test)] {
             for id in list {
                 let Some(group) = group_of.get(id.as_str()) else {
-                    return Err(fail(format!(
+                    return Err(format!(
                         "fold {index}: unknown volume `{id}` in {role} (not in the dataset)"
-                    )));
+                    ));
                 };
                 if let Some(prev) = role_of.insert(id, role) {
-                    return Err(fail(if prev == role {
+                    return Err(if prev == role {
                         format!("fold {index}: volume `{id}` is listed twice in {role}")
                     } else {
                         format!("fold {index}: volume `{id}` is in both {prev} and {role}")
-                    }));
+                    });
                 }
                 if let Some(g) = group
                     && let Some(prev) = group_role.insert(g, role)
                     && prev != role
                 {
-                    return Err(fail(format!(
+                    return Err(format!(
                         "fold {index}: group `{g}` straddles {prev} and {role} (volume `{id}`)"
-                    )));
+                    ));
                 }
             }
         }
         if e.train.is_empty() {
-            return Err(fail(format!("fold {index}: no training volumes")));
+            return Err(format!("fold {index}: no training volumes"));
         }
-        let sorted = |mut v: Vec<String>| {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
             v.sort();
             v
         };
         folds.push(Fold {
             index,
-            train: sorted(e.train),
-            val: sorted(e.val),
-            test: sorted(e.test),
+            train: sorted(&e.train),
+            val: sorted(&e.val),
+            test: sorted(&e.test),
         });
     }
     Ok(folds)

@@ -4,7 +4,7 @@
 //! Every output is written under a temporary name and renamed into place, so an interrupted
 //! run leaves no partial file or folder behind.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -14,106 +14,24 @@ use super::config::MaskConfig;
 use super::masks::{MaskReport, generate_masks};
 use super::phantom::{PhantomConfig, PhantomPreset, PhantomReport, render_phantom};
 use super::rng::volume_seed;
+use crate::atomic;
+use crate::dataset::published;
+use crate::dataset::spec::relative_path;
 use crate::dataset::{DATASET_FILE, DatasetSpec, VolumeEntry};
-use crate::volume::{AnyVolume, Spacing, Volume, read_tiff, write_mask, write_tiff};
-
-/// Manual annotation estimate of the thesis: 28 hours per real crop (thesis §5.4, Table 5.7).
-pub const THESIS_ANNOTATION_HOURS_PER_CROP: f64 = 28.0;
-
-/// Mean voxel count of the eight real crops (original-code-behaviour.md §1.1), the size the
-/// thesis' 28 hours refer to.
-pub const MEAN_CROP_VOXELS: f64 = (505.0 * 618.0 * 56.0
-    + 703.0 * 553.0 * 56.0
-    + 668.0 * 553.0 * 56.0
-    + 818.0 * 257.0 * 56.0
-    + 2.0 * 647.0 * 627.0 * 56.0
-    + 557.0 * 491.0 * 55.0
-    + 586.0 * 519.0 * 61.0)
-    / 8.0;
+use crate::volume::{
+    AnyVolume, Spacing, Volume, read_tiff, write_mask, write_rgb_stack, write_tiff,
+};
 
 /// The thesis' annotation hours scaled to a volume of `shape` by voxel count.
 pub fn annotation_hours(shape: [usize; 3]) -> f64 {
     let v = shape.iter().product::<usize>() as f64;
-    let h = THESIS_ANNOTATION_HOURS_PER_CROP * v / MEAN_CROP_VOXELS;
+    let h = published::ANNOTATION_HOURS_PER_CROP * v / published::mean_crop_voxels();
     (h * 100.0).round() / 100.0
-}
-
-/// A temporary sibling of `path` (same folder, so the final rename is atomic).
-fn temporary_sibling(path: &Path, what: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
-}
-
-/// Writes a file through `write` under a temporary name, then renames it to `path`.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&Path) -> Result<(), SynthError>,
-) -> Result<(), SynthError> {
-    // Keep the extension: writers may choose the format by it.
-    let tmp = match path.extension() {
-        Some(ext) => {
-            let mut t = temporary_sibling(path, "tmp").into_os_string();
-            t.push(".");
-            t.push(ext);
-            PathBuf::from(t)
-        }
-        None => temporary_sibling(path, "tmp"),
-    };
-    let result =
-        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| SynthError::io(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Writes a text file atomically.
 fn write_text(path: &Path, text: &str) -> Result<(), SynthError> {
-    write_atomically(path, |tmp| {
-        std::fs::write(tmp, text).map_err(|e| SynthError::io(tmp, e))
-    })
-}
-
-/// Builds a folder under a temporary name and renames it to `out`. An existing `out` is an
-/// error unless `force`, in which case it is replaced only after the new one is complete.
-fn build_folder<T>(
-    out: &Path,
-    force: bool,
-    build: impl FnOnce(&Path) -> Result<T, SynthError>,
-) -> Result<T, SynthError> {
-    if out.exists() && !force {
-        return Err(SynthError::Input {
-            path: out.to_owned(),
-            message: "already exists (use --force to replace it)".into(),
-        });
-    }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| SynthError::io(parent, e))?;
-    }
-    let tmp = temporary_sibling(out, "tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| SynthError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| SynthError::io(&tmp, e))?;
-    let value = match build(&tmp) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    if out.exists() {
-        let old = temporary_sibling(out, "old");
-        std::fs::rename(out, &old).map_err(|e| SynthError::io(out, e))?;
-        std::fs::rename(&tmp, out).map_err(|e| SynthError::io(out, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| SynthError::io(&old, e))?;
-    } else {
-        std::fs::rename(&tmp, out).map_err(|e| SynthError::io(out, e))?;
-    }
-    Ok(value)
+    Ok(atomic::write_file(path, text.as_bytes())?)
 }
 
 fn create_dir(path: &Path) -> Result<(), SynthError> {
@@ -125,11 +43,11 @@ pub fn write_mask_file(path: &Path, mask: &Volume<u8>) -> Result<(), SynthError>
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir(parent)?;
     }
-    write_atomically(path, |tmp| Ok(write_mask(tmp, mask)?))
+    atomic::write_file_with(path, |tmp| Ok(write_mask(tmp, mask)?))
 }
 
 fn write_image_file(path: &Path, image: &AnyVolume) -> Result<(), SynthError> {
-    write_atomically(path, |tmp| Ok(write_tiff(tmp, image)?))
+    atomic::write_file_with(path, |tmp| Ok(write_tiff(tmp, image)?))
 }
 
 /// One volume of a real dataset, as far as the generators need it.
@@ -184,24 +102,6 @@ pub fn read_like(dataset: &Path) -> Result<(DatasetSpec, Vec<LikeVolume>), Synth
     Ok((spec, volumes))
 }
 
-/// `target` relative to the folder `base` when both are absolute and share a root.
-fn relative_path(target: &Path, base: &Path) -> PathBuf {
-    let t: Vec<Component> = target.components().collect();
-    let b: Vec<Component> = base.components().collect();
-    let common = t.iter().zip(&b).take_while(|(a, b)| a == b).count();
-    if common == 0 {
-        return target.to_owned();
-    }
-    let mut rel = PathBuf::new();
-    for _ in common..b.len() {
-        rel.push("..");
-    }
-    for c in &t[common..] {
-        rel.push(c.as_os_str());
-    }
-    rel
-}
-
 /// Provenance of a generated folder, written next to its `dataset.toml`.
 #[derive(Serialize)]
 struct Provenance<'a, C: Serialize> {
@@ -240,7 +140,7 @@ pub fn write_masks_like(
     config.validate()?;
     let (spec, volumes) = read_like(dataset)?;
     let out_abs = std::path::absolute(out).map_err(|e| SynthError::io(out, e))?;
-    let reports = build_folder(out, force, |tmp| {
+    let reports = atomic::build_folder(out, force, |tmp| -> Result<_, SynthError> {
         create_dir(&tmp.join("masks"))?;
         let mut reports = Vec::with_capacity(volumes.len());
         let mut entries = Vec::with_capacity(volumes.len());
@@ -280,6 +180,7 @@ pub fn write_masks_like(
                 mask_channels: None,
             },
             preprocess: spec.preprocess.clone(),
+            splits: Default::default(),
             volumes: entries,
         };
         write_toml(&tmp.join(DATASET_FILE), &out_spec)?;
@@ -348,7 +249,7 @@ pub fn write_phantom_dataset(
     let width = volumes.to_string().len().max(2);
     let ids: Vec<String> = (1..=volumes).map(|i| format!("vol{i:0width$}")).collect();
     let hours = annotation_hours(shape);
-    let (spec, reports) = build_folder(out, force, |tmp| {
+    let (spec, reports) = atomic::build_folder(out, force, |tmp| -> Result<_, SynthError> {
         create_dir(&tmp.join("images"))?;
         create_dir(&tmp.join("masks"))?;
         let done = std::sync::atomic::AtomicUsize::new(0);
@@ -381,6 +282,7 @@ pub fn write_phantom_dataset(
             annotation_hours_per_volume: Some(hours),
             files: Default::default(),
             preprocess: Default::default(),
+            splits: Default::default(),
             volumes: ids
                 .iter()
                 .map(|id| VolumeEntry {
@@ -414,6 +316,155 @@ pub fn write_phantom_dataset(
         spec,
         reports,
     })
+}
+
+/// What [`write_published_phantom`] produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct PublishedPhantomSummary {
+    pub out: PathBuf,
+    /// (crop name, shape (Z, Y, X)) in the published order.
+    pub crops: Vec<(String, [usize; 3])>,
+    pub reports: Vec<PhantomReport>,
+}
+
+/// Renders the eight published crops (`dataset::published::CROPS`, their Y and X extents
+/// times `scale`) into `out` in the published file layout: `Images/<crop>.tif` (RGB pages:
+/// red = Golgi, green = nuclei, blue empty) and `Masks/<crop>.tif` (red = Golgi, green =
+/// nuclei, blue = pairs for 3-class masks, else empty), plus `phantom.toml` and a README. No
+/// `dataset.toml`: `seglab data import OUT --layout published` makes the dataset, as for the
+/// published files themselves.
+pub fn write_published_phantom(
+    config: &PhantomConfig,
+    scale: f64,
+    seed: u64,
+    out: &Path,
+    force: bool,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<PublishedPhantomSummary, SynthError> {
+    config.validate()?;
+    if !(scale > 0.0 && scale <= 1.0) {
+        return Err(SynthError::config(
+            "scale",
+            format!("must lie within (0, 1], got {scale}"),
+        ));
+    }
+    if config.sample_type != crate::volume::DType::U8 {
+        return Err(SynthError::config(
+            "sample_type",
+            format!(
+                "the published layout stores uint8 RGB pages, got {}",
+                config.sample_type
+            ),
+        ));
+    }
+    let crops: Vec<(String, [usize; 3])> = published::CROPS
+        .iter()
+        .map(|c| (c.name.to_string(), published::scaled_shape(c, scale)))
+        .collect();
+    if let Some((name, shape)) = crops.iter().find(|(_, s)| s[1] < 32 || s[2] < 32) {
+        return Err(SynthError::config(
+            "scale",
+            format!(
+                "{scale} makes {name} {}×{}×{} voxels; every crop needs Y and X ≥ 32",
+                shape[0], shape[1], shape[2]
+            ),
+        ));
+    }
+    let reports = atomic::build_folder(out, force, |tmp| -> Result<_, SynthError> {
+        create_dir(&tmp.join(published::IMAGES_DIR))?;
+        create_dir(&tmp.join(published::MASKS_DIR))?;
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let reports = crops
+            .par_iter()
+            .enumerate()
+            .map(|(i, (name, shape))| {
+                let p = render_phantom(config, *shape, volume_seed(seed, i))?;
+                let file = format!("{name}.tif");
+                let AnyVolume::U8(image) = &p.image else {
+                    unreachable!("sample_type u8 was checked above")
+                };
+                let image = rgb(image, 1);
+                write_rgb_file(&tmp.join(published::IMAGES_DIR).join(&file), &image)?;
+                let mask = rgb(&p.mask, 255);
+                write_rgb_file(&tmp.join(published::MASKS_DIR).join(&file), &mask)?;
+                let finished = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                progress(finished, crops.len());
+                Ok(p.report)
+            })
+            .collect::<Result<Vec<_>, SynthError>>()?;
+        write_toml(
+            &tmp.join("phantom.toml"),
+            &Provenance {
+                generator: "seglab synth phantom --preset published",
+                seglab_version: env!("CARGO_PKG_VERSION"),
+                seed,
+                volume_seeds: VOLUME_SEEDS,
+                config,
+            },
+        )?;
+        write_text(
+            &tmp.join("README.md"),
+            &published_readme(scale, seed, &crops, &reports),
+        )?;
+        Ok(reports)
+    })?;
+    Ok(PublishedPhantomSummary {
+        out: out.to_owned(),
+        crops,
+        reports,
+    })
+}
+
+/// Three RGB channels from the first channels of `v` (values times `factor`), the missing
+/// ones empty.
+fn rgb(v: &Volume<u8>, factor: u8) -> Volume<u8> {
+    let [c, z, y, x] = v.shape();
+    let mut out = Volume::<u8>::zeros([3, z, y, x]);
+    for ch in 0..c.min(3) {
+        for (d, &s) in out.channel_mut(ch).iter_mut().zip(v.channel(ch)) {
+            *d = s.saturating_mul(factor);
+        }
+    }
+    out
+}
+
+fn write_rgb_file(path: &Path, v: &Volume<u8>) -> Result<(), SynthError> {
+    atomic::write_file_with(path, |tmp| Ok(write_rgb_stack(tmp, v)?))
+}
+
+fn published_readme(
+    scale: f64,
+    seed: u64,
+    crops: &[(String, [usize; 3])],
+    reports: &[PhantomReport],
+) -> String {
+    let mut s = format!(
+        "# Phantom crops in the published layout\n\n\
+         Made by `seglab synth phantom --preset published --scale {scale} --seed {seed}`: the \
+         eight crops of the published dataset (thesis §4.1), their Y and X extents times \
+         {scale}, with objects at the published scale. The full configuration is in \
+         `phantom.toml`.\n\n\
+         - `Images/<crop>.tif`: one RGB page per z slice, uint8: red = Golgi, green = nuclei, \
+         blue empty.\n\
+         - `Masks/<crop>.tif`: exact ground truth, 0/255: red = Golgi, green = nuclei, blue = \
+         nucleus–Golgi pairs.\n\n\
+         Make a dataset of it with `seglab data import <this folder> --out DEST --layout \
+         published` (it adds the thesis and paper split presets).\n\n\
+         | crop | Z × Y × X | nuclei | with Golgi | Golgi without nucleus | dust blobs |\n\
+         |---|---|---|---|---|---|\n"
+    );
+    for ((name, [z, y, x]), r) in crops.iter().zip(reports) {
+        s.push_str(&format!(
+            "| {name} | {z} × {y} × {x} | {} | {} | {} | {} |\n",
+            r.nuclei,
+            r.paired,
+            r.lone_golgi,
+            r.dust.len()
+        ));
+    }
+    s.push_str("\n## Image-formation model\n\n");
+    s.push_str(include_str!("phantom.md"));
+    s
 }
 
 fn phantom_readme(
@@ -463,47 +514,7 @@ mod tests {
 
     #[test]
     fn annotation_hours_scale_with_voxels() {
-        assert!(
-            (MEAN_CROP_VOXELS - 18.84e6).abs() < 0.01e6,
-            "{MEAN_CROP_VOXELS}"
-        );
         let h = annotation_hours([48, 192, 192]);
         assert!((h - 2.63).abs() < 0.01, "{h}");
-    }
-
-    #[test]
-    fn relative_paths() {
-        assert_eq!(
-            relative_path(Path::new("/a/b/images/x.tif"), Path::new("/a/c/d")),
-            PathBuf::from("../../b/images/x.tif")
-        );
-        assert_eq!(
-            relative_path(Path::new("/a/b/x.tif"), Path::new("/a/b")),
-            PathBuf::from("x.tif")
-        );
-    }
-
-    #[test]
-    fn existing_output_folder_is_refused_without_force() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("set");
-        std::fs::create_dir(&out).unwrap();
-        let err = build_folder(&out, false, |_| Ok(())).unwrap_err();
-        assert!(err.to_string().contains("already exists"), "{err}");
-        // With force the old folder is replaced only after the new one is built.
-        std::fs::write(out.join("old.txt"), "x").unwrap();
-        build_folder(&out, true, |tmp| {
-            std::fs::write(tmp.join("new.txt"), "y").map_err(|e| SynthError::io(tmp, e))
-        })
-        .unwrap();
-        assert!(out.join("new.txt").exists() && !out.join("old.txt").exists());
-        // A failing build leaves the existing folder untouched and no temporary behind.
-        let err = build_folder(&out, true, |_| -> Result<(), _> {
-            Err(SynthError::config("x", "boom"))
-        });
-        assert!(err.is_err());
-        assert!(out.join("new.txt").exists());
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1);
     }
 }

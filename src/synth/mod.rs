@@ -51,6 +51,8 @@ pub enum SynthError {
     },
     #[error(transparent)]
     Tiff(#[from] crate::volume::TiffError),
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
     /// A dataset folder or file that is not what the command expects.
     #[error("{}: {message}", path.display())]
     Input { path: PathBuf, message: String },

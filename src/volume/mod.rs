@@ -15,8 +15,8 @@ pub mod stats;
 pub mod tiff;
 
 pub use tiff::{
-    BigTiff, Compression, TiffError, TiffWriteOptions, read_tiff, write_mask, write_tiff,
-    write_tiff_with,
+    BigTiff, Compression, TiffError, TiffWriteOptions, read_tiff, write_mask, write_rgb_stack,
+    write_tiff, write_tiff_with,
 };
 
 /// Voxel spacing (z, y, x) in micrometres.

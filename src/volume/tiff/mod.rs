@@ -15,7 +15,7 @@ mod read;
 mod write;
 
 pub use read::read_tiff;
-pub use write::{write_tiff, write_tiff_with};
+pub use write::{write_rgb_stack, write_tiff, write_tiff_with};
 
 /// A TIFF problem, always naming the file: `<path>: <problem>`.
 #[derive(Debug, thiserror::Error)]

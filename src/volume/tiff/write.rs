@@ -353,6 +353,46 @@ fn compress_page(
     Ok((out, counts))
 }
 
+/// Writes a 3-channel uint8 volume as a stack of RGB pages, one per z slice, channels 0, 1, 2
+/// interleaved as red, green, blue (chunky), uncompressed: the layout of the published crops and
+/// masks (thesis §4.1: red = Golgi, green = nuclei, blue = nucleus–Golgi pairs), which tifffile
+/// reads as (Z, Y, X, 3). No ImageJ description is written.
+pub fn write_rgb_stack(path: &Path, volume: &Volume<u8>) -> Result<(), TiffError> {
+    let [c, z, y, x] = volume.shape();
+    if c != 3 || z == 0 || y == 0 || x == 0 {
+        return Err(TiffError::new(
+            path,
+            format!(
+                "an RGB stack needs 3 channels and a non-empty volume, got shape {:?}",
+                volume.shape()
+            ),
+        ));
+    }
+    let (Ok(width), Ok(height)) = (u32::try_from(x), u32::try_from(y)) else {
+        return Err(TiffError::new(
+            path,
+            format!("image planes of {y} × {x} pixels exceed the TIFF limit of 2^32 - 1"),
+        ));
+    };
+    let plane = y * x;
+    write_atomically(path, |w| {
+        let mut encoder = TiffEncoder::new(w).map_err(io::Error::other)?;
+        let mut rgb = vec![0u8; plane * 3];
+        for zi in 0..z {
+            for (ci, channel) in volume.channel_slices().enumerate() {
+                let slice = &channel[zi * plane..(zi + 1) * plane];
+                for (dst, &v) in rgb[ci..].iter_mut().step_by(3).zip(slice) {
+                    *dst = v;
+                }
+            }
+            encoder
+                .write_image::<tiff::encoder::colortype::RGB8>(width, height, &rgb)
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    })
+}
+
 /// The closest fraction n/d to `v` with n and d within u32 (continued fractions), so that a
 /// resolution of 1/spacing survives the TIFF RATIONAL type with ~1e-15 relative error.
 fn rational_approximation(v: f64) -> (u32, u32) {
