@@ -78,8 +78,14 @@ fn report_from_a_store_on_disk_matches_the_library() {
 fn report_accepts_the_spec_and_the_store_folder() {
     let tmp = util::temp_dir();
     let store = write_store(tmp.path());
+    // A spec without `name` names its sweep after its file, as `sweep run` does.
     let spec = tmp.path().join("experiments/paper-2class.toml");
-    std::fs::write(&spec, "name = \"paper-2class\"\n").unwrap();
+    std::fs::write(
+        &spec,
+        "dataset = \"../data\"\nclasses = [\"golgi\", \"nuclei\"]\nmodels = [\"unet3d\"]\n\
+         [cv]\nscheme = \"nested\"\nfolds = 3\n",
+    )
+    .unwrap();
     for (arg, out) in [(spec.as_path(), "a"), (store.as_path(), "b")] {
         let out = tmp.path().join(out);
         let o = util::run_seglab(&[

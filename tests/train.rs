@@ -366,7 +366,7 @@ use seglab::infer::{MergeMode, SlidingWindowConfig, predict_volume};
 use seglab::synth::dataset::write_phantom_dataset;
 use seglab::synth::{PhantomConfig, PhantomPreset};
 use seglab::tracking::{EpochRow, ResultRow, TimingRow};
-use seglab::train::config::{DriverConfig, PatchConfig, TrialSink};
+use seglab::train::config::{DriverConfig, PatchConfig, Selection, TrialSink};
 use seglab::train::driver::{FitData, FitEnd, FitOptions, TrainerWindows, fit};
 use seglab::train::{MemorySink, StopFlag, TrainError};
 use seglab::volume::Volume;
@@ -455,9 +455,19 @@ impl<'a> FitSetup<'a> {
             checkpoint_latest: dir.join("latest"),
             checkpoint_best: dir.join("best"),
             resume,
+            augment: &NO_AUGMENT,
+            image_fill: 0.0,
         }
     }
 }
+
+/// Training patches as drawn (no flips or rotations), as published.
+const NO_AUGMENT: seglab::dataset::augment::AugmentConfig =
+    seglab::dataset::augment::AugmentConfig {
+        flip: 0.0,
+        rotate: 0.0,
+        max_degrees: 30.0,
+    };
 
 fn tiny_unet() -> Unet3dTrainer {
     let scale = ScaleSpec {
@@ -1013,4 +1023,120 @@ fn valid_predict_matches_predict_and_the_loss_of_its_prediction() {
     let (losses, _) = check_valid_predict(&mut vox, &batch);
     let names: Vec<&str> = losses.0.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, ["g_loss", "dice_loss", "adv_loss", "d_loss"]);
+}
+
+/// Fits a tiny CycleGAN for 3 epochs on blob images and blob masks (unpaired), validating on
+/// two whole blob volumes whose masks are `val_masks`, with `selection`; returns the rows and
+/// the chosen epoch.
+fn label_free_fit(
+    selection: Selection,
+    val_masks: impl Fn(&Volume<u8>) -> Volume<u8>,
+) -> (MemorySink, Option<u32>) {
+    let images = blob_volumes(2, 32, 5);
+    let masks: Vec<PatchVolume> = blob_volumes(2, 32, 6)
+        .into_iter()
+        .map(|v| PatchVolume {
+            image: v.mask.unwrap().map(f32::from),
+            mask: None,
+            id: v.id,
+        })
+        .collect();
+    let train = PatchSet::new(
+        images
+            .into_iter()
+            .map(|v| PatchVolume { mask: None, ..v })
+            .collect(),
+        [32; 3],
+    )
+    .unwrap();
+    let synthetic = PatchSet::new(masks, [32; 3]).unwrap();
+    let volumes: Vec<PatchVolume> = blob_volumes(2, 32, 9)
+        .into_iter()
+        .map(|v| PatchVolume {
+            mask: v.mask.as_ref().map(&val_masks),
+            ..v
+        })
+        .collect();
+    let val = PatchSet::new(volumes.clone(), [32; 3]).unwrap();
+    let driver = DriverConfig {
+        epochs: 3,
+        batch: 2,
+        patience: 0,
+        iterations_per_epoch: Some(3),
+        val_volumes: true,
+        selection,
+        ..DriverConfig::published(seglab::models::ModelKind::CycleGan)
+    };
+    let patches = PatchConfig::published(32, 2);
+    let infer = SlidingWindowConfig {
+        window: [32; 3],
+        step: [24; 3],
+        ..SlidingWindowConfig::default()
+    };
+    let classes = CLASSES.map(String::from);
+    let dir = util::temp_dir();
+    let opts = FitSetup::new(&driver, &patches, &classes, &infer).options(dir.path(), 2, false);
+    let data = FitData {
+        train: &train,
+        synthetic: Some(&synthetic),
+        val: Some(&val),
+        val_volumes: &volumes,
+    };
+    let cfg = CycleGanConfig::for_scale(2, 2, &tiny()).unwrap();
+    let mut t = CycleGanTrainer::new(
+        cfg,
+        CycleGanTrainConfig::new(),
+        &CLASSES,
+        &CLASSES,
+        4,
+        &Device::flex(),
+    )
+    .unwrap();
+    let mut sink = MemorySink::default();
+    let r = fit(
+        &mut t,
+        &data,
+        &opts,
+        &mut sink,
+        &StopFlag::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    (sink, r.state.best_epoch)
+}
+
+/// `train.selection = label-free` chooses the CycleGAN's epoch from validation images and
+/// synthetic masks only: with the validation masks replaced by noise the criterion and the
+/// choice are the same, while the (oracle) validation Dice, which reads those masks, changes.
+#[test]
+fn label_free_selection_never_reads_a_validation_mask() {
+    let truth = label_free_fit(Selection::LabelFree, |m| m.clone());
+    let noise = label_free_fit(Selection::LabelFree, |m| {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let noise = (0..m.data().len())
+            .map(|_| u8::from(rand::RngExt::random_bool(&mut rng, 0.3)))
+            .collect();
+        Volume::from_vec(m.shape(), noise).unwrap()
+    });
+    let rows = |s: &MemorySink, metric: &str| -> Vec<f64> {
+        s.epochs
+            .iter()
+            .filter(|r| r.split == "val" && r.metric == metric)
+            .map(|r| r.value)
+            .collect()
+    };
+    let criterion = rows(&truth.0, "label_free");
+    assert_eq!(criterion.len(), 3);
+    assert!(
+        criterion.iter().all(|v| v.is_finite() && *v >= 0.0),
+        "{criterion:?}"
+    );
+    assert_eq!(criterion, rows(&noise.0, "label_free"));
+    assert_eq!(truth.1, noise.1);
+    assert!(truth.1.is_some());
+    assert_ne!(rows(&truth.0, "dice_mean"), rows(&noise.0, "dice_mean"));
+    // The evidence is recorded beside the criterion.
+    for m in ["fg_golgi", "fg_ref_golgi", "size_nuclei", "size_ref_nuclei"] {
+        assert_eq!(rows(&truth.0, m).len(), 3, "{m}");
+    }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::experiment::paths::SweepPaths;
+use crate::experiment::spec::{SweepRecord, SweepSpec};
 use crate::report::{self, Aggregation, ReportOptions};
 
 /// Write a sweep's report: tables, timing breakdown and figures.
@@ -30,11 +32,15 @@ pub struct ReportArgs {
     /// Metrics of the tables, comma-separated [default: dice,precision,recall].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub metrics: Option<Vec<String>>,
+    /// Put this published table's values beside the measured ones, e.g.
+    /// thesis-5.5 [default: the spec's `reproduces`].
+    #[arg(long, value_name = "ID")]
+    pub reproduces: Option<String>,
 }
 
 /// Resolves the store, writes the report, prints where it went.
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let store = store_dir(&args.spec_or_dir)?;
+    let (store, record) = store_dir(&args.spec_or_dir)?;
     let input = report::read_store(&store)
         .with_context(|| format!("cannot read the store of {}", args.spec_or_dir.display()))?;
     let mut options = ReportOptions::default();
@@ -47,6 +53,17 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             bail!("--metrics: expected a comma-separated list of metric names, got nothing");
         }
         options.metrics = m;
+    }
+    options.reproduces = args
+        .reproduces
+        .or_else(|| record.and_then(|r| r.reproduces));
+    if let Some(id) = &options.reproduces
+        && !report::published::ids().contains(&id.as_str())
+    {
+        bail!(
+            "--reproduces: {id:?} is not a published table (one of {})",
+            report::published::ids().join(", ")
+        );
     }
     let out = args
         .out
@@ -68,38 +85,34 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The store folder named by SPEC_OR_DIR.
-///
-/// Interim: a spec is read for its `name` only (the sweep lands in `experiments/<name>/`
-/// next to it); sweep paths move to `experiment/paths.rs` when it lands.
-fn store_dir(arg: &Path) -> anyhow::Result<PathBuf> {
+/// The store folder named by SPEC_OR_DIR — a spec's sweep folder (`SweepSpec::sweep_dir`, the
+/// folder `sweep run` fills), a sweep folder or a store folder — and the sweep's record of
+/// its spec, when there is one.
+fn store_dir(arg: &Path) -> anyhow::Result<(PathBuf, Option<SweepRecord>)> {
     if arg.is_file() {
-        let text = std::fs::read_to_string(arg)
-            .with_context(|| format!("cannot read {}", arg.display()))?;
-        let spec: toml::Table =
-            toml::from_str(&text).with_context(|| format!("{}: invalid TOML", arg.display()))?;
-        let Some(name) = spec.get("name").and_then(|v| v.as_str()) else {
-            bail!(
-                "{}: field `name`: expected the sweep name (a string)",
-                arg.display()
-            );
-        };
-        let parent = arg.parent().unwrap_or(Path::new("."));
-        let store = parent.join(name).join("store");
+        let spec = SweepSpec::load(arg)?;
+        let dir = spec.sweep_dir(None);
+        let store = SweepPaths::new(&dir).store();
         if !store.is_dir() {
             bail!(
-                "{}: sweep `{name}` has no store yet (expected {})",
+                "{}: sweep `{}` has no store yet (expected {}; run `seglab sweep run {}` first)",
                 arg.display(),
-                store.display()
+                spec.name,
+                store.display(),
+                arg.display()
             );
         }
-        return Ok(store);
+        return Ok((store, Some(SweepRecord::of(&spec))));
     }
     if arg.join("store").join("trials").is_dir() {
-        return Ok(arg.join("store"));
+        return Ok((SweepPaths::new(arg).store(), SweepRecord::read(arg)?));
     }
     if arg.join("trials").is_dir() {
-        return Ok(arg.to_owned());
+        let record = match arg.parent() {
+            Some(sweep) => SweepRecord::read(sweep)?,
+            None => None,
+        };
+        return Ok((arg.to_owned(), record));
     }
     bail!(
         "{}: expected a sweep spec (.toml), a sweep folder (with store/) or a store folder \

@@ -10,12 +10,13 @@ use clap::{Args, Subcommand};
 
 use super::runs::render_table;
 use crate::experiment::ExperimentError;
+use crate::experiment::overrides::{self, SpecOverrides};
 use crate::experiment::paths::SweepPaths;
 use crate::experiment::runner::{
     RunOptions, TaskOptions, TaskSignals, run_sweep, run_task, sweep_state,
 };
 use crate::experiment::slurm::{self, Manifest, SlurmJobs, SlurmOptions, TimeLimit};
-use crate::experiment::spec::SweepSpec;
+use crate::experiment::spec::{SweepRecord, SweepSpec};
 use crate::experiment::trial::{Trial, expand};
 use crate::tracking::TrialStatus;
 
@@ -43,11 +44,30 @@ pub enum SweepCommand {
     Task(TaskArgs),
 }
 
+/// Changes to a spec for one sweep folder (recorded there: later commands on the
+/// folder use the same).
+#[derive(Debug, Default, Args)]
+pub struct OverrideArgs {
+    /// Change the spec: scale=cpu-small, preset=thesis, cv.seeds=[0],
+    /// cv.run_folds=[0] or a config key of the trials, e.g. train.epochs=2
+    /// (repeatable; wins over the spec's [set] and [[grid]] values).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Use this dataset folder instead of the spec's.
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The sweep spec (experiments/<name>.toml).
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
+    /// The sweep folder [default: <spec folder>/<name>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +92,8 @@ pub struct RunArgs {
     /// cpu or cuda:N.
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +104,8 @@ pub struct StatusArgs {
     /// The sweep folder [default: <spec folder>/<name>/].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 /// Writes `<sweep>/slurm/`: manifest.json (the trials that are not finished;
@@ -121,6 +145,8 @@ pub struct SlurmArgs {
     /// Submit with sbatch, print the job ids and record them for `sweep status`.
     #[arg(long)]
     pub submit: bool,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 #[derive(Debug, Args)]
@@ -152,10 +178,38 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(spec: &std::path::Path) -> anyhow::Result<(SweepSpec, Vec<Trial>)> {
-    let spec = SweepSpec::load(spec)?;
+/// The spec with the sweep folder's overrides (given here, or recorded there earlier; with
+/// `record`, given ones are recorded), and the folder.
+fn load_spec(
+    path: &Path,
+    out: Option<&Path>,
+    given: &OverrideArgs,
+    record: bool,
+) -> anyhow::Result<(SweepSpec, PathBuf)> {
+    let spec = SweepSpec::load(path)?;
+    let dir = spec.sweep_dir(out);
+    let given = SpecOverrides::parse(&given.set, given.dataset.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let resolved = overrides::resolve(&dir, &given, record)?;
+    if !resolved.is_empty() && given.is_empty() {
+        eprintln!(
+            "sweep folder {} runs with `{}` (recorded there)",
+            dir.display(),
+            resolved.describe()
+        );
+    }
+    Ok((resolved.apply(spec)?, dir))
+}
+
+/// [`load_spec`] and the spec's trials.
+fn load(
+    path: &Path,
+    out: Option<&Path>,
+    given: &OverrideArgs,
+) -> anyhow::Result<(SweepSpec, Vec<Trial>, PathBuf)> {
+    let (spec, dir) = load_spec(path, out, given, false)?;
     let trials = expand(&spec)?;
-    Ok((spec, trials))
+    Ok((spec, trials, dir))
 }
 
 /// The keys swept by the spec (the columns of the plan).
@@ -204,7 +258,7 @@ fn headers(keys: &[String], extra: &[&str]) -> (Vec<String>, Vec<bool>) {
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let (spec, trials) = load(&args.spec)?;
+    let (spec, trials, dir) = load(&args.spec, args.out.as_deref(), &args.overrides)?;
     let keys = swept_keys(&trials);
     let (h, right) = headers(&keys, &[]);
     let rows: Vec<Vec<String>> = trials.iter().map(|t| trial_cells(t, &keys)).collect();
@@ -216,7 +270,7 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         spec.dataset.display(),
         spec.cv.scheme,
         spec.cv.seeds,
-        spec.sweep_dir(None).display()
+        dir.display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -226,9 +280,10 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--jobs: expected at least 1");
     }
     crate::models::parse_device(&args.device).context("--device")?;
-    let spec = SweepSpec::load(&args.spec)?;
+    let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
+    SweepRecord::of(&spec).write(&sweep_dir)?;
     let opts = RunOptions {
-        sweep_dir: spec.sweep_dir(args.out.as_deref()),
+        sweep_dir,
         jobs: args.jobs,
         retry_failed: args.retry_failed,
         mlflow_uri: args.mlflow_uri,
@@ -270,8 +325,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let (spec, trials) = load(&args.spec)?;
-    let dir = spec.sweep_dir(args.out.as_deref());
+    let (spec, trials, dir) = load(&args.spec, args.out.as_deref(), &args.overrides)?;
     let keys = swept_keys(&trials);
     let states = sweep_state(trials, &dir)?;
     let (h, mut right) = headers(&keys, &["status", "attempts", "error"]);
@@ -316,8 +370,8 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
     // Handlers first: a stop request during the expansion must not be lost.
     let signals = TaskSignals::install().context("installing signal handlers")?;
-    let (spec, trials) = load(&args.spec)?;
-    let sweep_dir = spec.sweep_dir(args.out.as_deref());
+    let (spec, trials, sweep_dir) =
+        load(&args.spec, args.out.as_deref(), &OverrideArgs::default())?;
     let trial_id = match (args.trial, args.index) {
         (Some(id), _) => id,
         (None, Some(index)) => {
@@ -381,10 +435,9 @@ fn already_finished(trial: &Trial, sweep_dir: &Path) -> anyhow::Result<bool> {
 
 fn slurm_cmd(args: SlurmArgs) -> anyhow::Result<ExitCode> {
     let opts = slurm_options(&args)?;
-    let spec = SweepSpec::load(&args.spec)?;
+    let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
     let opts = SlurmOptions {
-        sweep_dir: std::path::absolute(spec.sweep_dir(args.out.as_deref()))
-            .context("--out: resolving the sweep folder")?,
+        sweep_dir: std::path::absolute(sweep_dir).context("--out: resolving the sweep folder")?,
         ..opts
     };
     let p = slurm::prepare(&spec, &opts)?;

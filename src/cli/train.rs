@@ -37,8 +37,9 @@ pub struct TrainArgs {
     /// Seed of the split, the weights and every random draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Split scheme: nested-K (the paper's nested K-fold), kfold-K or
-    /// leave-one-out.
+    /// Split scheme: nested-K (the paper's nested K-fold), kfold-K,
+    /// leave-one-out, or split:NAME (a split preset of the dataset, e.g.
+    /// split:thesis after `data import --layout published`).
     #[arg(long, default_value = "nested-3", value_parser = parse_scheme)]
     pub cv: SplitScheme,
     /// Model size: paper (published widths, 64³) or cpu-small (÷8, 32³).
@@ -77,14 +78,18 @@ fn parse_preset(s: &str) -> Result<Preset, String> {
     s.parse()
 }
 
-/// `nested-3`, `kfold-5`, `leave-one-out`.
+/// `nested-3`, `kfold-5`, `leave-one-out`, or `split:NAME` (a split preset of the dataset).
 pub fn parse_scheme(s: &str) -> Result<SplitScheme, String> {
+    const EXPECTED: &str = "expected nested-K, kfold-K, leave-one-out or split:NAME";
     if s == "leave-one-out" {
         return Ok(SplitScheme::LeaveOneOut);
     }
+    if let Some(name) = s.strip_prefix("split:").filter(|n| !n.is_empty()) {
+        return Ok(SplitScheme::Named(name.to_string()));
+    }
     let k = |rest: &str| {
         rest.parse::<usize>()
-            .map_err(|_| format!("expected nested-K, kfold-K or leave-one-out, got `{s}`"))
+            .map_err(|_| format!("{EXPECTED}, got `{s}`"))
     };
     if let Some(rest) = s.strip_prefix("nested-") {
         return Ok(SplitScheme::Nested { k: k(rest)? });
@@ -92,9 +97,7 @@ pub fn parse_scheme(s: &str) -> Result<SplitScheme, String> {
     if let Some(rest) = s.strip_prefix("kfold-") {
         return Ok(SplitScheme::KFold { k: k(rest)? });
     }
-    Err(format!(
-        "expected nested-K, kfold-K or leave-one-out, got `{s}`"
-    ))
+    Err(format!("{EXPECTED}, got `{s}`"))
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {

@@ -227,10 +227,10 @@ pub struct PatchBatch {
     pub image: Vec<f32>,
     /// `len × mask_channels × d × h × w` 0/1 labels (empty for image-only sets).
     pub mask: Vec<u8>,
-    len: usize,
-    size: [usize; 3],
-    image_channels: usize,
-    mask_channels: Option<usize>,
+    pub(crate) len: usize,
+    pub(crate) size: [usize; 3],
+    pub(crate) image_channels: usize,
+    pub(crate) mask_channels: Option<usize>,
 }
 
 impl PatchBatch {

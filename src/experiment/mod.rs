@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 
+pub mod overrides;
 pub mod paths;
 pub mod provenance;
 pub mod runner;

@@ -6,6 +6,8 @@
 //!   splits/                computed CV splits, one file per scheme and seed
 //!   trials/<trial_id>/     one folder per trial: config.json, checkpoints, log, predictions/,
 //!                          figures/
+//!   overrides.json         the `--set` / `--dataset` overrides the sweep runs with, if any
+//!   sweep.json             the spec that fills the folder (name, path, reproduced table)
 //!   slurm/                 `seglab sweep slurm`: manifest.json, array.sbatch, report.sbatch,
 //!                          jobs.json (submitted job ids), <array>_<task>.out logs
 //! ```
@@ -22,6 +24,8 @@ const PREDICTIONS_DIR: &str = "predictions";
 const FIGURES_DIR: &str = "figures";
 const CONFIG_FILE: &str = "config.json";
 const SLURM_DIR: &str = "slurm";
+const OVERRIDES_FILE: &str = "overrides.json";
+const RECORD_FILE: &str = "sweep.json";
 
 /// The folder of one sweep (`experiments/<sweep>/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +41,16 @@ impl SweepPaths {
     /// The sweep folder itself.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The command-line overrides of the sweep's spec (`experiment::overrides`).
+    pub fn overrides(&self) -> PathBuf {
+        self.root.join(OVERRIDES_FILE)
+    }
+
+    /// The record of the spec that fills the folder (`experiment::spec::SweepRecord`).
+    pub fn record(&self) -> PathBuf {
+        self.root.join(RECORD_FILE)
     }
 
     /// The sweep's Parquet store.

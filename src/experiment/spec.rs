@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! name = "paper-2class"          # optional; default: the file name without `.toml`
+//! reproduces = "paper-II"        # optional: the published table this sweep reproduces
 //! dataset = "../data/phantom"    # relative to the spec file
 //! classes = ["golgi", "nuclei"]  # mask channels of the task
 //! models = ["unet3d", "threshold"]  # crossed with each [[grid]] block without `model`
@@ -14,6 +15,7 @@
 //! seeds = [0, 1, 2]              # default [0]
 //! run_folds = [0]                # optional: only these fold indices run
 //! file = "splits.json"           # explicit scheme only, relative to the spec file
+//! # split = "thesis"             # instead of scheme: a split preset of the dataset
 //!
 //! [set]                          # overrides of every trial (dotted config keys)
 //! "train.epochs" = 20
@@ -52,6 +54,9 @@ pub struct SweepSpec {
     /// The spec file (as given).
     pub file: PathBuf,
     pub name: String,
+    /// The published table the sweep reproduces (an id of `report::published`), whose values
+    /// its report prints beside the measured ones.
+    pub reproduces: Option<String>,
     /// The dataset folder, resolved against the spec's folder.
     pub dataset: PathBuf,
     pub classes: Vec<String>,
@@ -63,6 +68,59 @@ pub struct SweepSpec {
     /// Overrides applied to every trial whose config has the key.
     pub set: BTreeMap<String, serde_json::Value>,
     pub grids: Vec<GridBlock>,
+    /// Config values fixed from the command line (`sweep run --set key=value`, see
+    /// [`super::overrides`]): applied after `set` and the grid, empty in a spec file.
+    pub forced: BTreeMap<String, serde_json::Value>,
+}
+
+/// What a sweep folder records of the spec that fills it (`sweep.json`, written by `sweep
+/// run`), for commands that are given the folder rather than the spec (`seglab report DIR`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub name: String,
+    /// The spec file, as an absolute path.
+    pub spec: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduces: Option<String>,
+}
+
+impl SweepRecord {
+    /// The record of `spec`.
+    pub fn of(spec: &SweepSpec) -> Self {
+        SweepRecord {
+            name: spec.name.clone(),
+            spec: std::path::absolute(&spec.file).unwrap_or_else(|_| spec.file.clone()),
+            reproduces: spec.reproduces.clone(),
+        }
+    }
+
+    /// Writes the record into the sweep folder `dir` (atomically).
+    pub fn write(&self, dir: &Path) -> Result<(), ExperimentError> {
+        let path = super::paths::SweepPaths::new(dir).record();
+        let text = serde_json::to_string_pretty(self).expect("a sweep record serialises");
+        crate::atomic::write_file(&path, text.as_bytes()).map_err(|e| ExperimentError::Spec {
+            path,
+            message: e.message,
+        })
+    }
+
+    /// The record of the sweep folder `dir`, if it has one.
+    pub fn read(dir: &Path) -> Result<Option<Self>, ExperimentError> {
+        let path = super::paths::SweepPaths::new(dir).record();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ExperimentError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ExperimentError::Spec {
+                path,
+                message: format!("not a sweep record: {e}"),
+            })
+    }
 }
 
 /// The cross-validation part of a spec.
@@ -90,6 +148,8 @@ pub struct GridBlock {
 struct RawSpec {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    reproduces: Option<String>,
     dataset: PathBuf,
     classes: Vec<String>,
     #[serde(default)]
@@ -108,7 +168,10 @@ struct RawSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCv {
-    scheme: String,
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    split: Option<String>,
     #[serde(default)]
     folds: Option<usize>,
     #[serde(default)]
@@ -161,6 +224,18 @@ impl SweepSpec {
             )));
         }
         check_classes(&raw.classes).map_err(|m| fail(format!("classes: {m}")))?;
+        if let Some(id) = &raw.reproduces {
+            let ids = crate::report::published::ids();
+            if !ids.contains(&id.as_str()) {
+                let hint = nearest(id, &ids)
+                    .map(|n| format!(", did you mean {n:?}?"))
+                    .unwrap_or_default();
+                return Err(fail(format!(
+                    "reproduces: {id:?} is not a published table (one of {}){hint}",
+                    ids.join(", ")
+                )));
+            }
+        }
         let models = raw
             .models
             .iter()
@@ -196,6 +271,7 @@ impl SweepSpec {
         Ok(SweepSpec {
             file: path.to_path_buf(),
             name,
+            reproduces: raw.reproduces,
             dataset: base.join(&raw.dataset),
             classes: raw.classes,
             models,
@@ -204,6 +280,7 @@ impl SweepSpec {
             cv,
             set,
             grids,
+            forced: BTreeMap::new(),
         })
     }
 
@@ -242,7 +319,32 @@ fn parse_cv(raw: RawCv, base: &Path) -> Result<CvSpec, String> {
         raw.folds
             .ok_or_else(|| format!("folds: the {scheme} scheme needs `folds = k`"))
     };
-    let scheme = match raw.scheme.as_str() {
+    let scheme_name = match (&raw.scheme, &raw.split) {
+        (Some(s), None) => s.as_str(),
+        (None, Some(_)) => {
+            if raw.folds.is_some() || raw.file.is_some() {
+                return Err(
+                    "split: a dataset's split preset fixes its folds, remove `folds` and `file`"
+                        .into(),
+                );
+            }
+            "split"
+        }
+        (Some(_), Some(_)) => {
+            return Err("split: give either `scheme` or `split` (a dataset's split preset)".into());
+        }
+        (None, None) => {
+            return Err(
+                "scheme: expected `scheme = \"nested\"` (or kfold, leave-one-out, explicit) or \
+                 `split = \"<name>\"` (a split preset of the dataset)"
+                    .into(),
+            );
+        }
+    };
+    let scheme = match scheme_name {
+        "split" if raw.split.is_some() => {
+            SplitScheme::Named(raw.split.clone().expect("checked above"))
+        }
         "nested" => SplitScheme::Nested {
             k: need_k("nested")?,
         },
@@ -272,8 +374,7 @@ fn parse_cv(raw: RawCv, base: &Path) -> Result<CvSpec, String> {
     if raw.folds.is_some() && matches!(scheme, SplitScheme::LeaveOneOut | SplitScheme::Explicit(_))
     {
         return Err(format!(
-            "folds: the {} scheme takes its folds from the data, remove `folds`",
-            raw.scheme
+            "folds: the {scheme_name} scheme takes its folds from the data, remove `folds`"
         ));
     }
     let seeds = raw.seeds.unwrap_or_else(|| vec![0]);
@@ -602,5 +703,33 @@ loss.golgi_weight = [1.0, 3.5]
             spec.cv.scheme,
             SplitScheme::Explicit(PathBuf::from("experiments/s.json"))
         );
+    }
+
+    #[test]
+    fn split_presets_and_published_tables_are_checked() {
+        let head = "models = [\"unet3d\"]\ndataset = \"d\"\nclasses = [\"nuclei\"]\n";
+        let spec = parse(&format!(
+            "reproduces = \"thesis-5.3\"\n{head}[cv]\nsplit = \"thesis\"\n"
+        ))
+        .unwrap();
+        assert_eq!(spec.cv.scheme, SplitScheme::Named("thesis".into()));
+        assert_eq!(spec.reproduces.as_deref(), Some("thesis-5.3"));
+        let e = parse(&format!(
+            "reproduces = \"thesis-5.33\"\n{head}[cv]\nsplit = \"thesis\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("not a published table") && e.contains("thesis-5.3"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{head}[cv]\nsplit = \"thesis\"\nscheme = \"nested\"\nfolds = 3\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("either `scheme` or `split`"), "{e}");
+        let e = parse(&format!("{head}[cv]\nsplit = \"thesis\"\nfolds = 3\n")).unwrap_err();
+        assert!(e.contains("fixes its folds"), "{e}");
+        let e = parse(&format!("{head}[cv]\nseeds = [0]\n")).unwrap_err();
+        assert!(e.contains("`split = \"<name>\"`"), "{e}");
     }
 }

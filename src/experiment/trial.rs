@@ -98,7 +98,7 @@ pub fn trial_id(
     fingerprint: &str,
 ) -> String {
     let doc = json!({
-        "config": config.to_value(),
+        "config": config.identity_value(),
         "fold": fold,
         "seed": seed,
         "cv": cv,
@@ -122,6 +122,8 @@ fn cv_identity(scheme: &SplitScheme) -> Result<Value, ExperimentError> {
             })?;
             json!({"scheme": "explicit", "file_sha256": hex(&Sha256::digest(&bytes))})
         }
+        // The folds themselves are part of dataset.toml, hence of the dataset fingerprint.
+        SplitScheme::Named(name) => json!({"scheme": "split", "name": name}),
     })
 }
 
@@ -179,9 +181,12 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
     let fingerprint = dataset
         .fingerprint()
         .map_err(|e| fail(format!("dataset: {e}")))?;
-    let folds = make_splits(&dataset.ids(), &dataset.groups(), &spec.cv.scheme, 0)
-        .map_err(|e| fail(format!("cv: {e}")))?
-        .len() as u32;
+    let folds = match &spec.cv.scheme {
+        SplitScheme::Named(name) => dataset.named_folds(name),
+        scheme => make_splits(&dataset.ids(), &dataset.groups(), scheme, 0),
+    }
+    .map_err(|e| fail(format!("cv: {e}")))?
+    .len() as u32;
     let fold_list: Vec<u32> = match &spec.cv.run_folds {
         Some(list) => {
             if let Some(bad) = list.iter().find(|&&f| f >= folds) {
@@ -201,6 +206,7 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
     let mut trials = Vec::new();
     let mut seen = HashSet::new();
     let mut set_used: HashSet<&str> = HashSet::new();
+    let mut forced_used: HashSet<&str> = HashSet::new();
     let mut set_error: Option<String> = None;
     for (gi, block) in spec.grids.iter().enumerate() {
         let bfail = |m: String| fail(format!("grid[{gi}]: {m}"));
@@ -250,9 +256,17 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                                 )));
                             }
                         }
+                        let mut forced: Vec<(String, Value)> = Vec::new();
+                        for (k, v) in &spec.forced {
+                            if has_key(&tree, k) {
+                                forced_used.insert(k);
+                                forced.push((k.clone(), v.clone()));
+                            }
+                        }
                         for combo in product(&block.axes) {
                             let mut all = overrides.clone();
                             all.extend(combo.iter().cloned());
+                            all.extend(forced.iter().cloned());
                             let config = base.apply_overrides(&all).map_err(|e| {
                                 let what = combo
                                     .iter()
@@ -289,6 +303,16 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                 }
             }
         }
+    }
+    if let Some(unused) = spec
+        .forced
+        .keys()
+        .find(|k| !forced_used.contains(k.as_str()))
+    {
+        return Err(fail(format!(
+            "--set {unused}: no model of the sweep has this config key (see `seglab train \
+             --print-config`)"
+        )));
     }
     if let Some(unused) = spec.set.keys().find(|k| !set_used.contains(k.as_str())) {
         return Err(fail(set_error.unwrap_or_else(|| {

@@ -296,6 +296,7 @@ fn dataset(volumes: usize) -> DatasetSpec {
         annotation_hours_per_volume: Some(28.0),
         files: Default::default(),
         preprocess: Default::default(),
+        splits: Default::default(),
         volumes: (1..=volumes)
             .map(|i| VolumeEntry {
                 id: format!("vol{i:02}"),

@@ -9,6 +9,7 @@ use std::path::Path;
 use super::input::{ReportInput, u64_column};
 use super::plots::{self, BoxPlot, LearningCurves, SliceFigure, SweepPlot, TimingBars};
 use super::prepare::{Prepared, model_label, model_rank};
+use super::published;
 use super::tables::{self, Rows, Table};
 use super::timing::{self, TimingTable};
 use super::{ReportError, ReportOptions, ReportSummary, html};
@@ -166,6 +167,22 @@ pub(crate) fn build_into(
         b.push(Item::List(warnings.clone()));
     }
 
+    // The published table the sweep reproduces, beside the measured values.
+    if let Some(table) = options
+        .reproduces
+        .as_deref()
+        .and_then(published::metric_table)
+    {
+        b.section(&format!("Reproduction of {}", table.source), "published");
+        match published::comparison(input, &prep, table, agg, options.decimals)? {
+            Some(t) => b.table(t)?,
+            None => b.push(Item::Para(format!(
+                "The sweep has no trials of the published table's classes ({}).",
+                table.classes.join(", ")
+            ))),
+        }
+    }
+
     // Results per task
     let primary = options
         .metrics
@@ -313,6 +330,14 @@ pub(crate) fn build_into(
         t.notes = notes;
         let number = b.next_table_number();
         b.table(t)?;
+        if let Some(reference) = options
+            .reproduces
+            .as_deref()
+            .and_then(published::timing_table)
+            .filter(|_| task.classes.len() == 2)
+        {
+            b.table(published::timing_comparison(reference, &table.rows))?;
+        }
         let bars = TimingBars::new(format!("Where the hours go — {}", task.name), &table);
         let name = format!("timing-{}", task.slug);
         let files = plots::render(&bars, &figures_dir, &name)?;

@@ -25,6 +25,7 @@ mod index;
 pub mod input;
 pub mod plots;
 mod prepare;
+pub mod published;
 pub mod tables;
 pub mod timing;
 
@@ -80,6 +81,9 @@ pub struct ReportOptions {
     pub metrics: Vec<String>,
     /// Decimals of metric values (the thesis prints 4).
     pub decimals: usize,
+    /// The published table the sweep reproduces (`published::ids`): the report puts its
+    /// values beside the measured ones.
+    pub reproduces: Option<String>,
 }
 
 impl Default for ReportOptions {
@@ -88,6 +92,7 @@ impl Default for ReportOptions {
             aggregation: Aggregation::OverFolds,
             metrics: vec!["dice".into(), "precision".into(), "recall".into()],
             decimals: 4,
+            reproduces: None,
         }
     }
 }

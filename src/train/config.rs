@@ -17,6 +17,7 @@
 //! model, classes, preset, scale
 //! data.preprocess.*            dataset::preprocess::PreprocessConfig
 //! data.patches.{size, sampling, step, count}
+//! data.augment.{flip, rotate, max_degrees}    dataset::augment::AugmentConfig
 //! net.*                        models::{Unet3dConfig, Vox2VoxConfig, CycleGanConfig}
 //! train.{epochs, patience, min_delta, batch, shuffle, iterations_per_epoch, val_batches,
 //!        val_volumes, calibrate_threshold, selection, checkpoint_every, collapse.*}
@@ -25,11 +26,17 @@
 //! loss.*                       Dice settings; vox2vox adds alpha; cyclegan: lambda_cycle,
 //!                              lambda_identity, golgi_weight
 //! synth.*                      synth::MaskConfig (cyclegan only)
+//! cyclegan.masks               synthetic | annotated (cyclegan only)
 //! infer.*                      infer::SlidingWindowConfig
 //! eval.*                       metrics::EvalConfig
 //! ```
 //!
 //! The `threshold` baseline has no `net`, `train`, `loss`, `synth`, `infer` or `data.patches`.
+//!
+//! Options added after trials were first stored ([`later_options`]) carry the value that
+//! behaves as before they existed; a config at that value hashes as if the key did not exist
+//! ([`TrialConfig::identity_value`]), so stored trials keep their ids, and a stored config
+//! without the key reads back with it ([`TrialConfig::from_value`]).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -45,6 +52,7 @@ use serde_json::{Map, Value};
 use super::losses::DiceLossConfig;
 use super::{CycleGanTrainConfig, TrainError, Unet3dTrainConfig, Vox2VoxTrainConfig};
 use crate::dataset::MASK_CHANNELS;
+use crate::dataset::augment::AugmentConfig;
 use crate::dataset::preprocess::{PreprocessConfig, Scale};
 use crate::dataset::splits::SplitScheme;
 use crate::infer::SlidingWindowConfig;
@@ -127,6 +135,11 @@ pub enum Selection {
     /// Mean per-class Dice of the thresholded prediction on the validation patches, higher is
     /// better. Needs validation masks.
     ValDice,
+    /// CycleGAN with synthetic masks: a criterion from unlabelled validation images only
+    /// (`train::driver`, `label_free`: the image-domain cycle error plus how far the predicted
+    /// masks' foreground fraction and object size per class stray from the synthetic masks'),
+    /// lower is better. Reads no validation mask; thresholds stay at `infer.threshold`.
+    LabelFree,
 }
 
 impl Selection {
@@ -134,6 +147,7 @@ impl Selection {
         match self {
             Selection::ValLoss => "val-loss",
             Selection::ValDice => "val-dice",
+            Selection::LabelFree => "label-free",
         }
     }
 }
@@ -305,6 +319,7 @@ pub enum ModelSettings {
         net: CycleGanConfig,
         train: CycleGanTrainConfig,
         synth: MaskConfig,
+        masks: MaskSource,
     },
     Threshold,
 }
@@ -313,8 +328,21 @@ pub enum ModelSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Learned {
     pub patches: PatchConfig,
+    pub augment: AugmentConfig,
     pub driver: DriverConfig,
     pub infer: SlidingWindowConfig,
+}
+
+/// Where the CycleGAN's mask domain comes from (`cyclegan.masks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskSource {
+    /// Synthetic masks drawn by `synth` for each training volume: the self-supervised method.
+    #[default]
+    Synthetic,
+    /// The training volumes' annotated masks, drawn independently of their images (still
+    /// unpaired): the supervised CycleGAN of the thesis' Table 5.5.
+    Annotated,
 }
 
 /// The fully resolved configuration of one trial (stage2-design.md). Build it with
@@ -374,11 +402,13 @@ impl TrialConfig {
                 net: CycleGanConfig::for_scale(n, n, &spec)?,
                 train: CycleGanTrainConfig::for_preset(preset),
                 synth: MaskConfig::preset(preset, n as u8),
+                masks: MaskSource::Synthetic,
             },
             ModelKind::Threshold => ModelSettings::Threshold,
         };
         let learned = (model != ModelKind::Threshold).then(|| Learned {
             patches: PatchConfig::published(size, n),
+            augment: AugmentConfig::default(),
             driver: DriverConfig::published(model),
             infer: SlidingWindowConfig {
                 window: [size; 3],
@@ -439,7 +469,9 @@ impl TrialConfig {
                     net.validate_patch(s).map_err(prefix_patch)?;
                 }
             }
-            ModelSettings::CycleGan { net, train, synth } => {
+            ModelSettings::CycleGan {
+                net, train, synth, ..
+            } => {
                 net.validate().map_err(prefix_net)?;
                 check_out(net.mask_channels, n, "net.mask_channels")?;
                 train.validate(net)?;
@@ -485,6 +517,22 @@ impl TrialConfig {
         }
         if let Some(l) = &self.learned {
             l.patches.validate()?;
+            l.augment.validate().map_err(TrainError::Setting)?;
+            let synthetic = matches!(
+                self.settings,
+                ModelSettings::CycleGan {
+                    masks: MaskSource::Synthetic,
+                    ..
+                }
+            );
+            if l.driver.selection == Selection::LabelFree && !synthetic {
+                return Err(cfg_err(
+                    "train.selection",
+                    "label-free compares predictions with synthetic masks: only for the \
+                     CycleGAN with cyclegan.masks = \"synthetic\"",
+                    "label-free",
+                ));
+            }
             l.driver.validate()?;
             l.infer
                 .validate()
@@ -516,6 +564,7 @@ impl TrialConfig {
         data.insert("preprocess".into(), json(&self.preprocess));
         if let Some(l) = &self.learned {
             data.insert("patches".into(), json(&l.patches));
+            data.insert("augment".into(), json(&l.augment));
             root.insert("infer".into(), json(&l.infer));
         }
         root.insert("data".into(), Value::Object(data));
@@ -544,7 +593,12 @@ impl TrialConfig {
                 loss.insert("alpha".into(), json(&train.alpha));
                 root.insert("loss".into(), Value::Object(loss));
             }
-            ModelSettings::CycleGan { net, train, synth } => {
+            ModelSettings::CycleGan {
+                net,
+                train,
+                synth,
+                masks,
+            } => {
                 root.insert("net".into(), json(net));
                 let mut t = driver();
                 t.insert("opt_g".into(), json(&train.opt_g));
@@ -561,19 +615,52 @@ impl TrialConfig {
                 loss.insert("golgi_weight".into(), json(&train.golgi_weight));
                 root.insert("loss".into(), Value::Object(loss));
                 root.insert("synth".into(), json(synth));
+                let mut cyclegan = Map::new();
+                cyclegan.insert("masks".into(), json(masks));
+                root.insert("cyclegan".into(), Value::Object(cyclegan));
             }
             ModelSettings::Threshold => {}
         }
         Value::Object(root)
     }
 
+    /// The JSON tree a trial id hashes: [`TrialConfig::to_value`] without the options of
+    /// [`later_options`] that hold their original value (and without sections they leave
+    /// empty).
+    pub fn identity_value(&self) -> Value {
+        let mut tree = self.to_value();
+        for (key, original) in later_options(self.model) {
+            let (parent, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+            if let Some(Value::Object(map)) = dotted_mut(&mut tree, parent)
+                && map.get(leaf) == Some(&original)
+            {
+                map.remove(leaf);
+                if map.is_empty()
+                    && let Some((grand, name)) = parent.rsplit_once('.').or(Some(("", parent)))
+                    && let Some(Value::Object(up)) = dotted_mut(&mut tree, grand)
+                {
+                    up.remove(name);
+                }
+            }
+        }
+        tree
+    }
+
     /// Reads a configuration from its JSON tree, rejecting unknown keys (with the nearest
     /// valid key) and validating it.
     pub fn from_value(value: &Value) -> Result<Self, TrainError> {
+        let model: ModelKind = value
+            .get("model")
+            .cloned()
+            .map(|m| parse("model", m))
+            .transpose()?
+            .ok_or_else(|| missing("model"))?;
+        let mut value = value.clone();
+        fill_later_options(&mut value, model);
+        let value = &value;
         let root = value
             .as_object()
             .ok_or_else(|| TrainError::Setting("a trial config must be a JSON object".into()))?;
-        let model: ModelKind = field(root, "model")?;
         let classes: Vec<String> = field(root, "classes")?;
         let preset: Preset = field(root, "preset")?;
         let scale: ModelScale = field(root, "scale")?;
@@ -603,6 +690,8 @@ impl TrialConfig {
             Some(Learned {
                 patches: opt_field(data, "data.patches", "patches")?
                     .ok_or_else(|| missing("data.patches"))?,
+                augment: opt_field(data, "data.augment", "augment")?
+                    .ok_or_else(|| missing("data.augment"))?,
                 driver: parse("train", Value::Object(t))?,
                 infer: field(root, "infer")?,
             })
@@ -652,6 +741,13 @@ impl TrialConfig {
                     .unwrap_or(false),
                 },
                 synth: field(root, "synth")?,
+                masks: root
+                    .get("cyclegan")
+                    .and_then(|c| c.get("masks"))
+                    .cloned()
+                    .map(|m| parse("cyclegan.masks", m))
+                    .transpose()?
+                    .ok_or_else(|| missing("cyclegan.masks"))?,
             },
             ModelKind::Threshold => ModelSettings::Threshold,
         };
@@ -713,6 +809,53 @@ impl TrialConfig {
         flatten("", &self.to_value(), &mut out);
         out
     }
+}
+
+/// Options added to a model's configuration after trials were first stored, each with the
+/// value that reproduces the behaviour before it existed (module doc). Keys are dotted paths of
+/// the JSON tree.
+pub fn later_options(model: ModelKind) -> Vec<(&'static str, Value)> {
+    let augment = ("data.augment", json(&AugmentConfig::default()));
+    let dice = DiceLossConfig::new();
+    match model {
+        ModelKind::Unet3d | ModelKind::Vox2Vox => vec![
+            augment,
+            ("loss.focal_weight", json(&dice.focal_weight)),
+            ("loss.focal_gamma", json(&dice.focal_gamma)),
+            ("loss.focal_alpha", json(&dice.focal_alpha)),
+        ],
+        ModelKind::CycleGan => vec![augment, ("cyclegan.masks", json(&MaskSource::Synthetic))],
+        ModelKind::Threshold => Vec::new(),
+    }
+}
+
+/// Adds the [`later_options`] a stored config lacks, with their original values (creating
+/// their parent section where needed).
+fn fill_later_options(tree: &mut Value, model: ModelKind) {
+    for (key, original) in later_options(model) {
+        let mut node = &mut *tree;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let Value::Object(map) = node else { break };
+            if i + 1 == parts.len() {
+                map.entry(part.to_string())
+                    .or_insert_with(|| original.clone());
+                break;
+            }
+            node = map
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+}
+
+/// The node at a dotted path of the tree (the root for "").
+fn dotted_mut<'a>(tree: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    if key.is_empty() {
+        return Some(tree);
+    }
+    key.split('.')
+        .try_fold(tree, |node, part| node.get_mut(part))
 }
 
 /// Parses one `--set key=value` argument: the value is read as JSON when it is valid JSON
@@ -1295,5 +1438,40 @@ mod tests {
         assert_eq!((d.batch, d.iterations_per_epoch), (2, None));
         assert_eq!(PatchConfig::published(64, 2).step, 64);
         assert_eq!(PatchConfig::published(64, 3).step, 48);
+    }
+
+    #[test]
+    fn later_options_at_their_original_values_leave_the_identity_unchanged() {
+        let resolve = |model| {
+            TrialConfig::resolve(
+                model,
+                &["golgi", "nuclei"],
+                Preset::Code,
+                ModelScale::CpuSmall,
+            )
+            .unwrap()
+        };
+        for model in [ModelKind::Unet3d, ModelKind::Vox2Vox, ModelKind::CycleGan] {
+            let c = resolve(model);
+            let id = c.identity_value();
+            // The tree of a config written before the options existed.
+            assert!(id.get("cyclegan").is_none(), "{model:?}");
+            assert!(id["data"].get("augment").is_none(), "{model:?}");
+            assert!(id["loss"].get("focal_weight").is_none(), "{model:?}");
+            // Read back, a stored config without them gets them at their original values.
+            let back = TrialConfig::from_value(&id).unwrap();
+            assert_eq!(back.to_value(), c.to_value(), "{model:?}");
+        }
+        let changed = resolve(ModelKind::CycleGan)
+            .apply_overrides(&[("cyclegan.masks".into(), serde_json::json!("annotated"))])
+            .unwrap()
+            .identity_value();
+        assert_eq!(changed["cyclegan"]["masks"], "annotated");
+        let focal = resolve(ModelKind::Unet3d)
+            .apply_overrides(&[("loss.focal_weight".into(), serde_json::json!(1.0))])
+            .unwrap()
+            .identity_value();
+        assert_eq!(focal["loss"]["focal_weight"], 1.0);
+        assert!(focal["loss"].get("focal_gamma").is_none());
     }
 }

@@ -57,11 +57,14 @@ use serde::{Deserialize, Serialize};
 use super::config::TrialSink;
 use super::config::{DriverConfig, PatchConfig, PatchSampling, Selection, StopFlag, StopReason};
 use super::{Batch, StepLosses, TrainError, Trainer};
+use crate::dataset::augment::{AugmentConfig, ImageValues, augment_batch};
 use crate::dataset::patches::{
     GridPatches, PatchBatch, PatchOrigin, PatchSet, PatchVolume, RandomPatches,
 };
 use crate::infer::calibrate::{ThresholdCounts, candidate_thresholds, dice_of};
 use crate::infer::{InferError, SlidingWindowConfig, WindowPredictor, predict_volume};
+use crate::metrics::Connectivity;
+use crate::metrics::components::label;
 use crate::models::init::derive_seed;
 use crate::tracking::EpochRow;
 use crate::volume::Volume;
@@ -77,6 +80,7 @@ const STREAM_ORDER: u64 = 101;
 const STREAM_IMAGES: u64 = 102;
 const STREAM_MASKS: u64 = 103;
 const STREAM_VAL_MASKS: u64 = 104;
+const STREAM_AUGMENT: u64 = 105;
 
 /// The patches a fit uses.
 pub struct FitData<'a> {
@@ -107,6 +111,10 @@ pub struct FitOptions<'a> {
     pub checkpoint_best: PathBuf,
     /// Continue from `checkpoint_latest` when it holds a driver state.
     pub resume: bool,
+    /// Flips and rotations of the training patches (`data.augment`).
+    pub augment: &'a AugmentConfig,
+    /// The model-scale value of an empty image voxel (the border of rotated patches).
+    pub image_fill: f32,
 }
 
 /// One epoch of the history: mean training losses, validation values, cumulative seconds.
@@ -193,6 +201,27 @@ pub fn fit(
         ));
     }
 
+    if cfg.selection == Selection::LabelFree {
+        if data.synthetic.is_none() {
+            return Err(TrainError::Setting(
+                "train.selection = label-free compares predictions with synthetic masks: it \
+                 needs the CycleGAN with cyclegan.masks = \"synthetic\""
+                    .into(),
+            ));
+        }
+        if cfg.calibrate_threshold {
+            return Err(TrainError::Setting(
+                "train.selection = label-free uses no validation mask, but \
+                 train.calibrate_threshold chooses thresholds on them: turn it off"
+                    .into(),
+            ));
+        }
+        if data.val.is_none() {
+            return Err(TrainError::Setting(
+                "train.selection = label-free needs validation images; this fold has none".into(),
+            ));
+        }
+    }
     if cfg.calibrate_threshold && data.val_volumes.is_empty() {
         return Err(TrainError::Setting(
             "train.calibrate_threshold needs validation volumes with masks; this fold has none"
@@ -278,6 +307,14 @@ fn epochs(
                 state.train_s += t0.elapsed().as_secs_f64();
                 return Ok(FitEnd::Interrupted);
             }
+            let augment = (!opts.augment.is_off()).then(|| Augment {
+                cfg: opts.augment,
+                image_fill: opts.image_fill,
+                seed: derive_seed(
+                    derive_seed(derive_seed(opts.seed, STREAM_AUGMENT), epoch as u64),
+                    i as u64,
+                ),
+            });
             let batch = make_batch(
                 trainer,
                 data.train,
@@ -285,6 +322,7 @@ fn epochs(
                 &mut images,
                 data.synthetic.zip(mask_origins.as_deref()),
                 masks.as_mut(),
+                augment,
             )?;
             let losses = trainer.train_step(&batch);
             for (name, v) in &losses.0 {
@@ -332,7 +370,7 @@ fn epochs(
             (None, _) => true, // no validation: the latest epoch is the best
             (Some(_), None) => true,
             (Some(v), Some(b)) => match cfg.selection {
-                Selection::ValLoss => v < b - cfg.min_delta,
+                Selection::ValLoss | Selection::LabelFree => v < b - cfg.min_delta,
                 Selection::ValDice => v > b + cfg.min_delta,
             },
         };
@@ -407,6 +445,7 @@ fn selection_value(rec: &EpochRecord, selection: Selection) -> Option<f64> {
     match selection {
         Selection::ValLoss => rec.val.iter().find(|(k, _)| k.starts_with("loss_")),
         Selection::ValDice => rec.val.iter().find(|(k, _)| k == "dice_mean"),
+        Selection::LabelFree => rec.val.iter().find(|(k, _)| k == LABEL_FREE),
     }
     .map(|&(_, v)| v)
 }
@@ -558,8 +597,17 @@ fn shuffled(origins: &[PatchOrigin], seed: u64, epoch: u64) -> Vec<PatchOrigin> 
     v
 }
 
+/// The augmentation of one training step: its settings and the seed of its draws.
+struct Augment<'a> {
+    cfg: &'a AugmentConfig,
+    image_fill: f32,
+    seed: u64,
+}
+
 /// Builds the trainer's batch: images from `set`; masks from the same patches (paired) or
-/// from the synthetic set at their own origins (unpaired).
+/// from the synthetic set at their own origins (unpaired). With `augment`, each image patch is
+/// flipped and rotated together with its mask (paired), and the unpaired mask patches get
+/// transforms of their own.
 fn make_batch(
     trainer: &dyn Trainer,
     set: &PatchSet,
@@ -567,12 +615,24 @@ fn make_batch(
     images: &mut PatchBatch,
     synthetic: Option<(&PatchSet, &[PatchOrigin])>,
     masks: Option<&mut PatchBatch>,
+    augment: Option<Augment>,
 ) -> Result<Batch, TrainError> {
+    use rand::SeedableRng;
+    let mut rng = augment
+        .as_ref()
+        .map(|a| rand::rngs::ChaCha8Rng::seed_from_u64(a.seed));
     set.fill_batch(origins, images);
+    if let (Some(a), Some(rng)) = (&augment, rng.as_mut()) {
+        let values = ImageValues::Intensities { fill: a.image_fill };
+        augment_batch(images, a.cfg, values, rng);
+    }
     let image_shape = images.image_shape();
     let (mask_data, mask_shape) = match (synthetic, masks) {
         (Some((mset, mo)), Some(mb)) => {
             mset.fill_batch(mo, mb);
+            if let (Some(a), Some(rng)) = (&augment, rng.as_mut()) {
+                augment_batch(mb, a.cfg, ImageValues::Labels, rng);
+            }
             (mb.image.clone(), mb.image_shape())
         }
         _ => {
@@ -622,6 +682,8 @@ fn validate(
     let mut masks = synthetic.map(PatchSet::new_batch);
     let mut rm = RandomPatches::new(derive_seed(opts.seed, STREAM_VAL_MASKS));
     let mask_grid = plan.mask_grid.as_deref().unwrap_or_default();
+    // Unpaired: what the predictions and the synthetic masks look like, per class.
+    let mut shapes = synthetic.map(|_| MaskStatistics::new(classes, val.size()));
     for chunk in origins.chunks(cfg.batch) {
         let synth_origins = synthetic.map(|_| rm.sample_from(mask_grid, chunk.len()));
         // Validation losses need masks: the GT (paired) or synthetic draws (unpaired). The
@@ -635,6 +697,7 @@ fn validate(
                 &mut images,
                 synthetic.zip(synth_origins.as_deref()),
                 masks.as_mut(),
+                None,
             )?;
             let (losses, pred) = trainer.valid_predict(&batch);
             accumulate(&mut sums, &losses);
@@ -655,6 +718,10 @@ fn validate(
             .map_err(|e| TrainError::Batch(format!("prediction: {e:?}")))?;
         let per_out = probs.len() / chunk.len();
         let per_in = images.image.len() / chunk.len();
+        if let (Some(st), Some(mb)) = (shapes.as_mut(), masks.as_ref()) {
+            st.add_predicted(&probs, opts.infer.threshold);
+            st.add_reference(&mb.image);
+        }
         for k in 0..chunk.len() {
             let p = &probs[k * per_out..(k + 1) * per_out];
             let x = &images.image[k * per_in..(k + 1) * per_in];
@@ -710,7 +777,92 @@ fn validate(
         out.push(("output_spread".into(), out_spread / pairs as f64));
         out.push(("input_spread".into(), in_spread / pairs as f64));
     }
+    if let Some(st) = shapes {
+        let cycle = out
+            .iter()
+            .find(|(k, _)| k == CYCLE_LOSS)
+            .map(|&(_, v)| v)
+            .unwrap_or(0.0);
+        out.extend(st.rows(opts.classes, cycle));
+    }
     Ok(out)
+}
+
+/// The validation row of the label-free criterion (`train.selection = label-free`).
+pub const LABEL_FREE: &str = "label_free";
+/// The CycleGAN's validation cycle loss (image and mask cycles of the segmenter's composite).
+const CYCLE_LOSS: &str = "loss_g_ab_cycle";
+
+/// Per class, the foreground fraction and mean connected-component size of thresholded
+/// predictions and of the synthetic masks they are compared with, over validation patches:
+/// the label-free criterion's evidence. Objects are counted per patch (26-connected), in
+/// both alike, so that cut objects bias both the same way.
+struct MaskStatistics {
+    size: [usize; 3],
+    /// Per class: (foreground voxels, voxels, objects) of predictions and of references.
+    predicted: Vec<[u64; 3]>,
+    reference: Vec<[u64; 3]>,
+}
+
+impl MaskStatistics {
+    fn new(classes: usize, size: [usize; 3]) -> Self {
+        Self {
+            size,
+            predicted: vec![[0; 3]; classes],
+            reference: vec![[0; 3]; classes],
+        }
+    }
+
+    /// Adds a batch of per-class probabilities (`[batch, classes, d, h, w]`), foreground above
+    /// `threshold`.
+    fn add_predicted(&mut self, probs: &[f32], threshold: f32) {
+        let masks: Vec<u8> = probs.iter().map(|&p| u8::from(p > threshold)).collect();
+        Self::add(&mut self.predicted, &masks, self.size);
+    }
+
+    /// Adds a batch of synthetic mask patches (values 0/1, same layout).
+    fn add_reference(&mut self, masks: &[f32]) {
+        let masks: Vec<u8> = masks.iter().map(|&m| u8::from(m > 0.5)).collect();
+        Self::add(&mut self.reference, &masks, self.size);
+    }
+
+    fn add(into: &mut [[u64; 3]], masks: &[u8], size: [usize; 3]) {
+        let per_channel: usize = size.iter().product();
+        let classes = into.len();
+        for (i, channel) in masks.chunks(per_channel).enumerate() {
+            let c = &mut into[i % classes];
+            c[0] += channel.iter().filter(|&&m| m != 0).count() as u64;
+            c[1] += per_channel as u64;
+            c[2] += label(channel, size, Connectivity::TwentySix).count() as u64;
+        }
+    }
+
+    /// The rows `fg_<class>`, `fg_ref_<class>`, `size_<class>`, `size_ref_<class>` and
+    /// [`LABEL_FREE`] = `cycle` + Σ_c |ln((fg + ε)/(fg_ref + ε))| +
+    /// Σ_c |ln((size + 1)/(size_ref + 1))|, with ε = 1e-4 and sizes in voxels: 0 when the
+    /// predictions look like the synthetic masks and the cycle is perfect; an empty or
+    /// flooded class costs several units.
+    fn rows(&self, classes: &[String], cycle: f64) -> Vec<(String, f64)> {
+        const EPS: f64 = 1e-4;
+        let fraction = |c: &[u64; 3]| c[0] as f64 / c[1].max(1) as f64;
+        let mean_size = |c: &[u64; 3]| c[0] as f64 / c[2].max(1) as f64;
+        let mut rows = Vec::new();
+        let mut score = cycle;
+        for (name, (p, r)) in classes
+            .iter()
+            .zip(self.predicted.iter().zip(&self.reference))
+        {
+            let (fp, fr) = (fraction(p), fraction(r));
+            let (sp, sr) = (mean_size(p), mean_size(r));
+            score += ((fp + EPS) / (fr + EPS)).ln().abs() + ((sp + 1.0) / (sr + 1.0)).ln().abs();
+            rows.push((format!("fg_{name}"), fp));
+            rows.push((format!("fg_ref_{name}"), fr));
+            rows.push((format!("size_{name}"), sp));
+            rows.push((format!("size_ref_{name}"), sr));
+        }
+        rows.push((LABEL_FREE.into(), score));
+        rows
+    }
 }
 
 /// Per class (tp, fp, fn) of whole `volumes` predicted with `opts.infer`, pooled, at

@@ -4,7 +4,9 @@
 //! - [`dice_loss`] with [`DiceLossConfig`]: soft Dice over the whole batch, either one global
 //!   Dice over all samples and channels (U-Net §3.2, Vox2Vox 2-class §4.3) or per class with
 //!   class weights β (Vox2Vox 3-class, the thesis' eq. 5.2), optionally plus a binary
-//!   cross-entropy term (`bce_weight`, off as published; nnU-Net's Dice + CE);
+//!   cross-entropy term (`bce_weight`, off as published; nnU-Net's Dice + CE) and a focal term
+//!   (`focal_weight`, [`focal_loss`], off as published; the thesis §5.3.1 tried it for the
+//!   U-Net);
 //! - [`lsgan`]: the least-squares adversarial loss of Vox2Vox and CycleGAN (§4.3, §5.3);
 //! - [`weighted_l1`]: the channel-weighted mean absolute error of the CycleGAN cycle and identity
 //!   terms (§5.3; Golgi weight 3.5, see [`channel_weights`]).
@@ -49,6 +51,16 @@ pub struct DiceLossConfig {
     /// Dice + CE (as nnU-Net trains) learns the same masks in far fewer steps.
     #[config(default = 0.0)]
     pub bce_weight: f64,
+    /// Weight of a focal loss term (Lin et al., ICCV 2017) added to the Dice loss; 0 = off,
+    /// as in the published models (the thesis §5.3.1 tried it for the U-Net).
+    #[config(default = 0.0)]
+    pub focal_weight: f64,
+    /// The focal loss' focusing parameter γ (Lin et al.: 2).
+    #[config(default = 2.0)]
+    pub focal_gamma: f64,
+    /// The focal loss' foreground weight α; background voxels weigh 1 − α (Lin et al.: 0.25).
+    #[config(default = 0.25)]
+    pub focal_alpha: f64,
 }
 
 impl DiceLossConfig {
@@ -68,11 +80,20 @@ impl DiceLossConfig {
                 self.smooth_denominator,
             ));
         }
-        if !(self.bce_weight >= 0.0 && self.bce_weight.is_finite()) {
+        for (field, v) in [
+            ("loss.bce_weight", self.bce_weight),
+            ("loss.focal_weight", self.focal_weight),
+            ("loss.focal_gamma", self.focal_gamma),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(ModelError::config(field, "must be finite and ≥ 0", v));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.focal_alpha) {
             return Err(ModelError::config(
-                "loss.bce_weight",
-                "must be finite and ≥ 0",
-                self.bce_weight,
+                "loss.focal_alpha",
+                "must lie within [0, 1]",
+                self.focal_alpha,
             ));
         }
         if let Some(w) = &self.class_weights {
@@ -106,19 +127,41 @@ impl DiceLossConfig {
 ///
 /// Global: 1 − (2Σyp + s_n)/(Σy + Σp + s_d) over every element of the batch. Per class:
 /// Σ_c β_c·(1 − Dice_c) (divided by Σβ when `normalize_weights`), Dice_c over channel c of all
-/// samples. With `bce_weight` w > 0, w · mean binary cross-entropy is added.
+/// samples. With `bce_weight` w > 0, w · mean binary cross-entropy is added; with
+/// `focal_weight` f > 0, f · [`focal_loss`].
 ///
 /// # Shapes
 ///
 /// - pred, target: `[batch, channels, depth, height, width]`
 /// - output: `[1]`
 pub fn dice_loss(pred: Tensor<5>, target: Tensor<5>, cfg: &DiceLossConfig) -> Tensor<1> {
-    let dice = soft_dice_loss(pred.clone(), target.clone(), cfg);
+    let mut loss = soft_dice_loss(pred.clone(), target.clone(), cfg);
     if cfg.bce_weight > 0.0 {
-        dice + binary_cross_entropy(pred, target) * cfg.bce_weight
-    } else {
-        dice
+        loss = loss + binary_cross_entropy(pred.clone(), target.clone()) * cfg.bce_weight;
     }
+    if cfg.focal_weight > 0.0 {
+        loss = loss + focal_loss(pred, target, cfg.focal_gamma, cfg.focal_alpha) * cfg.focal_weight;
+    }
+    loss
+}
+
+/// The binary focal loss of Lin et al. (ICCV 2017, eq. 5), averaged over all elements:
+/// −α_t (1 − p_t)^γ ln p_t with p_t = p and α_t = α where y = 1, p_t = 1 − p and α_t = 1 − α
+/// where y = 0; p clamped to [1e-7, 1 − 1e-7] as in [`binary_cross_entropy`]. γ = 0 and α = ½
+/// give half the cross-entropy.
+pub fn focal_loss<const D: usize>(
+    pred: Tensor<D>,
+    target: Tensor<D>,
+    gamma: f64,
+    alpha: f64,
+) -> Tensor<1> {
+    let eps = 1e-7;
+    let p = pred.clamp(eps, 1.0 - eps);
+    // p_t = y·p + (1 − y)·(1 − p) = 1 − y − p + 2·y·p
+    let p_t = target.clone().neg() + 1.0 - p.clone() + target.clone() * p * 2.0;
+    let alpha_t = target * (2.0 * alpha - 1.0) + (1.0 - alpha);
+    let modulating = (p_t.clone().neg() + 1.0).powf_scalar(gamma);
+    (alpha_t * modulating * p_t.log()).mean().neg()
 }
 
 /// Mean of −[y·ln p + (1−y)·ln(1−p)] over all elements, with p clamped to [1e-7, 1 − 1e-7] as
@@ -266,6 +309,30 @@ mod tests {
         assert!(scalar(binary_cross_entropy(wrong, y)).is_finite());
         let err = DiceLossConfig::new().with_bce_weight(-1.0).validate(1);
         assert!(err.unwrap_err().to_string().starts_with("loss.bce_weight"));
+    }
+
+    #[test]
+    fn focal_loss_matches_the_formula() {
+        let p = t(&[0.9, 0.2, 0.6, 0.01], [1, 1, 1, 2, 2]);
+        let y = t(&[1.0, 0.0, 0.0, 1.0], [1, 1, 1, 2, 2]);
+        // −α_t (1 − p_t)^γ ln p_t, γ = 2, α = 0.25, by hand:
+        let terms = [
+            0.25 * 0.1f64.powi(2) * 0.9f64.ln(),   // y = 1, p_t = 0.9
+            0.75 * 0.2f64.powi(2) * 0.8f64.ln(),   // y = 0, p_t = 0.8
+            0.75 * 0.6f64.powi(2) * 0.4f64.ln(),   // y = 0, p_t = 0.4
+            0.25 * 0.99f64.powi(2) * 0.01f64.ln(), // y = 1, p_t = 0.01
+        ];
+        let want = -terms.iter().sum::<f64>() / 4.0;
+        let got = scalar(focal_loss(p.clone(), y.clone(), 2.0, 0.25));
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        // γ = 0, α = ½: half the binary cross-entropy.
+        let half_bce = scalar(binary_cross_entropy(p.clone(), y.clone())) / 2.0;
+        assert!((scalar(focal_loss(p.clone(), y.clone(), 0.0, 0.5)) - half_bce).abs() < 1e-6);
+        // The Dice loss adds it with its weight.
+        let dice = DiceLossConfig::new();
+        let with = dice.clone().with_focal_weight(3.0);
+        let diff = scalar(dice_loss(p.clone(), y.clone(), &with)) - scalar(dice_loss(p, y, &dice));
+        assert!((diff - 3.0 * want).abs() < 1e-5, "{diff}");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use std::time::Instant;
 use burn::tensor::Device;
 
 use super::config::{
-    ModelSettings, StopFlag, StopReason, TrialConfig, TrialContext, TrialOutcome, TrialSink,
-    TrialSummary,
+    MaskSource, ModelSettings, StopFlag, StopReason, TrialConfig, TrialContext, TrialOutcome,
+    TrialSink, TrialSummary,
 };
 use super::driver::{FitData, FitEnd, FitOptions, TrainerWindows, fit};
 use super::{
@@ -32,7 +32,7 @@ use super::{
 };
 use crate::dataset::Dataset;
 use crate::dataset::patches::{PatchSet, PatchVolume};
-use crate::dataset::splits::{fold_at, load_or_create_splits};
+use crate::dataset::splits::{SplitScheme, fold_at, load_or_create_splits};
 use crate::dataset::threshold::otsu_threshold;
 use crate::experiment::paths::TrialPaths;
 use crate::infer::predict_volume;
@@ -52,6 +52,28 @@ struct FoldVolume {
     id: String,
     image: Volume<f32>,
     mask: Option<Volume<u8>>,
+}
+
+/// The supervised CycleGAN's mask domain (`cyclegan.masks = "annotated"`, the thesis'
+/// Table 5.5): the training volumes' annotated masks, each a volume of its own, drawn
+/// independently of the images as synthetic masks are.
+fn annotated_mask_domain(train: &[FoldVolume]) -> Result<Vec<PatchVolume>, TrainError> {
+    train
+        .iter()
+        .map(|v| {
+            let mask = v.mask.as_ref().ok_or_else(|| {
+                TrainError::Setting(format!(
+                    "cyclegan.masks = \"annotated\": training volume `{}` has no mask",
+                    v.id
+                ))
+            })?;
+            Ok(PatchVolume {
+                id: v.id.clone(),
+                image: mask.map(f32::from),
+                mask: None,
+            })
+        })
+        .collect()
 }
 
 /// Runs one trial (module doc). Rows go to `sink` as they are produced; `stop` is honoured
@@ -90,13 +112,16 @@ pub fn run_trial(
     // 1. Dataset, split, preprocessing.
     let t = Instant::now();
     let dataset = Dataset::open(&ctx.dataset)?;
-    let folds = load_or_create_splits(
-        &ctx.splits_dir,
-        &dataset.ids(),
-        &dataset.groups(),
-        &ctx.scheme,
-        ctx.seed,
-    )?;
+    let folds = match &ctx.scheme {
+        SplitScheme::Named(name) => dataset.named_folds(name)?,
+        scheme => load_or_create_splits(
+            &ctx.splits_dir,
+            &dataset.ids(),
+            &dataset.groups(),
+            scheme,
+            ctx.seed,
+        )?,
+    };
     let fold = fold_at(&folds, ctx.fold as usize)?.clone();
     let spec = dataset.spec();
     let class_index: Vec<usize> = cfg
@@ -119,11 +144,19 @@ pub fn run_trial(
         .preprocess
         .resolve(cfg.preset, &spec.image_channels, &spec.preprocess)?;
     log(&format!("preprocessing: {}", pre.describe()));
+    let blank = blank_image_channels(cfg, &spec.image_channels);
+    if blank > 0 {
+        log(
+            "image channels: golgi, nuclei and an empty third channel, as the published 3-class \
+             networks take them",
+        );
+    }
     let load = |ids: &[String]| -> Result<Vec<FoldVolume>, TrainError> {
         ids.iter()
             .map(|id| {
                 let v = dataset.load(id)?;
                 let (image, _) = pre.apply(&v.image, v.dtype)?;
+                let image = with_blank_channels(image, blank, cfg.preprocess.scale.apply(0.0));
                 let mask = v
                     .mask
                     .map(|m| m.select_channels(&class_index))
@@ -156,24 +189,33 @@ pub fn run_trial(
     // The per-class thresholds calibrated for the trained weights (`train.calibrate_threshold`).
     let mut thresholds: Option<Vec<f32>> = None;
     let (trainer, summary_epochs, best_epoch, stop_reason) = if let Some(l) = cfg.learned() {
-        // 2. Synthetic masks (CycleGAN).
-        let synthetic = if let ModelSettings::CycleGan { synth, .. } = &cfg.settings {
-            let t = Instant::now();
-            let mut out = Vec::new();
-            for (i, v) in train_vols.iter().enumerate() {
-                let seed = derive_seed(derive_seed(ctx.seed, STREAM_SYNTH), i as u64);
-                let m = generate_masks(synth, v.image.spatial(), seed)?;
-                write_mask_file(&paths.synth_masks().join(format!("{}.tif", v.id)), &m.mask)?;
-                out.push(PatchVolume {
-                    id: v.id.clone(),
-                    image: m.mask.map(f32::from),
-                    mask: None,
-                });
+        // 2. The CycleGAN's mask domain: synthetic masks, or the annotated ones.
+        let synthetic = match &cfg.settings {
+            ModelSettings::CycleGan {
+                synth,
+                masks: MaskSource::Synthetic,
+                ..
+            } => {
+                let t = Instant::now();
+                let mut out = Vec::new();
+                for (i, v) in train_vols.iter().enumerate() {
+                    let seed = derive_seed(derive_seed(ctx.seed, STREAM_SYNTH), i as u64);
+                    let m = generate_masks(synth, v.image.spatial(), seed)?;
+                    write_mask_file(&paths.synth_masks().join(format!("{}.tif", v.id)), &m.mask)?;
+                    out.push(PatchVolume {
+                        id: v.id.clone(),
+                        image: m.mask.map(f32::from),
+                        mask: None,
+                    });
+                }
+                timings.push(("synth_masks", t.elapsed().as_secs_f64()));
+                Some(out)
             }
-            timings.push(("synth_masks", t.elapsed().as_secs_f64()));
-            Some(out)
-        } else {
-            None
+            ModelSettings::CycleGan {
+                masks: MaskSource::Annotated,
+                ..
+            } => Some(annotated_mask_domain(&train_vols)?),
+            _ => None,
         };
 
         // 3. Patches.
@@ -214,7 +256,8 @@ pub fn run_trial(
         timings.push(("patches", t.elapsed().as_secs_f64()));
 
         // 4. Fit.
-        let image_names = spec.image_channels.clone();
+        let mut image_names = spec.image_channels.clone();
+        image_names.extend((0..blank).map(|_| BLANK_CHANNEL.to_string()));
         let mut trainer = build_trainer(cfg, &image_names, ctx.seed, &ctx.device)?;
         let report = fit(
             trainer.as_mut(),
@@ -235,6 +278,8 @@ pub fn run_trial(
                 checkpoint_latest: paths.checkpoint_latest(),
                 checkpoint_best: paths.checkpoint_best(),
                 resume: ctx.resume,
+                augment: &l.augment,
+                image_fill: cfg.preprocess.scale.apply(0.0),
             },
             sink,
             stop,
@@ -365,6 +410,34 @@ fn otsu_mask(image: &Volume<f32>, classes: usize, id: &str) -> Result<Volume<u8>
         }
     }
     Ok(out)
+}
+
+/// The name of an empty image channel (see [`blank_image_channels`]).
+const BLANK_CHANNEL: &str = "blank";
+
+/// How many empty image channels the trial's network takes beyond the dataset's: one for a
+/// 3-class network on golgi and nuclei images, whose published versions read the crops' empty
+/// blue channel as a third input (zeros for the U-Net and Vox2Vox, −1 for the CycleGAN after
+/// scaling; thesis §4.1, the published 3-class notebooks); none otherwise.
+fn blank_image_channels(cfg: &TrialConfig, dataset_channels: &[String]) -> usize {
+    let inputs = match &cfg.settings {
+        ModelSettings::Unet3d { net, .. } => net.in_channels,
+        ModelSettings::Vox2Vox { net, .. } => net.in_channels,
+        ModelSettings::CycleGan { net, .. } => net.image_channels,
+        ModelSettings::Threshold => return 0,
+    };
+    let published = dataset_channels == ["golgi", "nuclei"];
+    if published && inputs == 3 { 1 } else { 0 }
+}
+
+/// `image` with `n` more channels, every voxel `fill`.
+fn with_blank_channels(image: Volume<f32>, n: usize, fill: f32) -> Volume<f32> {
+    if n == 0 {
+        return image;
+    }
+    let [_, z, y, x] = image.shape();
+    let blank = Volume::filled([n, z, y, x], fill);
+    Volume::stack_channels(&[&image, &blank]).expect("same spatial shape")
 }
 
 /// A fresh trainer for the trial's model (the networks take the dataset's image channels).
