@@ -22,6 +22,36 @@ fn quick_demo_runs_end_to_end_and_resumes_from_the_store() {
             "no nuclei Dice of {model} in\n{out}"
         );
     }
+    // A log of the run (stderr is a pipe here) has one line per ended trial with what it
+    // was, its scores, its time and how far the sweep got.
+    let err = String::from_utf8_lossy(&first.stderr);
+    let ended: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(" finished in "))
+        .collect();
+    assert_eq!(ended.len(), 4, "{err}");
+    for (i, line) in ended.iter().enumerate() {
+        let model = ["threshold", "unet3d", "vox2vox", "cyclegan"]
+            .into_iter()
+            .find(|m| line.contains(&format!(": {m} golgi,nuclei")));
+        assert!(model.is_some(), "{line}");
+        assert!(
+            line.contains(" fold ") && line.contains(" seed 0 "),
+            "{line}"
+        );
+        // A class whose every test volume is empty in both mask and prediction has no Dice.
+        let dice =
+            |c: &str| line.contains(&format!(" {c} 0.")) || line.contains(&format!(" {c} –"));
+        assert!(
+            line.contains("· dice golgi ") && dice("golgi") && dice("nuclei"),
+            "{line}"
+        );
+        let left = format!("· {} left ·", 3 - i);
+        assert!(line.contains(&left), "{line}");
+        assert!(line.ends_with(" elapsed"), "{line}");
+        // Only the keys the sweep varies, not the whole configuration.
+        assert!(!line.contains("train.val_volumes"), "{line}");
+    }
     let report = root.path().join("reports/demo-quick");
     for f in ["index.md", "index.html"] {
         assert!(report.join(f).is_file(), "{f} missing");

@@ -182,7 +182,7 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
             }
         })?;
     }
-    let progress = Progress::new(opts.progress, &summary, queue.len());
+    let progress = Progress::new(opts.progress, &summary, queue.len(), &trials);
     let mut running: Vec<Worker> = Vec::new();
     let mut stop_sent: Option<Instant> = None;
     let jobs = opts.jobs.max(1);
@@ -240,7 +240,19 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
                 TrialStatus::Failed => summary.failed += 1,
                 _ => summary.killed += 1,
             }
-            progress.trial_ended(&w.trial, end, &summary, running.len());
+            let dice = if end == TrialStatus::Finished {
+                mean_dice(&store, &w.trial.trial_id)?
+            } else {
+                Vec::new()
+            };
+            let ended = EndedTrial {
+                trial: &w.trial,
+                status: end,
+                seconds: (now_ms() - w.started_ms) as f64 / 1000.0,
+                dice,
+                left: queue.len() + running.len(),
+            };
+            progress.trial_ended(&ended, &summary, running.len());
         }
         progress.tick(&summary, running.len());
         std::thread::sleep(POLL);
@@ -473,13 +485,68 @@ impl Drop for SweepLock {
     }
 }
 
-/// The progress bar of a sweep: trials done / running / failed and an ETA.
+/// The mean test Dice per class of a trial's last attempt with results (the one that just
+/// finished), over its test volumes, from the store; classes in store order. NaN volumes
+/// (empty reference and prediction) are left out; a class with nothing else has no mean.
+fn mean_dice(store: &Store, trial_id: &str) -> Result<Vec<(String, Option<f64>)>, ExperimentError> {
+    use polars::prelude::*;
+    let frame = store
+        .scan(crate::tracking::Table::Results)?
+        .filter(col("trial_id").eq(lit(trial_id)))
+        .filter(col("attempt").eq(col("attempt").max()))
+        .filter(col("metric").eq(lit("dice")))
+        .group_by_stable([col("class")])
+        .agg([col("value").filter(col("value").is_not_nan()).mean()])
+        .collect()
+        .map_err(|e| crate::tracking::TrackingError::polars("results of an ended trial", e))?;
+    let classes = frame.column("class").and_then(|c| c.str().cloned());
+    let values = frame.column("value").and_then(|c| c.f64().cloned());
+    Ok(match (classes, values) {
+        (Ok(c), Ok(v)) => c
+            .iter()
+            .zip(v.iter())
+            .filter_map(|(c, v)| Some((c?.to_string(), v)))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// What the line of a trial that ended says.
+struct EndedTrial<'a> {
+    trial: &'a Trial,
+    status: TrialStatus,
+    /// Wall time of this attempt.
+    seconds: f64,
+    /// Mean test Dice per class (finished trials).
+    dice: Vec<(String, Option<f64>)>,
+    /// Trials still queued or running.
+    left: usize,
+}
+
+/// A duration for a log line: `42s`, `4m12s`, `1h03m`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The progress bar of a sweep (trials done / running / failed and an ETA, on a terminal) and
+/// one line per ended trial, which is all a log file of the sweep shows: the trial, what
+/// distinguishes it (model, classes, the keys the sweep varies, fold, seed), its mean test
+/// Dice per class, its wall time, the trials left and the sweep's elapsed time. The full
+/// configuration is in the store (`seglab runs ls`).
 struct Progress {
     bar: indicatif::ProgressBar,
+    started: Instant,
+    /// Config keys with more than one value among the sweep's trials.
+    varying: Vec<String>,
 }
 
 impl Progress {
-    fn new(show: bool, s: &SweepSummary, pending: usize) -> Progress {
+    fn new(show: bool, s: &SweepSummary, pending: usize, trials: &[Trial]) -> Progress {
         use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
         let bar = ProgressBar::with_draw_target(
             Some(s.trials as u64),
@@ -498,7 +565,22 @@ impl Progress {
         );
         bar.set_position((s.already_finished + s.skipped_failed) as u64);
         bar.reset_eta();
-        let p = Progress { bar };
+        let mut values: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for t in trials {
+            for (k, v) in &t.params {
+                values.entry(k).or_default().insert(v);
+            }
+        }
+        let varying = values
+            .into_iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        let p = Progress {
+            bar,
+            started: Instant::now(),
+            varying,
+        };
         p.note(&format!(
             "{} trial(s): {} finished earlier, {} failed earlier{}, {} to run",
             s.trials,
@@ -526,18 +608,47 @@ impl Progress {
         self.bar.set_message(Self::message(s, running));
     }
 
-    fn trial_ended(&self, t: &Trial, status: TrialStatus, s: &SweepSummary, running: usize) {
-        if status != TrialStatus::Killed {
+    fn trial_ended(&self, e: &EndedTrial, s: &SweepSummary, running: usize) {
+        if e.status != TrialStatus::Killed {
             self.bar.inc(1);
         }
-        self.note(&format!(
-            "{} {status}: {} fold {} seed {}",
-            t.trial_id,
-            super::trial::describe(t),
-            t.fold,
-            t.seed
-        ));
+        self.note(&self.line(e));
         self.tick(s, running);
+    }
+
+    /// `e11adc8dfea1 finished in 4m12s: cyclegan golgi,nuclei loss.golgi_weight=3.5 fold 0
+    /// seed 0 · dice golgi 0.021 nuclei 0.812 · 9 left · 18m30s elapsed`.
+    fn line(&self, e: &EndedTrial) -> String {
+        let t = e.trial;
+        let mut what = format!("{} {}", t.config.model.name(), t.config.classes.join(","));
+        for k in &self.varying {
+            if let Some(v) = t.params.get(k) {
+                what.push_str(&format!(" {k}={v}"));
+            }
+        }
+        let dice = if e.dice.is_empty() {
+            String::new()
+        } else {
+            let per_class: Vec<String> = e
+                .dice
+                .iter()
+                .map(|(c, v)| match v {
+                    Some(v) => format!("{c} {v:.3}"),
+                    None => format!("{c} –"),
+                })
+                .collect();
+            format!(" · dice {}", per_class.join(" "))
+        };
+        format!(
+            "{} {} in {}: {what} fold {} seed {}{dice} · {} left · {} elapsed",
+            t.trial_id,
+            e.status,
+            duration(e.seconds),
+            t.fold,
+            t.seed,
+            e.left,
+            duration(self.started.elapsed().as_secs_f64())
+        )
     }
 
     fn finish(&self, s: &SweepSummary) {
