@@ -1,0 +1,216 @@
+//! The documentation stays true to the repository: every relative link in the README and in
+//! `docs/` resolves (file and heading), and every `seglab` command in their shell blocks names
+//! real subcommands and flags of the command-line interface.
+
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The README and every page under `docs/`.
+fn pages() -> Vec<PathBuf> {
+    let mut pages = vec![repo().join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .expect("docs/ exists")
+        .map(|entry| entry.expect("readable docs/ entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    pages
+}
+
+/// The markdown link targets `[text](target)` of a page, outside code blocks and code spans.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block {
+            continue;
+        }
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(start) = rest.find("](") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find(')') else { break };
+            targets.push(after[..end].to_string());
+            rest = &after[end..];
+        }
+    }
+    targets
+}
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(page: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(page).unwrap_or_default();
+    let mut in_block = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+        } else if !in_block && line.starts_with('#') {
+            found.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+fn broken_link(page: &Path, target: &str) -> Option<String> {
+    if target.contains("://") || target.starts_with("mailto:") {
+        return None;
+    }
+    let (file, fragment) = match target.split_once('#') {
+        Some((file, fragment)) => (file, Some(fragment)),
+        None => (target, None),
+    };
+    let resolved = if file.is_empty() {
+        page.to_path_buf()
+    } else {
+        page.parent().expect("a page has a folder").join(file)
+    };
+    if !resolved.exists() {
+        return Some(format!("{}: link to {target}: no such file", page.display()));
+    }
+    match fragment {
+        Some(fragment) if resolved.extension().is_some_and(|ext| ext == "md") => {
+            (!anchors(&resolved).iter().any(|a| a == fragment)).then(|| {
+                format!(
+                    "{}: link to {target}: no heading with anchor #{fragment}",
+                    page.display()
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn every_relative_link_resolves() {
+    let mut broken = Vec::new();
+    for page in pages() {
+        let text = std::fs::read_to_string(&page).expect("readable page");
+        broken.extend(
+            link_targets(&text)
+                .iter()
+                .filter_map(|target| broken_link(&page, target)),
+        );
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The `seglab` command lines of a page's `sh` and `console` blocks, continuation lines joined
+/// and comments dropped; `cargo run --release -- X` counts as `seglab X`.
+fn command_lines(text: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut in_shell_block = false;
+    let mut pending = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(lang) = trimmed.strip_prefix("```") {
+            in_shell_block = !in_shell_block && (lang == "sh" || lang == "console");
+            continue;
+        }
+        if !in_shell_block {
+            continue;
+        }
+        let line = trimmed.trim_start_matches("$ ");
+        let continued = line.ends_with('\\');
+        pending.push_str(line.trim_end_matches('\\'));
+        pending.push(' ');
+        if continued {
+            continue;
+        }
+        let command = pending.split(" #").next().unwrap_or("").trim().to_string();
+        pending.clear();
+        let command = command
+            .strip_prefix("cargo run --release -- ")
+            .map(|rest| format!("seglab {rest}"))
+            .unwrap_or(command);
+        if command.starts_with("seglab ") {
+            commands.push(command);
+        }
+    }
+    commands
+}
+
+/// Checks one command line against the CLI: its leading words must be subcommands and every
+/// `--flag` an argument of the subcommand reached (or of one above it).
+fn check_command(line: &str) -> Result<(), String> {
+    let mut command = seglab::cli::Cli::command();
+    let mut ancestors_flags: Vec<String> = Vec::new();
+    let mut subcommand_named = false;
+    for token in line.split_whitespace().skip(1) {
+        let token = token.trim_matches(|c| c == '[' || c == ']');
+        if let Some(flag) = token.strip_prefix("--") {
+            let name = flag.split('=').next().unwrap_or(flag);
+            let known = name == "help"
+                || ancestors_flags.iter().any(|f| f == name)
+                || command.get_arguments().any(|arg| arg.get_long() == Some(name));
+            if !known {
+                return Err(format!("`{line}`: `{}` has no flag --{name}", command.get_name()));
+            }
+        } else if let Some(sub) = command.find_subcommand(token).cloned() {
+            ancestors_flags.extend(
+                command
+                    .get_arguments()
+                    .filter(|arg| arg.is_global_set())
+                    .filter_map(|arg| arg.get_long().map(str::to_string)),
+            );
+            command = sub;
+            subcommand_named = true;
+        } else if !subcommand_named {
+            return Err(format!("`{line}`: `{token}` is not a seglab subcommand"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_documented_command_names_real_subcommands_and_flags() {
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for page in pages() {
+        let text = std::fs::read_to_string(&page).expect("readable page");
+        for line in command_lines(&text) {
+            checked += 1;
+            if let Err(err) = check_command(&line) {
+                wrong.push(format!("{}: {err}", page.display()));
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} command lines found in the docs");
+    assert!(wrong.is_empty(), "commands that do not exist:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_command_check_catches_a_wrong_flag_and_subcommand() {
+    assert!(check_command("seglab sweep run spec.toml --jobs 2").is_ok());
+    assert!(check_command("seglab sweep run spec.toml --jobz 2").is_err());
+    assert!(check_command("seglab sweeps run spec.toml").is_err());
+}
+
+#[test]
+fn anchors_follow_github() {
+    assert_eq!(anchor(" Reading the demo"), "reading-the-demo");
+    assert_eq!(
+        anchor("Results on the published-scale phantom"),
+        "results-on-the-published-scale-phantom"
+    );
+}
