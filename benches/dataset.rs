@@ -1,4 +1,4 @@
-//! Preprocessing speed: the percentile contrast stretch (original-code-behaviour.md §1.3) on
+//! Preprocessing speed: the percentile contrast stretch (docs/published-code.md §1.3) on
 //! a volume of the thesis' crop size, 2 × 56 × 627 × 647 (C, Z, Y, X).
 //!
 //! Run: `cargo bench --bench dataset`. Prints the best and median of several runs for

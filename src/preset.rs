@@ -1,7 +1,7 @@
 //! Fidelity presets: the published code, the thesis text and the EMBC paper disagree in places
 //! (learning rates, class weights, percentiles, residual blocks). A [`Preset`] selects one
 //! consistent set of those values; every module maps the preset to its own settings and every
-//! single value stays overridable. See original-code-behaviour.md §10 for the disagreements.
+//! single value stays overridable. See docs/published-code.md §10 for the disagreements.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,5 +1,5 @@
 //! Parity of the dataset arithmetic with NumPy and scikit-image: percentiles (linear),
-//! the full percentile stretch of original-code-behaviour.md §1.3, `np.pad(mode="reflect")`
+//! the full percentile stretch of docs/published-code.md §1.3, `np.pad(mode="reflect")`
 //! (high end and symmetric, pads longer than the axis) and `threshold_otsu`.
 //!
 //! The test writes its arrays as raw files, `tests/python/dataset_reference.py` computes the

@@ -1,4 +1,4 @@
-//! `seglab models`: the published parameter counts (original-code-behaviour.md §3.1, §4.1, §4.2,
+//! `seglab models`: the published parameter counts (docs/published-code.md §3.1, §4.1, §4.2,
 //! §5.1, §5.2) and the command's error handling.
 
 mod util;

@@ -85,7 +85,7 @@ class InstanceNorm(nn.Module):
         return y * self.gamma.view(shape) + self.beta.view(shape)
 
 
-# --- 3D U-Net (original-code-behaviour.md §3.1) -------------------------------------------
+# --- 3D U-Net (docs/published-code.md §3.1) -------------------------------------------
 
 
 class ConvBlock(nn.Module):

@@ -3,7 +3,7 @@
 //! reflecting back and forth, exactly as NumPy does (a single-sample axis repeats it).
 //!
 //! PyTorch's `ReflectionPad3d`, used by the published code for the Z padding
-//! (original-code-behaviour.md §1.4, §6), gives the same values where it is defined (pads
+//! (docs/published-code.md §1.4, §6), gives the same values where it is defined (pads
 //! shorter than the axis).
 
 use crate::volume::Volume;
@@ -13,7 +13,7 @@ use crate::volume::Volume;
 #[serde(rename_all = "kebab-case")]
 pub enum PadMode {
     /// Everything at the high end of the axis, as the published code pads
-    /// (original-code-behaviour.md §1.4 and §6).
+    /// (docs/published-code.md §1.4 and §6).
     #[default]
     HighEnd,
     /// Split between both ends; the high end gets the odd voxel.

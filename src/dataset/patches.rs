@@ -1,4 +1,4 @@
-//! Training and validation patches (original-code-behaviour.md §1.4): volumes are
+//! Training and validation patches (docs/published-code.md §1.4): volumes are
 //! reflect-padded at the high end up to the patch size along any axis that is shorter
 //! (the published data only ever needed this for Z: 55–61 slices → 64), then patches are
 //! cut on a regular grid with `patchify` semantics ([`grid_origins`]: positions 0, s, 2s, …
@@ -58,7 +58,7 @@ pub struct PatchSet {
 impl PatchSet {
     /// Checks that all volumes agree on channel counts (masks: all or none) and that each
     /// mask matches its image, then reflect-pads every axis shorter than `size` = (d, h, w)
-    /// at its high end (original-code-behaviour.md §1.4).
+    /// at its high end (docs/published-code.md §1.4).
     pub fn new(volumes: Vec<PatchVolume>, size: [usize; 3]) -> Result<Self, DatasetError> {
         if size.contains(&0) {
             return Err(DatasetError::Config(format!(
@@ -356,7 +356,7 @@ impl RandomPatches {
     }
 
     /// `n` draws with replacement from `origins` — the published CycleGAN sampling, which
-    /// picks random patch files uniformly with replacement (original-code-behaviour.md §1.7).
+    /// picks random patch files uniformly with replacement (docs/published-code.md §1.7).
     pub fn sample_from(&mut self, origins: &[PatchOrigin], n: usize) -> Vec<PatchOrigin> {
         assert!(
             !origins.is_empty(),

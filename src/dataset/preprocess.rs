@@ -1,5 +1,5 @@
 //! Intensity preprocessing of whole volumes, before any patching: the per-channel percentile
-//! contrast stretch of original-code-behaviour.md §1.3, then scaling to the range a model
+//! contrast stretch of docs/published-code.md §1.3, then scaling to the range a model
 //! expects (§1.5).
 //!
 //! The steps, in order:
@@ -23,7 +23,7 @@ use crate::preset::Preset;
 use crate::volume::{DType, Volume};
 
 /// The (low, high) percentiles a preset uses for a channel, by channel name
-/// (original-code-behaviour.md §1.3; paper and thesis values from their texts): `code` =
+/// (docs/published-code.md §1.3; paper and thesis values from their texts): `code` =
 /// Golgi 95–99.8 and nuclei 95–98, `paper` = 95–98, `thesis` = 5–98. Channels with other
 /// names use the nuclei pair.
 pub fn preset_percentiles(preset: Preset, channel: &str) -> [f64; 2] {
@@ -157,7 +157,7 @@ fn order_statistics(values: &[f32], ranks: &[usize]) -> Vec<f32> {
 }
 
 /// Maps stretched intensities in [0, 255] to the range a model expects
-/// (original-code-behaviour.md §1.5).
+/// (docs/published-code.md §1.5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scale {
@@ -290,7 +290,7 @@ fn validate_percentiles(pairs: &[[f64; 2]], field: &str) -> Result<(), DatasetEr
     Ok(())
 }
 
-/// The percentile contrast stretch of one channel (original-code-behaviour.md §1.3).
+/// The percentile contrast stretch of one channel (docs/published-code.md §1.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PercentileStretch {
     pub low_percentile: f64,

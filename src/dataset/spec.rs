@@ -44,7 +44,7 @@ use crate::keys::{KeySchema, TomlError, parse_toml};
 pub const DATASET_FILE: &str = "dataset.toml";
 
 /// The mask channel names seglab knows, in the project's channel order (DESIGN.md, data model;
-/// original-code-behaviour.md §1.2: 0 = Golgi, 1 = Nuclei, 2 = Pair).
+/// docs/published-code.md §1.2: 0 = Golgi, 1 = Nuclei, 2 = Pair).
 pub const MASK_CHANNELS: [&str; 3] = ["golgi", "nuclei", "pair"];
 
 /// The parsed contents of a `dataset.toml`.

@@ -1,6 +1,6 @@
 //! Per-class foreground thresholds chosen on validation volumes (`train.calibrate_threshold`).
 //!
-//! The published procedure thresholds every class at 0.5 (original-code-behaviour.md §6
+//! The published procedure thresholds every class at 0.5 (docs/published-code.md §6
 //! step 4). That suits the supervised networks, whose sigmoid is trained against the masks,
 //! but not the CycleGAN: its tanh is preceded by a per-window instance norm (§5, §10), so
 //! "> 0.5" means "above the window's mean" and every window gets some foreground. Choosing

@@ -1,4 +1,4 @@
-//! Merging window predictions into one volume (original-code-behaviour.md §6 step 5).
+//! Merging window predictions into one volume (docs/published-code.md §6 step 5).
 //!
 //! - `Or` (as coded): threshold every window, then OR them. Kept as the per-voxel maximum of
 //!   the window probabilities, which thresholds to exactly the same mask (max > t ⇔ some

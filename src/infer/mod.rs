@@ -1,4 +1,4 @@
-//! Sliding-window prediction over whole volumes (original-code-behaviour.md §6): the volume
+//! Sliding-window prediction over whole volumes (docs/published-code.md §6): the volume
 //! is reflect-padded ([`window`] decides how far and where), cut into overlapping windows,
 //! the windows go in batches to a [`WindowPredictor`], and the window probabilities are
 //! merged ([`merge`]: `or` as coded, `mean`, `gaussian`) and thresholded into a

@@ -1,5 +1,5 @@
 //! Sliding-window geometry, pure: how far a volume is padded and where the windows start
-//! (original-code-behaviour.md §6).
+//! (docs/published-code.md §6).
 //!
 //! Two rules, matching [`PadMode`]:
 //! - `HighEnd` (the published rule): along Y and X the padded size is ⌊n/s⌋·s + w — even when

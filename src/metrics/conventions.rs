@@ -190,7 +190,7 @@ pub struct EvalConfig {
     /// (or both object sets) are empty.
     pub empty: EmptyPolicy,
     /// Smoothing `s` of Dice = (2·TP + s) / (2·TP + FP + FN + s). 0 gives the plain Dice;
-    /// 1 reproduces the published code's numbers (original-code-behaviour.md §7). IoU,
+    /// 1 reproduces the published code's numbers (docs/published-code.md §7). IoU,
     /// precision and recall are never smoothed (the published code does not smooth them).
     pub dice_smoothing: f64,
     /// Neighbourhood of connected components (objects and pairs).

@@ -14,7 +14,7 @@
 //! object matching), `edt.rs` (exact Euclidean distance transform with voxel spacing),
 //! `surface.rs` (HD95, ASSD), `pairing.rs` (pair detection and polarity vectors),
 //! `conventions.rs` (settings and their definitions). The published code computes only
-//! smoothed Dice, precision and recall per channel (original-code-behaviour.md §7); the
+//! smoothed Dice, precision and recall per channel (docs/published-code.md §7); the
 //! object rules follow the Recycle-GAN nuclei paper and the empty-mask rule nnU-Net
 //! (tracking-anchors.md §3.1).
 //!

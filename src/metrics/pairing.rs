@@ -4,7 +4,7 @@
 //! A pair is a connected component of the pair channel (same connectivity and small-object
 //! removal as the other objects). Its nucleus is the nuclei channel inside the component, its
 //! Golgi the golgi channel inside it; the synthetic generator draws the pair channel as the
-//! union of a paired nucleus and Golgi (original-code-behaviour.md §2.5). Predicted pairs
+//! union of a paired nucleus and Golgi (docs/published-code.md §2.5). Predicted pairs
 //! match reference pairs one-to-one by IoU ≥ the threshold (`matching.rs`), never by the
 //! half-overlap rule: a pair is a two-part object, and a rule satisfied by covering half of it
 //! would accept a nucleus without its Golgi. For every matched pair whose two vectors are

@@ -1,5 +1,5 @@
 //! Layers shared by the three models, written to behave like the Keras layers of the published
-//! code (original-code-behaviour.md §9):
+//! code (docs/published-code.md §9):
 //!
 //! - [`Conv3dLayer`] and [`ConvTranspose3dLayer`]: every 3D convolution of seglab goes through
 //!   these two wrappers, which apply TensorFlow's 'same' padding rule (asymmetric when the
@@ -140,7 +140,7 @@ impl Conv3dLayer {
 /// A 3D transposed convolution with a cubic kernel, a bias and Keras 'same' semantics: the
 /// output is exactly `n·s` per axis. TensorFlow computes the full transposed convolution
 /// ((n − 1)·s + k voxels) and crops k − s voxels, ⌊(k − s)/2⌋ before and the rest after: k3 s2
-/// drops the last voxel, k4 s2 one on each side, k2 s2 nothing (original-code-behaviour.md §9).
+/// drops the last voxel, k4 s2 one on each side, k2 s2 nothing (docs/published-code.md §9).
 ///
 /// The weight has burn's layout `[in, out, k, k, k]`.
 #[derive(Module, Debug)]
@@ -202,7 +202,7 @@ impl ConvTranspose3dLayer {
     }
 }
 
-/// keras-contrib `InstanceNormalization` (original-code-behaviour.md §4.1, §5.1):
+/// keras-contrib `InstanceNormalization` (docs/published-code.md §4.1, §5.1):
 /// y = γ·(x − μ)/(σ + ε) + β with the biased standard deviation σ.
 ///
 /// - per channel (`axis=-1`): μ, σ per sample and channel over D·H·W; γ, β per channel;

@@ -1,4 +1,4 @@
-//! The self-supervised 3D CycleGAN of the published code (original-code-behaviour.md §5): two
+//! The self-supervised 3D CycleGAN of the published code (docs/published-code.md §5): two
 //! ResNet-style generators (G_AB image → mask, the segmenter; G_BA mask → image) and two
 //! unconditional 3D PatchGANs (D_A on images, D_B on masks).
 //!

@@ -1,4 +1,4 @@
-//! Weight initialisers of the published networks (original-code-behaviour.md §9): Glorot-uniform
+//! Weight initialisers of the published networks (docs/published-code.md §9): Glorot-uniform
 //! (U-Net, the Keras default), He-normal truncated (Vox2Vox) and N(0, 0.02) (CycleGAN), all with
 //! zero biases — and [`SeedStream`], the seed derivation every random draw of a trial uses.
 //!
@@ -36,7 +36,7 @@ pub enum InitScheme {
 /// Fan-in and fan-out of a kernel in Keras' convention (`_compute_fans`): the receptive field
 /// (k³) times the second-last and the last axis of the Keras kernel. For a convolution these
 /// are `in·k³` and `out·k³`; a transposed convolution's Keras kernel is (k, k, k, out, in), so
-/// its fan-in is `out·k³` (original-code-behaviour.md §9).
+/// its fan-in is `out·k³` (docs/published-code.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fans {
     pub fan_in: usize,

@@ -1,4 +1,4 @@
-//! Networks of seglab: the supervised 3D U-Net ([`unet3d::Unet3d`], original-code-behaviour.md
+//! Networks of seglab: the supervised 3D U-Net ([`unet3d::Unet3d`], docs/published-code.md
 //! §3), the supervised Vox2Vox generator and conditional 3D PatchGAN ([`vox2vox`], §4) and the
 //! self-supervised CycleGAN's ResNet-style generators and 3D PatchGANs ([`cyclegan`], §5).
 //!
@@ -128,7 +128,7 @@ impl FromStr for ModelKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelScale {
-    /// The published widths and 64³ patches (original-code-behaviour.md §3–§5).
+    /// The published widths and 64³ patches (docs/published-code.md §3–§5).
     #[default]
     Paper,
     /// Same topology, widths ÷ 8, 32³ patches: a training step of every model takes well under
@@ -336,7 +336,7 @@ pub struct ParamCounts {
 }
 
 /// Counts the trainable parameters of every network for a task with `classes` mask channels
-/// and as many image channels (the published convention, original-code-behaviour.md §1.4: the
+/// and as many image channels (the published convention, docs/published-code.md §1.4: the
 /// 3-class models take a 3-channel image whose third channel is empty). `cyclegan` chooses the
 /// CycleGAN variant (residual mode, final norm); its channel counts are overwritten.
 /// Parameters stay lazy, so `device` only names where they would live.

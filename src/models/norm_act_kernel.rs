@@ -2,7 +2,7 @@
 //! LeakyReLU or none) as one backend operation for the CPU (flex) backend, with a handwritten
 //! backward pass (issue "Training and prediction speed on CPU"). Every convolution of the
 //! three models is followed by such a pair: batch norm and ReLU in the U-Net
-//! (original-code-behaviour.md §3.1), instance norm and LeakyReLU in Vox2Vox (§4.1), instance
+//! (docs/published-code.md §3.1), instance norm and LeakyReLU in Vox2Vox (§4.1), instance
 //! norm and ReLU, or instance norm before tanh, in the CycleGAN (§5.1).
 //!
 //! burn composes them from generic operations, and flex runs each as its own pass over the

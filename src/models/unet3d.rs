@@ -1,4 +1,4 @@
-//! The supervised 3D U-Net of the published code (original-code-behaviour.md §3.1): four
+//! The supervised 3D U-Net of the published code (docs/published-code.md §3.1): four
 //! encoder levels of two 3³ convolutions + batch norm + ReLU, a bridge at 1/16 of the patch, four
 //! decoder levels (2³ stride-2 transposed convolution, concatenation `[upsampled, skip]`, two
 //! convolutions) and a 1³ convolution with a sigmoid per class. 22,582,114 trainable parameters

@@ -1,4 +1,4 @@
-//! The supervised Vox2Vox of the published code (original-code-behaviour.md §4): a 4-level U-Net
+//! The supervised Vox2Vox of the published code (docs/published-code.md §4): a 4-level U-Net
 //! generator with a concatenating ("dense-like") 4-block bottleneck and a conditional 3D
 //! PatchGAN discriminator on `[image, mask]`. Kernels 4³, LeakyReLU 0.3 (Keras default),
 //! dropout 0.2, He-normal init and keras-contrib instance norm with `axis=None` (statistics
@@ -17,7 +17,7 @@ use super::blocks::{
 use super::init::{InitScheme, SeedStream};
 use super::{ModelError, ScaleSpec, positive};
 
-/// Which statistics the Vox2Vox instance norms use (original-code-behaviour.md §4.1).
+/// Which statistics the Vox2Vox instance norms use (docs/published-code.md §4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Vox2VoxNorm {

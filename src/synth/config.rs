@@ -1,4 +1,4 @@
-//! The synthetic-mask configuration: every distribution of original-code-behaviour.md §2 as a
+//! The synthetic-mask configuration: every distribution of docs/published-code.md §2 as a
 //! field, with the published code's values as defaults ([`MaskConfig::preset`] is the one
 //! place where default values are written).
 //!
@@ -193,7 +193,7 @@ pub enum OverlapRule {
     Allow,
 }
 
-/// The synthetic-mask generator's configuration (original-code-behaviour.md §2).
+/// The synthetic-mask generator's configuration (docs/published-code.md §2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaskConfig {

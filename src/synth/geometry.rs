@@ -1,5 +1,5 @@
 //! Geometry of the synthetic objects: rotations, the elastic displacement field and the
-//! inverse mapping that rasterises a warped, rotated shape (original-code-behaviour.md
+//! inverse mapping that rasterises a warped, rotated shape (docs/published-code.md
 //! §2.2–2.3).
 //!
 //! Vectors here are (x, y, z) in voxel units of an object's window, the axis order of the

@@ -1,4 +1,4 @@
-//! The synthetic-mask generator (original-code-behaviour.md §2).
+//! The synthetic-mask generator (docs/published-code.md §2).
 //!
 //! One volume is made in two phases. First every object (pair, isolated Golgi, isolated
 //! nucleus) is built in its own window from its own random stream: shape parameters, elastic
@@ -89,7 +89,7 @@ struct Built {
     nucleus: Vec<[i32; 3]>,
 }
 
-/// Generates one synthetic mask of `shape` = (Z, Y, X) from `seed` (original-code-behaviour.md
+/// Generates one synthetic mask of `shape` = (Z, Y, X) from `seed` (docs/published-code.md
 /// §2): the configured number of pairs, plus isolated objects for 3 classes, with the
 /// configured shapes, warp, rotation and overlap rules.
 ///

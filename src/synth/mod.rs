@@ -1,7 +1,7 @@
 //! Synthetic data: the synthetic nucleus–Golgi masks the self-supervised CycleGAN learns from,
 //! and a phantom microscopy renderer that makes image/ground-truth pairs with exact labels.
 //!
-//! Principal types: [`MaskConfig`] and [`generate_masks`] (original-code-behaviour.md §2: Golgi
+//! Principal types: [`MaskConfig`] and [`generate_masks`] (docs/published-code.md §2: Golgi
 //! spheres and nucleus ellipsoids, elastic warp, rotation, overlap rejection; 1-, 2- and
 //! 3-class), [`PhantomConfig`] and [`render_phantom`] (a documented image-formation model whose
 //! objects are deliberately drawn from a different distribution than the synthetic masks),

@@ -63,7 +63,7 @@ impl BenchSpec {
     }
 }
 
-/// The published training batch of a model (original-code-behaviour.md §3.3, §4.4, §5.4):
+/// The published training batch of a model (docs/published-code.md §3.3, §4.4, §5.4):
 /// U-Net 4, Vox2Vox 4, CycleGAN 2. Prediction always defaults to one window per batch.
 pub fn default_batch(model: ModelKind, phase: BenchPhase) -> usize {
     match (phase, model) {

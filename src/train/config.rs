@@ -64,7 +64,7 @@ use crate::preset::Preset;
 use crate::synth::MaskConfig;
 use crate::tracking::{EpochRow, ResultRow, TimingRow};
 
-/// How training patches are chosen (original-code-behaviour.md §1.4).
+/// How training patches are chosen (docs/published-code.md §1.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PatchSampling {
@@ -218,7 +218,7 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
-    /// The published settings of `model` (original-code-behaviour.md §3.3, §4.4, §5.4), with
+    /// The published settings of `model` (docs/published-code.md §3.3, §4.4, §5.4), with
     /// validation-Dice model selection and collapse detection for CycleGAN, whose published
     /// checkpoints were picked by hand (§5.4, §10.1 item 7).
     pub fn published(model: ModelKind) -> Self {

@@ -1,4 +1,4 @@
-//! The CycleGAN training step (original-code-behaviour.md §5.3–§5.4).
+//! The CycleGAN training step (docs/published-code.md §5.3–§5.4).
 //!
 //! Domains: A = real images, B = (synthetic) masks, both mapped to [−1, 1]. One iteration:
 //!

@@ -4,7 +4,7 @@
 //!
 //! **Epochs.** Supervised models (U-Net, Vox2Vox) take paired image/mask patches; an epoch is
 //! ⌊patches / batch⌋ steps over the patch grid (reshuffled per epoch when `train.shuffle`, in
-//! the fixed published order otherwise, original-code-behaviour.md §1.7), or
+//! the fixed published order otherwise, docs/published-code.md §1.7), or
 //! `train.iterations_per_epoch` steps. CycleGAN epochs are iteration based (§5.4): each step
 //! draws `batch` image patches and, independently, `batch` synthetic-mask patches, uniformly
 //! with replacement; ⌊image patches / batch⌋ steps unless `train.iterations_per_epoch` is set.

@@ -142,7 +142,7 @@ impl StepLosses {
     }
 }
 
-/// One Adam optimizer (original-code-behaviour.md §3.3, §4.4, §5.4). Defaults are Keras': β1 0.9,
+/// One Adam optimizer (docs/published-code.md §3.3, §4.4, §5.4). Defaults are Keras': β1 0.9,
 /// β2 0.999, ε 1e-7 (burn's own default ε is 1e-5).
 ///
 /// burn adds ε to √v̂ (bias-corrected), Keras to √v of the uncorrected moment with a corrected

@@ -11,7 +11,7 @@
 //! 6. evaluate each test volume with `metrics::evaluate` (timing `evaluate`).
 //!
 //! The `threshold` baseline runs steps 1, 5 and 6 only: class `c` is image channel `c`
-//! (the published channel convention, original-code-behaviour.md §1.2) thresholded at its
+//! (the published channel convention, docs/published-code.md §1.2) thresholded at its
 //! Otsu threshold over the preprocessed test volume (`dataset::threshold`).
 
 use std::fs;

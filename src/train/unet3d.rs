@@ -1,4 +1,4 @@
-//! The U-Net training step (original-code-behaviour.md §3.2–§3.3): soft Dice loss over the
+//! The U-Net training step (docs/published-code.md §3.2–§3.3): soft Dice loss over the
 //! batch, Adam with AMSGrad (lr 1e-4, ε 1e-7), batch norm in training mode.
 
 use std::path::Path;

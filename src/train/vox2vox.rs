@@ -1,4 +1,4 @@
-//! The Vox2Vox training step (original-code-behaviour.md §4.3–§4.4).
+//! The Vox2Vox training step (docs/published-code.md §4.3–§4.4).
 //!
 //! Generator loss α·Dice + mean((1 − D(x, G(x)))²) with α = 5; discriminator loss
 //! 0.5·[mean((1 − D(x, y))²) + mean(D(x, G(x))²)]. Both networks are updated simultaneously from

@@ -8,7 +8,7 @@ For each case this script computes the reference result and writes DIR/results.j
 
 - "percentile": np.percentile(a, q) with the default linear method, one scalar q per call
   (float32 arrays are interpolated in float32, integer arrays in float64).
-- "stretch": the per-channel contrast stretch of original-code-behaviour.md section 1.3 on
+- "stretch": the per-channel contrast stretch of docs/published-code.md section 1.3 on
   a (C, Z, Y, X) array: low/high percentiles, clip, low -= 10 when low == high, rescale
   (v - low) / (high - low) * 255, cast to uint8 by truncation. Output: uint8 array.
 - "pad": np.pad(a, ((bz, az), (by, ay), (bx, ax)), mode="reflect") on a 3-D array.

@@ -78,7 +78,7 @@ pub struct TiffWriteOptions {
 }
 
 /// Writes a binary mask (0/1 in memory) as uint8 0/255, the convention of mask files
-/// (original-code-behaviour.md §1.2: masks are 0/255 on disk). Any non-zero voxel is
+/// (docs/published-code.md §1.2: masks are 0/255 on disk). Any non-zero voxel is
 /// foreground.
 pub fn write_mask(path: &Path, mask: &Volume<u8>) -> Result<(), TiffError> {
     write_tiff(
