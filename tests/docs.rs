@@ -86,7 +86,10 @@ fn broken_link(page: &Path, target: &str) -> Option<String> {
         page.parent().expect("a page has a folder").join(file)
     };
     if !resolved.exists() {
-        return Some(format!("{}: link to {target}: no such file", page.display()));
+        return Some(format!(
+            "{}: link to {target}: no such file",
+            page.display()
+        ));
     }
     match fragment {
         Some(fragment) if resolved.extension().is_some_and(|ext| ext == "md") => {
@@ -162,9 +165,14 @@ fn check_command(line: &str) -> Result<(), String> {
             let name = flag.split('=').next().unwrap_or(flag);
             let known = name == "help"
                 || ancestors_flags.iter().any(|f| f == name)
-                || command.get_arguments().any(|arg| arg.get_long() == Some(name));
+                || command
+                    .get_arguments()
+                    .any(|arg| arg.get_long() == Some(name));
             if !known {
-                return Err(format!("`{line}`: `{}` has no flag --{name}", command.get_name()));
+                return Err(format!(
+                    "`{line}`: `{}` has no flag --{name}",
+                    command.get_name()
+                ));
             }
         } else if let Some(sub) = command.find_subcommand(token).cloned() {
             ancestors_flags.extend(
@@ -195,8 +203,15 @@ fn every_documented_command_names_real_subcommands_and_flags() {
             }
         }
     }
-    assert!(checked > 20, "only {checked} command lines found in the docs");
-    assert!(wrong.is_empty(), "commands that do not exist:\n{}", wrong.join("\n"));
+    assert!(
+        checked > 20,
+        "only {checked} command lines found in the docs"
+    );
+    assert!(
+        wrong.is_empty(),
+        "commands that do not exist:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

@@ -418,7 +418,14 @@ pub(crate) fn timing_comparison(table: &TimingTable, measured: &[TimingRow]) -> 
         });
         let label = super::prepare::model_label(&m.model);
         let mut cells = vec![Cell::Text(String::new()), Cell::Text("measured".into())];
-        match measured.iter().find(|r| r.model == label) {
+        // A measured column is a configuration: "U-Net", or "U-Net (key = value)" in a sweep.
+        let configuration = format!("{label} (");
+        let row = measured.iter().find(|r| r.model == label).or_else(|| {
+            measured
+                .iter()
+                .find(|r| r.model.starts_with(&configuration))
+        });
+        match row {
             Some(r) => {
                 cells.push(match r.annotation_hours_per_volume {
                     Some(h) => hours(h),

@@ -18,7 +18,7 @@ use polars::prelude::*;
 use super::ReportError;
 use super::aggregate::{Aggregation, aggregate, polars_error, require_columns};
 use super::input::{ReportInput, f64_column, string_column, u64_column};
-use super::prepare::{Prepared, Task, model_label, model_rank};
+use super::prepare::{Prepared, Task, model_rank};
 use super::tables::{Align, Cell, ColumnSpec, Row, Table};
 
 /// The phase of the optimisation steps themselves: only a trial that has it learned anything.
@@ -441,10 +441,18 @@ pub(crate) fn timing_rows(
 
     // long per-trial rows: (trial_id, fold, model, quantity, value)
     let mut rows = QuantityRows::default();
+    // One column per compared configuration (a model with one value of every swept key), so
+    // that configurations which differ in the annotation they use (`cyclegan.masks`) are
+    // timed apart; its rank follows its model's.
+    let mut ranks: HashMap<String, (usize, String)> = HashMap::new();
     let mut push = |t: &super::prepare::Trial, q: &str, v: f64| {
+        let label = prep.configs[t.config].label.clone();
+        ranks
+            .entry(label.clone())
+            .or_insert_with(|| (model_rank(&t.model).0, label.clone()));
         rows.trial.push(t.id.clone());
         rows.fold.push(t.fold);
-        rows.model.push(t.model.clone());
+        rows.model.push(label);
         rows.quantity.push(q.into());
         rows.value.push(v);
     };
@@ -524,14 +532,15 @@ pub(crate) fn timing_rows(
         let (Some(m), Some(q)) = (&models[i], &quantities[i]) else {
             continue;
         };
-        by_model.entry(model_rank(m)).or_default().insert(
+        let rank = ranks.get(m).cloned().unwrap_or_else(|| model_rank(m));
+        by_model.entry(rank).or_default().insert(
             q.clone(),
             (means[i].unwrap_or(0.0), trials[i].unwrap_or(0) as u32),
         );
     }
     let out = by_model
         .into_iter()
-        .map(|((_, model), q)| {
+        .map(|((_, label), q)| {
             let get = |k: &str| q.get(k).map(|v| v.0).unwrap_or(0.0);
             let train_volumes = get("train_volumes");
             let test_volumes = get("test_volumes");
@@ -542,7 +551,7 @@ pub(crate) fn timing_rows(
                 _ => None,
             };
             TimingRow {
-                model: model_label(&model),
+                model: label,
                 annotation_hours_per_volume: per_volume,
                 annotated_train_volumes: train_volumes,
                 annotated_test_volumes: test_volumes,
