@@ -59,6 +59,7 @@ fn tables_match_the_golden_files() {
         "sweep-2class",
         "per-seed-2class",
         "per-fold-2class",
+        "comparisons-2class",
         "comparison-3class",
         "per-seed-3class",
         "per-fold-3class",
@@ -67,7 +68,7 @@ fn tables_match_the_golden_files() {
         "missing-trials",
     ];
     assert_eq!(summary.tables, expected_tables);
-    for name in ["comparison-2class", "timing-2class"] {
+    for name in ["comparison-2class", "comparisons-2class", "timing-2class"] {
         for ext in ["md", "tex", "csv"] {
             let file = format!("{name}.{ext}");
             check(&file, &read(&out, &format!("tables/{file}")));

@@ -101,15 +101,20 @@ fn stratified_bootstrap_matches_scipy_within_monte_carlo_error() {
     let resamples = 10_000;
     for case in doc["bootstrap"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let strata: Vec<Vec<f64>> = case["strata"].as_array().unwrap().iter().map(floats).collect();
+        let strata: Vec<Vec<f64>> = case["strata"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect();
         let ci = stratified_mean_ci(&strata, 0.95, resamples, 5);
         let se = num(case, "standard_error");
         // Standard error of a 2.5 % quantile of B draws, for a near-normal bootstrap
         // distribution of spread se: √(α(1−α)/B) / φ(z_α) · se.
         let quantile_se = |b: f64| (0.025f64 * 0.975 / b).sqrt() / 0.05844 * se;
-        let tol = 5.0 * (quantile_se(resamples as f64).powi(2)
-            + quantile_se(REFERENCE_RESAMPLES).powi(2))
-        .sqrt();
+        let tol = 5.0
+            * (quantile_se(resamples as f64).powi(2) + quantile_se(REFERENCE_RESAMPLES).powi(2))
+                .sqrt();
         for (mine, key) in [(ci.low, "low"), (ci.high, "high")] {
             let expected = num(case, key);
             assert!(
@@ -117,7 +122,10 @@ fn stratified_bootstrap_matches_scipy_within_monte_carlo_error() {
                 "{name}: {key} {mine} vs scipy {expected} (tolerance {tol})"
             );
         }
-        assert!((ci.standard_error - se).abs() < 0.05 * se, "{name}: standard error");
+        assert!(
+            (ci.standard_error - se).abs() < 0.05 * se,
+            "{name}: standard error"
+        );
     }
 }
 
@@ -132,7 +140,10 @@ fn paired_t_test_matches_scipy_ttest_rel() {
             .map(|(a, b)| a - b)
             .collect();
         let r = paired_t_test(&d);
-        assert!((r.statistic - num(case, "statistic")).abs() < EXACT_TOL, "{name}");
+        assert!(
+            (r.statistic - num(case, "statistic")).abs() < EXACT_TOL,
+            "{name}"
+        );
         assert!((r.p_value - num(case, "p")).abs() < EXACT_TOL, "{name}");
     }
 }

@@ -132,6 +132,42 @@ fn plan_expands_every_grid_block_with_stable_ids() {
     assert!(table.contains("30 trial(s)"), "{table}");
 }
 
+#[test]
+fn seeds_of_one_spec_share_their_folds_volumes() {
+    use seglab::dataset::splits::{SplitScheme, make_splits};
+    use seglab::experiment::spec::SweepSpec;
+    use seglab::experiment::trial::expand;
+    let dir = util::temp_dir();
+    util::easy_phantom(dir.path());
+    let body = format!(
+        "{}seeds = [0, 1, 2]\n",
+        head("\"threshold\"").replace("run_folds = [0]\n", "")
+    );
+    let path = spec(dir.path(), "seeds", &body);
+    let trials = expand(&SweepSpec::load(&path).unwrap()).unwrap();
+    assert_eq!(trials.len(), 9);
+    // The trial seed alone used to seed the partition, and these seeds partition differently.
+    let dataset = seglab::dataset::Dataset::open(&dir.path().join("data")).unwrap();
+    let scheme = SplitScheme::Nested { k: 3 };
+    let by_seed: Vec<_> = (0..3)
+        .map(|s| make_splits(&dataset.ids(), &dataset.groups(), &scheme, s).unwrap())
+        .collect();
+    assert!(by_seed.iter().any(|f| *f != by_seed[0]));
+    let mut split_ids = Vec::new();
+    for fold in 0..3 {
+        let same_fold: Vec<_> = trials.iter().filter(|t| t.fold == fold).collect();
+        assert_eq!(same_fold.len(), 3);
+        for t in &same_fold {
+            assert_eq!(t.split_json, same_fold[0].split_json, "seed {}", t.seed);
+            assert_eq!(t.split_id, same_fold[0].split_id);
+            assert_eq!(t.split_seed, 0);
+        }
+        split_ids.push(same_fold[0].split_id.clone());
+    }
+    split_ids.dedup();
+    assert_eq!(split_ids.len(), 3, "every fold is its own partition");
+}
+
 /// The store's canonical view without anything that depends on time or attempt numbers:
 /// (trials, epochs, results, timing phases), rows sorted.
 fn canonical_content(store_dir: &Path) -> Vec<String> {

@@ -127,6 +127,10 @@ impl SweepRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CvSpec {
     pub scheme: SplitScheme,
+    /// Seed of the partition (`cv.split_seed`, default 0): every trial seed sees the same
+    /// folds, so fold-level aggregation and paired comparisons compare like with like.
+    pub split_seed: u64,
+    /// Trial seeds: initialisation and sampling only.
     pub seeds: Vec<u64>,
     /// Only these fold indices run (all folds when `None`).
     pub run_folds: Option<Vec<u32>>,
@@ -176,6 +180,8 @@ struct RawCv {
     folds: Option<usize>,
     #[serde(default)]
     seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    split_seed: Option<u64>,
     #[serde(default)]
     run_folds: Option<Vec<u32>>,
     #[serde(default)]
@@ -400,8 +406,16 @@ fn parse_cv(raw: RawCv, base: &Path) -> Result<CvSpec, String> {
             ));
         }
     }
+    if raw.split_seed.is_some()
+        && matches!(scheme, SplitScheme::Explicit(_) | SplitScheme::Named(_))
+    {
+        return Err(format!(
+            "split_seed: the {scheme_name} scheme takes its folds as given, remove `split_seed`"
+        ));
+    }
     Ok(CvSpec {
         scheme,
+        split_seed: raw.split_seed.unwrap_or(0),
         seeds,
         run_folds: raw.run_folds,
     })

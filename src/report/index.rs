@@ -234,6 +234,31 @@ pub(crate) fn build_into(
                 files,
             );
         }
+        let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
+        if !comparisons.is_empty() {
+            b.table(super::comparisons::comparisons_table(
+                task,
+                &comparisons,
+                options.decimals,
+            ))?;
+        }
+        if let Some(fig) = super::comparisons::forest_plot(task, &primary, &comparisons) {
+            let name = format!("forest-{}-{}", task.slug, super::prepare::slug(&primary));
+            let files = plots::render(&fig, &figures_dir, &name)?;
+            b.figure(
+                fig.title.clone(),
+                format!(
+                    "Paired differences A − B in {} between configurations, one row per class \
+                     and pair, on the test cases both have (paired unit: {}). Point: mean \
+                     difference; bar: 95 % percentile bootstrap interval resampling cases \
+                     within folds; vertical line: no difference. The comparisons table gives \
+                     n and the p-values.",
+                    super::prepare::metric_label(&primary),
+                    super::paired::CASE_UNIT
+                ),
+                files,
+            );
+        }
         for key in prep.swept.get(&task.key).cloned().unwrap_or_default() {
             if let Some(fig) = SweepPlot::build(&prep, task, &key, &options.metrics, agg)? {
                 let name = format!("sweep-{}-{}", task.slug, super::prepare::slug(&key));

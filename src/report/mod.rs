@@ -18,11 +18,13 @@
 //! silence; non-finite metric values are excluded from means and counted.
 
 pub mod aggregate;
+mod comparisons;
 #[doc(hidden)]
 pub mod fixture;
 mod html;
 mod index;
 pub mod input;
+pub mod paired;
 pub mod plots;
 mod prepare;
 pub mod published;

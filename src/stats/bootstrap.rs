@@ -64,7 +64,11 @@ fn resampled_sum(strata: &[Vec<f64>], rng: &mut ChaCha8Rng) -> f64 {
     strata
         .iter()
         .filter(|s| !s.is_empty())
-        .map(|s| (0..s.len()).map(|_| s[rng.random_range(0..s.len())]).sum::<f64>())
+        .map(|s| {
+            (0..s.len())
+                .map(|_| s[rng.random_range(0..s.len())])
+                .sum::<f64>()
+        })
         .sum()
 }
 

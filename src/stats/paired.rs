@@ -76,11 +76,9 @@ pub fn compare_paired(
         .map(|f| f.iter().sum::<f64>() / f.len() as f64)
         .collect();
     let fold_t_test = match sizes {
-        Some(s) if fold_means.len() >= 2 => Some(corrected_resampled_t_test(
-            &fold_means,
-            s.n_train,
-            s.n_test,
-        )),
+        Some(s) if fold_means.len() >= 2 => {
+            Some(corrected_resampled_t_test(&fold_means, s.n_train, s.n_test))
+        }
         _ => None,
     };
     PairedComparison {

@@ -76,7 +76,11 @@ pub fn average_ranks(values: &[f64]) -> (Vec<f64>, Vec<usize>) {
 
 /// W⁺: the sum of the ranks of |d| over the positive differences, zeros excluded.
 fn positive_rank_sum(d: &[f64], ranks: &[f64]) -> f64 {
-    d.iter().zip(ranks).filter(|(x, _)| **x > 0.0).map(|(_, r)| r).sum()
+    d.iter()
+        .zip(ranks)
+        .filter(|(x, _)| **x > 0.0)
+        .map(|(_, r)| r)
+        .sum()
 }
 
 /// The two-sided Wilcoxon signed-rank test of the differences `d` (module doc).
@@ -95,7 +99,10 @@ pub fn wilcoxon(d: &[f64]) -> Wilcoxon {
     } else if d.len() <= EXACT_MAX_N && !has_ties && !has_zeros {
         (exact_p(n, w_plus), WilcoxonMethod::Exact)
     } else if d.len() <= PERMUTATION_MAX_N {
-        (permutation_p(&nonzero, &ranks, w_plus), WilcoxonMethod::Permutation)
+        (
+            permutation_p(&nonzero, &ranks, w_plus),
+            WilcoxonMethod::Permutation,
+        )
     } else {
         (normal_p(n, w_plus, &ties), WilcoxonMethod::Normal)
     };
