@@ -58,6 +58,7 @@ fn event(i: usize) -> TrialEvent {
         params: BTreeMap::from([("loss.golgi_weight".into(), format!("{}", i % 4))]),
         split_id: None,
         split_json: None,
+        select_metric: None,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Trial {
     /// The fold's volume ids as canonical JSON and its hash ([`split_identity`]).
     pub split_json: String,
     pub split_id: String,
+    /// `cv.select_metric` when the spec asks for nested selection.
+    pub select_metric: Option<String>,
     pub dataset: PathBuf,
     pub dataset_fingerprint: String,
     /// The swept and `[set]` keys of this trial with their values (the `param.*` columns).
@@ -98,6 +100,7 @@ impl Trial {
             params: self.params.clone(),
             split_id: Some(self.split_id.clone()),
             split_json: Some(self.split_json.clone()),
+            select_metric: self.select_metric.clone(),
         }
     }
 }
@@ -349,6 +352,7 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                                         split_seed,
                                         split_json,
                                         split_id,
+                                        select_metric: spec.cv.select_metric.clone(),
                                         dataset: spec.dataset.clone(),
                                         dataset_fingerprint: fingerprint.clone(),
                                         params: params.clone(),

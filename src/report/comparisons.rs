@@ -21,16 +21,7 @@ pub(crate) fn task_comparisons(
     task: &Task,
     metrics: &[String],
 ) -> Result<Vec<ComparisonRow>, ReportError> {
-    let polars = |source| ReportError::Polars {
-        what: "trials",
-        source,
-    };
-    let classes = string_column(&input.trials, "classes").map_err(polars)?;
-    let keep: BooleanChunked = classes
-        .iter()
-        .map(|c| c.as_deref() == Some(task.key.as_str()))
-        .collect();
-    let trials = input.trials.filter(&keep).map_err(polars)?;
+    let trials = task_trials(input, task)?;
     let mut rows =
         paired_comparisons(&trials, &input.results, metrics, &PairedSettings::default())?;
     // Classes in the task's table order (nuclei, golgi, pair), metrics as requested.
@@ -43,6 +34,20 @@ pub(crate) fn task_comparisons(
     let metric_pos = |m: &str| metrics.iter().position(|x| x == m).unwrap_or(usize::MAX);
     rows.sort_by_key(|r| (metric_pos(&r.metric), class_pos(&r.class)));
     Ok(rows)
+}
+
+/// The trials of `task` (its `classes` value).
+pub(crate) fn task_trials(input: &ReportInput, task: &Task) -> Result<DataFrame, ReportError> {
+    let polars = |source| ReportError::Polars {
+        what: "trials",
+        source,
+    };
+    let classes = string_column(&input.trials, "classes").map_err(polars)?;
+    let keep: BooleanChunked = classes
+        .iter()
+        .map(|c| c.as_deref() == Some(task.key.as_str()))
+        .collect();
+    input.trials.filter(&keep).map_err(polars)
 }
 
 /// An arm label for display: the model's published name, then its configuration.

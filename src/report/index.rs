@@ -234,6 +234,10 @@ pub(crate) fn build_into(
                 files,
             );
         }
+        if let Some(t) = super::selection::selection_table(input, task, &primary, options.decimals)?
+        {
+            b.table(t)?;
+        }
         let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
         if !comparisons.is_empty() {
             b.table(super::comparisons::comparisons_table(

@@ -28,6 +28,7 @@ pub mod paired;
 pub mod plots;
 mod prepare;
 pub mod published;
+pub mod selection;
 pub mod tables;
 pub mod timing;
 

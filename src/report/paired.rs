@@ -23,6 +23,7 @@ use polars::prelude::*;
 use super::ReportError;
 use super::aggregate::require_columns;
 use super::input::{f64_column, string_column, u64_column};
+use super::prepare::model_rank;
 use crate::stats::paired::FoldSizes;
 use crate::stats::{PairedSettings, TTest, WilcoxonMethod, compare_paired, holm_adjust};
 
@@ -81,12 +82,14 @@ impl ComparisonRow {
     }
 }
 
-/// The finished trials' arms and cases.
-struct TrialInfo {
-    arm: String,
-    split: String,
-    seed: u64,
-    sizes: Option<FoldSizes>,
+/// A finished trial's arm and the split and seed of its cases.
+pub(crate) struct TrialInfo {
+    pub model: String,
+    pub arm: String,
+    pub split: String,
+    pub fold: u64,
+    pub seed: u64,
+    pub sizes: Option<FoldSizes>,
 }
 
 /// Case key: (split, seed, volume).
@@ -192,15 +195,10 @@ fn fold_sizes<'a>(
     })
 }
 
-/// Arms in a fixed order: by model as the published tables list them, then by label.
-fn arm_order(info: &BTreeMap<String, TrialInfo>) -> Vec<String> {
-    let rank = |arm: &str| {
-        let model = arm.split_whitespace().next().unwrap_or_default();
-        ["threshold", "unet3d", "vox2vox", "cyclegan"]
-            .iter()
-            .position(|m| *m == model)
-            .unwrap_or(4)
-    };
+/// Arms in a fixed order: by model as the thesis' tables list them (U-Net, Vox2Vox, CycleGAN,
+/// threshold), then by label.
+pub(crate) fn arm_order(info: &BTreeMap<String, TrialInfo>) -> Vec<String> {
+    let rank = |arm: &str| model_rank(arm.split_whitespace().next().unwrap_or_default()).0;
     let mut arms: Vec<String> = info
         .values()
         .map(|t| t.arm.clone())
@@ -212,7 +210,7 @@ fn arm_order(info: &BTreeMap<String, TrialInfo>) -> Vec<String> {
 }
 
 /// Finished trials by id: arm label, split key, seed, fold sizes.
-fn trial_info(trials: &DataFrame) -> Result<BTreeMap<String, TrialInfo>, ReportError> {
+pub(crate) fn trial_info(trials: &DataFrame) -> Result<BTreeMap<String, TrialInfo>, ReportError> {
     require_columns(
         trials,
         &["trial_id", "status", "model", "fold", "seed"],
@@ -260,8 +258,10 @@ fn trial_info(trials: &DataFrame) -> Result<BTreeMap<String, TrialInfo>, ReportE
         out.insert(
             id.clone(),
             TrialInfo {
+                model: m.clone(),
                 arm,
                 split,
+                fold: fold[i].unwrap_or_default(),
                 seed: seed[i].unwrap_or_default(),
                 sizes,
             },

@@ -67,6 +67,7 @@ impl Table {
                 ("command", String),
                 ("split_id", String),
                 ("split_json", String),
+                ("select_metric", String),
             ],
             Table::Epochs => &[
                 ("trial_id", String),
@@ -212,6 +213,8 @@ pub struct TrialEvent {
     pub split_id: Option<String>,
     /// The fold's volume ids as canonical JSON `{"test": [..], "train": [..], "val": [..]}`.
     pub split_json: Option<String>,
+    /// The validation metric of nested selection (`cv.select = "inner"`), None without it.
+    pub select_metric: Option<String>,
 }
 
 impl TrialEvent {
@@ -310,6 +313,13 @@ impl TrialEvent {
                 .map(|e| e.split_json.as_deref())
                 .collect::<Vec<_>>(),
         );
+        cols.push(
+            "select_metric",
+            events
+                .iter()
+                .map(|e| e.select_metric.as_deref())
+                .collect::<Vec<_>>(),
+        );
         let keys: BTreeSet<&String> = events.iter().flat_map(|e| e.params.keys()).collect();
         for key in keys {
             let values: Vec<Option<&str>> = events
@@ -357,6 +367,7 @@ impl TrialEvent {
             r.str("command")?,
         );
         let (split_id, split_json) = (r.str("split_id")?, r.str("split_json")?);
+        let select_metric = r.str("select_metric")?;
         let mut params = Vec::new();
         for name in df.get_column_names() {
             if let Some(key) = name.strip_prefix(PARAM_PREFIX) {
@@ -401,6 +412,7 @@ impl TrialEvent {
                     command: own(command.get(i)),
                     split_id: split_id.get(i).map(str::to_string),
                     split_json: split_json.get(i).map(str::to_string),
+                    select_metric: select_metric.get(i).map(str::to_string),
                     params: params
                         .iter()
                         .filter_map(|(k, c)| c.get(i).map(|v| (k.clone(), v.to_string())))

@@ -46,6 +46,7 @@ pub fn start_event(trial_id: &str, attempt: u32, model: &str, fold: u32, seed: u
         params,
         split_id: None,
         split_json: None,
+        select_metric: None,
     }
 }
 
