@@ -248,10 +248,8 @@ fn paired_comparisons_as_json_pair_the_cases_both_models_have() {
         .unwrap()
         .into_no_null_iter()
         .collect();
-    let mut by_model: BTreeMap<
-        String,
-        BTreeMap<(Option<String>, Option<String>, Option<String>), f64>,
-    > = BTreeMap::new();
+    type Case = (Option<String>, Option<String>, Option<String>);
+    let mut by_model: BTreeMap<String, BTreeMap<Case, f64>> = BTreeMap::new();
     for i in 0..r.height() {
         let Some((m, f, s)) = rid[i].as_ref().and_then(|id| case_of.get(id)) else {
             continue;

@@ -202,3 +202,36 @@ fn index_files_reference_every_table_and_figure() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.trim_end().ends_with("</html>"));
 }
+
+#[test]
+fn confidence_intervals_replace_the_std_when_asked() {
+    let tmp = util::temp_dir();
+    let out = tmp.path().join("ci");
+    let options = ReportOptions {
+        ci: true,
+        metrics: vec!["dice".into()],
+        ..ReportOptions::default()
+    };
+    write(&out, &options);
+    let md = read(&out, "tables/comparison-2class.md");
+    assert!(md.contains("With a 95 % CI: mean [low, high]"), "{md}");
+    check("comparison-2class-ci.md", &md);
+    // Every interval holds its mean, in the CSV as well.
+    let csv = read(&out, "tables/comparison-2class.csv");
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (mean, low, high) = (
+        col("dice_nuclei_mean"),
+        col("dice_nuclei_ci_low"),
+        col("dice_nuclei_ci_high"),
+    );
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let v = |i: usize| f[i].parse::<f64>().unwrap();
+        assert!(
+            v(low) <= v(mean) + 1e-12 && v(mean) <= v(high) + 1e-12,
+            "{line}"
+        );
+        assert!(v(low) < v(high), "{line}");
+    }
+}

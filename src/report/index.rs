@@ -211,9 +211,15 @@ pub(crate) fn build_into(
             if !wanted {
                 continue;
             }
-            if let Some(t) =
-                tables::metric_table(&prep, task, &options.metrics, agg, options.decimals, kind)?
-            {
+            if let Some(t) = tables::metric_table(
+                &prep,
+                task,
+                &options.metrics,
+                agg,
+                options.decimals,
+                kind,
+                options.ci,
+            )? {
                 b.table(t)?;
             }
         }

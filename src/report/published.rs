@@ -328,6 +328,7 @@ fn measured(
                     decimals: 4,
                     best: false,
                     show_n: true,
+                    ci: None,
                 },
             );
         }

@@ -80,10 +80,16 @@ pub struct Stat {
     pub best: bool,
     /// Print `n` next to the value (it differs from the row's usual count).
     pub show_n: bool,
+    /// A 95 % confidence interval of the mean, shown as `mean [low, high]` instead of
+    /// `mean ± std` (`ReportOptions::ci`).
+    pub ci: Option<(f64, f64)>,
 }
 
 impl Stat {
     fn value_text(&self, pm: &str) -> String {
+        if let (Some(m), Some((lo, hi))) = (self.mean, self.ci) {
+            return format!("{m:.d$} [{lo:.d$}, {hi:.d$}]", d = self.decimals);
+        }
         match (self.mean, self.std) {
             (None, _) => "–".into(),
             (Some(m), Some(s)) => format!("{m:.d$}{pm}{s:.d$}", d = self.decimals),
@@ -303,10 +309,22 @@ pub fn render_csv(table: &Table) -> String {
                 .any(|r| matches!(r.cells.get(i), Some(Cell::Stat(_))))
         })
         .collect();
-    for (c, is_stat) in table.columns.iter().zip(&stat_column) {
+    let ci_column: Vec<bool> = (0..table.columns.len())
+        .map(|i| {
+            table
+                .rows
+                .iter()
+                .any(|r| matches!(r.cells.get(i), Some(Cell::Stat(s)) if s.ci.is_some()))
+        })
+        .collect();
+    for ((c, is_stat), has_ci) in table.columns.iter().zip(&stat_column).zip(&ci_column) {
         if *is_stat {
             for s in ["mean", "std", "n", "n_nan"] {
                 header.push(format!("{}_{s}", c.key));
+            }
+            if *has_ci {
+                header.push(format!("{}_ci_low", c.key));
+                header.push(format!("{}_ci_high", c.key));
             }
         } else {
             header.push(c.key.clone());
@@ -322,15 +340,20 @@ pub fn render_csv(table: &Table) -> String {
     out.push('\n');
     for row in &table.rows {
         let mut fields = Vec::new();
-        for (cell, is_stat) in row.cells.iter().zip(&stat_column) {
+        for ((cell, is_stat), has_ci) in row.cells.iter().zip(&stat_column).zip(&ci_column) {
+            let width = if *has_ci { 6 } else { 4 };
             match cell {
                 Cell::Stat(s) => {
                     fields.push(opt_num(s.mean));
                     fields.push(opt_num(s.std));
                     fields.push(s.n.to_string());
                     fields.push(s.n_nan.to_string());
+                    if *has_ci {
+                        fields.push(opt_num(s.ci.map(|c| c.0)));
+                        fields.push(opt_num(s.ci.map(|c| c.1)));
+                    }
                 }
-                _ if *is_stat => fields.extend(std::iter::repeat_n(String::new(), 4)),
+                _ if *is_stat => fields.extend(std::iter::repeat_n(String::new(), width)),
                 Cell::Empty => fields.push(String::new()),
                 Cell::Text(t) => fields.push(csv_field(t)),
                 Cell::Value { text, value } => fields.push(match value {
@@ -500,6 +523,7 @@ pub(crate) fn metric_table(
     aggregation: Aggregation,
     decimals: usize,
     rows_kind: Rows,
+    with_ci: bool,
 ) -> Result<Option<Table>, ReportError> {
     let cases = prep
         .cases
@@ -542,6 +566,12 @@ pub(crate) fn metric_table(
     group.extend(["class", "metric"]);
     let stats = aggregate(&cases, &group, aggregation)?;
     let lookup = StatLookup::new(&stats, extra_key)?;
+    let with_ci = with_ci && matches!(rows_kind, Rows::Configs | Rows::Sweep);
+    let intervals = if with_ci {
+        super::intervals::case_mean_intervals(&cases)?
+    } else {
+        Default::default()
+    };
 
     let configs: Vec<&Config> = prep
         .configs_of(&task.key)
@@ -647,6 +677,9 @@ pub(crate) fn metric_table(
                         decimals: if higher_is_better(m) { decimals } else { 2 },
                         best: false,
                         show_n: false,
+                        ci: intervals
+                            .get(&(config.label.clone(), c.clone(), m.clone()))
+                            .copied(),
                     }));
                 }
             }
@@ -723,6 +756,17 @@ pub(crate) fn metric_table(
                 aggregation.describe()
             ),
         ),
+    };
+    let caption = if with_ci {
+        format!(
+            "{caption} With a 95 % CI: mean [low, high], the percentile bootstrap interval of \
+             the mean over test cases ({} resamples of cases within folds, seed {}); it treats \
+             the trained models as fixed (docs/statistics.md).",
+            crate::stats::bootstrap::DEFAULT_RESAMPLES,
+            super::intervals::SEED
+        )
+    } else {
+        caption
     };
     let mut notes = Vec::new();
     let nan_total: u32 = rows
@@ -952,6 +996,7 @@ mod tests {
             decimals: 4,
             best,
             show_n: false,
+            ci: None,
         })
     }
 
@@ -1001,6 +1046,7 @@ mod tests {
                             decimals: 4,
                             best: false,
                             show_n: false,
+                            ci: None,
                         }),
                     ],
                     rule_above: false,
