@@ -8,7 +8,7 @@ use super::ReportError;
 use super::input::{ReportInput, string_column};
 use super::paired::{CASE_UNIT, ComparisonRow, paired_comparisons};
 use super::plots::ForestPlot;
-use super::prepare::{Task, class_label, metric_label, model_label};
+use super::prepare::{Config, Task, class_label, metric_label, model_label};
 use super::tables::{Align, Cell, ColumnSpec, Row, Table};
 use crate::stats::PairedSettings;
 
@@ -48,6 +48,39 @@ pub(crate) fn task_trials(input: &ReportInput, task: &Task) -> Result<DataFrame,
         .map(|c| c.as_deref() == Some(task.key.as_str()))
         .collect();
     input.trials.filter(&keep).map_err(polars)
+}
+
+/// Whether `arm` (`model key=value …`, `report::paired`) is the configuration `config` of
+/// the metric tables (model and swept values; display keys are the last dotted segments).
+pub(crate) fn arm_matches(arm: &str, config: &Config) -> bool {
+    let (model, rest) = arm.split_once(' ').unwrap_or((arm, ""));
+    if model != config.model {
+        return false;
+    }
+    let params = arm_params(rest);
+    params.len() == config.params.len()
+        && config.params.iter().all(|(short, value)| {
+            params
+                .iter()
+                .any(|(k, v)| (k == short || k.ends_with(&format!(".{short}"))) && v == value)
+        })
+}
+
+/// The `key=value` pairs of an arm label's configuration part (values may hold spaces).
+fn arm_params(rest: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for token in rest.split(' ').filter(|t| !t.is_empty()) {
+        match token.split_once('=') {
+            Some((k, v)) if !k.contains(['[', ',']) => out.push((k.to_string(), v.to_string())),
+            _ => {
+                if let Some(last) = out.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(token);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// An arm label for display: the model's published name, then its configuration.

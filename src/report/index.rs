@@ -192,6 +192,7 @@ pub(crate) fn build_into(
         .cloned()
         .unwrap_or_else(|| "dice".into());
     for task in &prep.tasks {
+        let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
         b.section(
             &format!("Results — {}", task.name),
             &format!("results-{}", task.slug),
@@ -218,7 +219,10 @@ pub(crate) fn build_into(
                 agg,
                 options.decimals,
                 kind,
-                options.ci,
+                tables::Inference {
+                    with_ci: options.ci,
+                    comparisons: &comparisons,
+                },
             )? {
                 b.table(t)?;
             }
@@ -244,7 +248,6 @@ pub(crate) fn build_into(
         {
             b.table(t)?;
         }
-        let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
         if !comparisons.is_empty() {
             b.table(super::comparisons::comparisons_table(
                 task,

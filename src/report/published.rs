@@ -329,6 +329,7 @@ fn measured(
                     best: false,
                     show_n: true,
                     ci: None,
+                    differs_from_best: false,
                 },
             );
         }

@@ -83,6 +83,9 @@ pub struct Stat {
     /// A 95 % confidence interval of the mean, shown as `mean [low, high]` instead of
     /// `mean ± std` (`ReportOptions::ci`).
     pub ci: Option<(f64, f64)>,
+    /// Differs from its column's best configuration (Holm-adjusted paired Wilcoxon p < 0.05;
+    /// `report::comparisons`), marked † and explained in the caption.
+    pub differs_from_best: bool,
 }
 
 impl Stat {
@@ -161,6 +164,11 @@ fn md_cell(cell: &Cell) -> String {
             let v = s.value_text(" ± ");
             let v = if s.best && s.mean.is_some() {
                 format!("**{v}**")
+            } else {
+                v
+            };
+            let v = if s.differs_from_best {
+                format!("{v}†")
             } else {
                 v
             };
@@ -256,6 +264,11 @@ fn tex_cell(cell: &Cell) -> String {
                 "--".into()
             } else if s.best {
                 format!("\\textbf{{{v}}}")
+            } else {
+                v
+            };
+            let v = if s.differs_from_best {
+                format!("{v}$^\\dagger$")
             } else {
                 v
             };
@@ -453,6 +466,9 @@ pub fn render_html(table: &Table) -> String {
                     } else {
                         out.push_str(&v);
                     }
+                    if s.differs_from_best {
+                        out.push('†');
+                    }
                     if let Some(n) = s.note() {
                         let _ = write!(out, " <small>({})</small>", html_escape(&n));
                     }
@@ -516,6 +532,14 @@ pub(crate) enum Rows {
 
 /// A per-class metric table of `task`: columns metric × class (the thesis' Tables 5.1–5.6
 /// and the paper's Table II), cells mean ± std.
+/// What a metric table adds to mean ± std: 95 % intervals (`ReportOptions::ci`) and the
+/// paired comparisons behind its † marks (`report::comparisons`).
+#[derive(Clone, Copy)]
+pub(crate) struct Inference<'a> {
+    pub with_ci: bool,
+    pub comparisons: &'a [super::paired::ComparisonRow],
+}
+
 pub(crate) fn metric_table(
     prep: &Prepared,
     task: &Task,
@@ -523,8 +547,12 @@ pub(crate) fn metric_table(
     aggregation: Aggregation,
     decimals: usize,
     rows_kind: Rows,
-    with_ci: bool,
+    inference: Inference<'_>,
 ) -> Result<Option<Table>, ReportError> {
+    let Inference {
+        with_ci,
+        comparisons,
+    } = inference;
     let cases = prep
         .cases
         .clone()
@@ -680,6 +708,7 @@ pub(crate) fn metric_table(
                         ci: intervals
                             .get(&(config.label.clone(), c.clone(), m.clone()))
                             .copied(),
+                        differs_from_best: false,
                     }));
                 }
             }
@@ -719,6 +748,8 @@ pub(crate) fn metric_table(
             task.classes.len(),
         );
     }
+    let marked = rows_kind == Rows::Configs
+        && mark_differences(&mut rows, first_stat, &configs, &present, task, comparisons);
 
     let (name, title, caption) = match rows_kind {
         Rows::Configs => (
@@ -756,6 +787,15 @@ pub(crate) fn metric_table(
                 aggregation.describe()
             ),
         ),
+    };
+    let caption = if marked {
+        format!(
+            "{caption} †: differs from the column's best configuration (bold) on paired test \
+             cases, Holm-adjusted Wilcoxon p < {} (comparisons table).",
+            super::comparisons::ALPHA
+        )
+    } else {
+        caption
     };
     let caption = if with_ci {
         format!(
@@ -834,6 +874,50 @@ fn mark_best(
             }
         }
     }
+}
+
+/// Marks (†) the cells whose configuration differs from the column's best one with a
+/// Holm-adjusted p below `comparisons::ALPHA`; rows are `configs` in order. True when any
+/// comparison was available.
+fn mark_differences(
+    rows: &mut [Row],
+    first: usize,
+    configs: &[&Config],
+    metrics: &[String],
+    task: &Task,
+    comparisons: &[super::paired::ComparisonRow],
+) -> bool {
+    if comparisons.is_empty() || rows.len() != configs.len() {
+        return false;
+    }
+    let classes = task.classes.len().max(1);
+    for j in first..rows.first().map_or(first, |r| r.cells.len()) {
+        let (metric, class) = (
+            &metrics[(j - first) / classes],
+            &task.classes[(j - first) % classes],
+        );
+        let is_best = |r: &Row| matches!(&r.cells[j], Cell::Stat(s) if s.best);
+        let Some(best) = rows.iter().position(is_best) else {
+            continue;
+        };
+        for (i, row) in rows.iter_mut().enumerate() {
+            let Cell::Stat(s) = &mut row.cells[j] else {
+                continue;
+            };
+            if s.best {
+                continue;
+            }
+            let found = comparisons.iter().find(|c| {
+                let pair = |x: &str, y: &str| {
+                    super::comparisons::arm_matches(x, configs[best])
+                        && super::comparisons::arm_matches(y, configs[i])
+                };
+                c.metric == *metric && c.class == *class && (pair(&c.a, &c.b) || pair(&c.b, &c.a))
+            });
+            s.differs_from_best = found.is_some_and(|c| c.p_holm < super::comparisons::ALPHA);
+        }
+    }
+    true
 }
 
 #[derive(Clone, Copy)]
@@ -997,6 +1081,7 @@ mod tests {
             best,
             show_n: false,
             ci: None,
+            differs_from_best: false,
         })
     }
 
@@ -1047,6 +1132,7 @@ mod tests {
                             best: false,
                             show_n: false,
                             ci: None,
+                            differs_from_best: false,
                         }),
                     ],
                     rule_above: false,
