@@ -73,6 +73,23 @@ fn spec_errors_exit_2_and_name_file_key_and_nearest_key() {
             head("\"threshold\"").replace("../data", "../nodata"),
             vec!["dataset:", "nodata"],
         ),
+        (
+            format!("{}select = \"outer\"\n", head("\"threshold\"")),
+            vec!["cv.select", "expected \"none\" or \"inner\", got \"outer\""],
+        ),
+        (
+            format!("{}select_metric = \"dice_mean\"\n", head("\"threshold\"")),
+            vec!["cv.select_metric", "only `select = \"inner\"`"],
+        ),
+        (
+            format!(
+                "{}select = \"inner\"\n",
+                head("\"threshold\"")
+                    .replace("\"nested\"", "\"kfold\"")
+                    .replace("run_folds = [0]\n", "")
+            ),
+            vec!["cv.select", "no validation volumes"],
+        ),
     ];
     for (i, (body, wanted)) in cases.iter().enumerate() {
         let path = spec(dir.path(), &format!("bad{i}"), body);
