@@ -555,8 +555,16 @@ fn paired_cells(r: &crate::report::paired::ComparisonRow) -> Vec<String> {
         r.n.to_string(),
         r.n_dropped.to_string(),
         r.folds.to_string(),
-        format!("{:+.4}", r.mean_diff),
-        format!("[{:+.4}, {:+.4}]", r.ci_low, r.ci_high),
+        if r.n == 0 {
+            "–".into()
+        } else {
+            format!("{:+.4}", r.mean_diff)
+        },
+        if r.ci_low.is_finite() && r.ci_high.is_finite() {
+            format!("[{:+.4}, {:+.4}]", r.ci_low, r.ci_high)
+        } else {
+            "–".into()
+        },
         p(r.p_wilcoxon),
         p(r.p_permutation),
         p(r.p_holm),

@@ -105,7 +105,7 @@ fn p_text(p: f64) -> String {
 
 fn value(text: String, v: f64) -> Cell {
     Cell::Value {
-        text,
+        text: if v.is_finite() { text } else { "–".into() },
         value: v.is_finite().then_some(v),
     }
 }
