@@ -56,6 +56,9 @@ fn event(i: usize) -> TrialEvent {
         burn_version: "0.22.1".into(),
         command: "seglab sweep run".into(),
         params: BTreeMap::from([("loss.golgi_weight".into(), format!("{}", i % 4))]),
+        split_id: None,
+        split_json: None,
+        select_metric: None,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod models;
 pub mod preset;
 pub mod report;
+pub mod stats;
 pub mod synth;
 pub mod tracking;
 pub mod train;

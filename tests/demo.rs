@@ -53,9 +53,24 @@ fn quick_demo_runs_end_to_end_and_resumes_from_the_store() {
         assert!(!line.contains("train.val_volumes"), "{line}");
     }
     let report = root.path().join("reports/demo-quick");
-    for f in ["index.md", "index.html"] {
+    for f in [
+        "index.md",
+        "index.html",
+        "tables/comparisons-2class.md",
+        "tables/comparisons-2class.tex",
+        "tables/comparisons-2class.csv",
+        "figures/forest-2class-dice.png",
+        "figures/forest-2class-dice.svg",
+    ] {
         assert!(report.join(f).is_file(), "{f} missing");
     }
+    // Four models: six pairs per class, each with its paired unit and n.
+    let comparisons = std::fs::read_to_string(report.join("tables/comparisons-2class.md")).unwrap();
+    assert!(comparisons.contains("Paired unit: test case (split, seed, volume)"));
+    assert!(
+        comparisons.contains("| Dice | Nuclei | U-Net | Vox2Vox |"),
+        "{comparisons}"
+    );
     assert!(
         root.path()
             .join("data/phantom-quick/dataset.toml")

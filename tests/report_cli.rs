@@ -135,3 +135,168 @@ fn help_lines_fit_79_columns() {
     }
     assert!(help.contains("--aggregation"));
 }
+
+/// The `--json` objects of `runs compare --paired`, by (metric, class, a, b).
+fn paired_json(sweep_dir: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "runs",
+        "compare",
+        sweep_dir.to_str().unwrap(),
+        "--paired",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = util::run_seglab(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn paired_comparisons_as_json_pair_the_cases_both_models_have() {
+    use std::collections::BTreeMap;
+    let tmp = util::temp_dir();
+    write_store(tmp.path());
+    let sweep_dir = tmp.path().join("experiments/paper-2class");
+    let rows = paired_json(
+        &sweep_dir,
+        &[
+            "--filter",
+            "classes=golgi,nuclei",
+            "--metric",
+            "dice,precision",
+        ],
+    );
+    // 4 arms (U-Net, Vox2Vox, CycleGAN at two Golgi weights): 6 pairs × 2 classes × 2 metrics.
+    assert_eq!(rows.len(), 24, "{rows:?}");
+    let keys = [
+        "metric",
+        "class",
+        "a",
+        "b",
+        "n",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "p_wilcoxon",
+        "p_permutation",
+        "p_holm",
+    ];
+    for r in &rows {
+        let mut have: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        have.sort();
+        let mut want = keys.to_vec();
+        want.sort();
+        assert_eq!(have, want);
+    }
+    let row = rows
+        .iter()
+        .find(|r| {
+            r["metric"] == "dice"
+                && r["class"] == "nuclei"
+                && r["a"] == "unet3d"
+                && r["b"] == "vox2vox"
+        })
+        .expect("U-Net vs Vox2Vox");
+    // Recompute from the fixture: finished 2-class trials, cases (fold, seed, volume).
+    let input = fixture::small_sweep();
+    let t = &input.trials;
+    let col = |df: &DataFrame, c: &str| -> Vec<Option<String>> {
+        let s = df
+            .column(c)
+            .unwrap()
+            .cast(&polars::prelude::DataType::String)
+            .unwrap();
+        s.str()
+            .unwrap()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    };
+    let (ids, model, status, classes, fold, seed) = (
+        col(t, "trial_id"),
+        col(t, "model"),
+        col(t, "status"),
+        col(t, "classes"),
+        col(t, "fold"),
+        col(t, "seed"),
+    );
+    let mut case_of = BTreeMap::new();
+    for i in 0..t.height() {
+        if status[i].as_deref() == Some("finished") && classes[i].as_deref() == Some("golgi,nuclei")
+        {
+            case_of.insert(
+                ids[i].clone().unwrap(),
+                (model[i].clone().unwrap(), fold[i].clone(), seed[i].clone()),
+            );
+        }
+    }
+    let r = &input.results;
+    let (rid, vol, class, metric) = (
+        col(r, "trial_id"),
+        col(r, "volume"),
+        col(r, "class"),
+        col(r, "metric"),
+    );
+    let value: Vec<f64> = r
+        .column("value")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    type Case = (Option<String>, Option<String>, Option<String>);
+    let mut by_model: BTreeMap<String, BTreeMap<Case, f64>> = BTreeMap::new();
+    for i in 0..r.height() {
+        let Some((m, f, s)) = rid[i].as_ref().and_then(|id| case_of.get(id)) else {
+            continue;
+        };
+        if class[i].as_deref() == Some("nuclei") && metric[i].as_deref() == Some("dice") {
+            by_model
+                .entry(m.clone())
+                .or_default()
+                .insert((f.clone(), s.clone(), vol[i].clone()), value[i]);
+        }
+    }
+    let diffs: Vec<f64> = by_model["unet3d"]
+        .iter()
+        .filter_map(|(k, a)| by_model["vox2vox"].get(k).map(|b| a - b))
+        .collect();
+    // Vox2Vox fold 2 seed 1 failed: its two test volumes have no pair.
+    assert_eq!(diffs.len(), 10);
+    assert_eq!(row["n"], 10);
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    assert!(
+        (row["mean_diff"].as_f64().unwrap() - mean).abs() < 1e-12,
+        "{row}"
+    );
+    let (lo, hi) = (
+        row["ci_low"].as_f64().unwrap(),
+        row["ci_high"].as_f64().unwrap(),
+    );
+    assert!(lo <= mean && mean <= hi && lo < hi, "{row}");
+    let p = row["p_wilcoxon"].as_f64().unwrap();
+    assert!((p - seglab::stats::wilcoxon(&diffs).p_value).abs() < 1e-12);
+    // Holm never lowers a p-value; 6 comparisons per metric and class.
+    // A pair whose differences are all zero has no Wilcoxon p (null) and no adjusted one.
+    for r in &rows {
+        match (r["p_holm"].as_f64(), r["p_wilcoxon"].as_f64()) {
+            (Some(holm), Some(raw)) => assert!(holm >= raw - 1e-15, "{r}"),
+            (holm, raw) => assert!(holm.is_none() && raw.is_none(), "{r}"),
+        }
+    }
+    // The terminal table states the paired unit and n.
+    let o = util::run_seglab(&["runs", "compare", sweep_dir.to_str().unwrap(), "--paired"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("paired unit: test case (split, seed, volume)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unet3d classes=golgi,nuclei,pair"),
+        "the 3-class U-Net is its own arm: {text}"
+    );
+}

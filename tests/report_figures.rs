@@ -103,6 +103,9 @@ fn svgs_use_the_bundled_font_and_label_their_axes() {
     assert!(read("learning-curves-2class-unet3d.svg").contains("\nEpoch\n"));
     assert!(read("timing-2class.svg").contains("\nTime (h)\n"));
     assert!(read("boxplot-2class-dice.svg").contains("Dice per (trial, test volume) (unitless)"));
+    let forest = read("forest-2class-dice.svg");
+    assert!(forest.contains("Dice difference A − B"), "{forest}");
+    assert!(forest.contains("Nuclei: U-Net − Vox2Vox"), "{forest}");
     assert!(read("sweep-2class-golgi_weight.svg").contains("golgi_weight (value as configured)"));
 }
 

@@ -59,6 +59,7 @@ fn tables_match_the_golden_files() {
         "sweep-2class",
         "per-seed-2class",
         "per-fold-2class",
+        "comparisons-2class",
         "comparison-3class",
         "per-seed-3class",
         "per-fold-3class",
@@ -67,7 +68,7 @@ fn tables_match_the_golden_files() {
         "missing-trials",
     ];
     assert_eq!(summary.tables, expected_tables);
-    for name in ["comparison-2class", "timing-2class"] {
+    for name in ["comparison-2class", "comparisons-2class", "timing-2class"] {
         for ext in ["md", "tex", "csv"] {
             let file = format!("{name}.{ext}");
             check(&file, &read(&out, &format!("tables/{file}")));
@@ -200,4 +201,37 @@ fn index_files_reference_every_table_and_figure() {
     }
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.trim_end().ends_with("</html>"));
+}
+
+#[test]
+fn confidence_intervals_replace_the_std_when_asked() {
+    let tmp = util::temp_dir();
+    let out = tmp.path().join("ci");
+    let options = ReportOptions {
+        ci: true,
+        metrics: vec!["dice".into()],
+        ..ReportOptions::default()
+    };
+    write(&out, &options);
+    let md = read(&out, "tables/comparison-2class.md");
+    assert!(md.contains("With a 95 % CI: mean [low, high]"), "{md}");
+    check("comparison-2class-ci.md", &md);
+    // Every interval holds its mean, in the CSV as well.
+    let csv = read(&out, "tables/comparison-2class.csv");
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (mean, low, high) = (
+        col("dice_nuclei_mean"),
+        col("dice_nuclei_ci_low"),
+        col("dice_nuclei_ci_high"),
+    );
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let v = |i: usize| f[i].parse::<f64>().unwrap();
+        assert!(
+            v(low) <= v(mean) + 1e-12 && v(mean) <= v(high) + 1e-12,
+            "{line}"
+        );
+        assert!(v(low) < v(high), "{line}");
+    }
 }

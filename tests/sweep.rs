@@ -73,6 +73,23 @@ fn spec_errors_exit_2_and_name_file_key_and_nearest_key() {
             head("\"threshold\"").replace("../data", "../nodata"),
             vec!["dataset:", "nodata"],
         ),
+        (
+            format!("{}select = \"outer\"\n", head("\"threshold\"")),
+            vec!["cv.select", "expected \"none\" or \"inner\", got \"outer\""],
+        ),
+        (
+            format!("{}select_metric = \"dice_mean\"\n", head("\"threshold\"")),
+            vec!["cv.select_metric", "only `select = \"inner\"`"],
+        ),
+        (
+            format!(
+                "{}select = \"inner\"\n",
+                head("\"threshold\"")
+                    .replace("\"nested\"", "\"kfold\"")
+                    .replace("run_folds = [0]\n", "")
+            ),
+            vec!["cv.select", "no validation volumes"],
+        ),
     ];
     for (i, (body, wanted)) in cases.iter().enumerate() {
         let path = spec(dir.path(), &format!("bad{i}"), body);
@@ -130,6 +147,42 @@ fn plan_expands_every_grid_block_with_stable_ids() {
         "{table}"
     );
     assert!(table.contains("30 trial(s)"), "{table}");
+}
+
+#[test]
+fn seeds_of_one_spec_share_their_folds_volumes() {
+    use seglab::dataset::splits::{SplitScheme, make_splits};
+    use seglab::experiment::spec::SweepSpec;
+    use seglab::experiment::trial::expand;
+    let dir = util::temp_dir();
+    util::easy_phantom(dir.path());
+    let body = format!(
+        "{}seeds = [0, 1, 2]\n",
+        head("\"threshold\"").replace("run_folds = [0]\n", "")
+    );
+    let path = spec(dir.path(), "seeds", &body);
+    let trials = expand(&SweepSpec::load(&path).unwrap()).unwrap();
+    assert_eq!(trials.len(), 9);
+    // The trial seed alone used to seed the partition, and these seeds partition differently.
+    let dataset = seglab::dataset::Dataset::open(&dir.path().join("data")).unwrap();
+    let scheme = SplitScheme::Nested { k: 3 };
+    let by_seed: Vec<_> = (0..3)
+        .map(|s| make_splits(&dataset.ids(), &dataset.groups(), &scheme, s).unwrap())
+        .collect();
+    assert!(by_seed.iter().any(|f| *f != by_seed[0]));
+    let mut split_ids = Vec::new();
+    for fold in 0..3 {
+        let same_fold: Vec<_> = trials.iter().filter(|t| t.fold == fold).collect();
+        assert_eq!(same_fold.len(), 3);
+        for t in &same_fold {
+            assert_eq!(t.split_json, same_fold[0].split_json, "seed {}", t.seed);
+            assert_eq!(t.split_id, same_fold[0].split_id);
+            assert_eq!(t.split_seed, 0);
+        }
+        split_ids.push(same_fold[0].split_id.clone());
+    }
+    split_ids.dedup();
+    assert_eq!(split_ids.len(), 3, "every fold is its own partition");
 }
 
 /// The store's canonical view without anything that depends on time or attempt numbers:
@@ -453,4 +506,106 @@ fn the_example_specs_of_the_repository_plan() {
         assert!(o.status.success(), "{name}: {}", text(&o));
         assert_eq!(plan_ids(&o).len(), trials, "{name}");
     }
+}
+
+/// Replaces the mask file of `volume` in the dataset at `data` by uniform 0/255 noise.
+fn noise_mask(data: &Path, volume: &str) {
+    use rand::{RngExt, SeedableRng};
+    use seglab::volume::tiff::{read_tiff, write_tiff};
+    use seglab::volume::{AnyVolume, Volume};
+    let ds = seglab::dataset::Dataset::open(data).unwrap();
+    let entry = ds.volumes().iter().find(|v| v.id == volume).unwrap();
+    let path = data.join(entry.mask.as_ref().unwrap());
+    let AnyVolume::U8(mask) = read_tiff(&path).unwrap() else {
+        panic!("{}: not uint8", path.display())
+    };
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(99);
+    let noise: Vec<u8> = (0..mask.data().len())
+        .map(|_| if rng.random::<bool>() { 255 } else { 0 })
+        .collect();
+    let noisy = Volume::from_vec(mask.shape(), noise).unwrap();
+    write_tiff(&path, &AnyVolume::U8(noisy)).unwrap();
+}
+
+/// Copies a folder tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn nested_selection_never_reads_a_test_volume() {
+    use seglab::report::read_store;
+    use seglab::report::selection::{nested_selection, selected_test_scores};
+    let dir = util::temp_dir();
+    util::easy_phantom(dir.path());
+    // The same data with fold 0's test volume's masks replaced by noise.
+    let split = seglab::dataset::splits::make_splits(
+        &seglab::dataset::Dataset::open(&dir.path().join("data"))
+            .unwrap()
+            .ids(),
+        &[None, None, None],
+        &seglab::dataset::splits::SplitScheme::Nested { k: 3 },
+        0,
+    )
+    .unwrap();
+    let test_volume = &split[0].test[0];
+    copy_tree(&dir.path().join("data"), &dir.path().join("noisy"));
+    noise_mask(&dir.path().join("noisy"), test_volume);
+    let body = |data: &str| {
+        format!(
+            "{}select = \"inner\"\n[set]\n{}[[grid]]\nmodel = \"unet3d\"\n\"train.epochs\" = [1, 2]\n",
+            head("").replace("../data", data),
+            TINY_UNET.replace("\"train.epochs\" = EPOCHS\n", "")
+        )
+    };
+    let mut runs = Vec::new();
+    for (name, data) in [("clean", "../data"), ("noisy", "../noisy")] {
+        let path = spec(dir.path(), name, &body(data));
+        let o = sweep(&["run", path.to_str().unwrap(), "--jobs", "2"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let input = read_store(&dir.path().join("experiments").join(name).join("store")).unwrap();
+        let choices = nested_selection(&input.trials, &input.epochs, "dice_mean").unwrap();
+        let tests = selected_test_scores(&choices, &input.trials, &input.results, "dice").unwrap();
+        runs.push((choices, tests));
+    }
+    let (clean, noisy) = (&runs[0], &runs[1]);
+    assert_eq!(clean.0.len(), 1, "one model, one outer fold: {:?}", clean.0);
+    assert_eq!(clean.0[0].candidates.len(), 2);
+    // Same choice and the same inner-validation scores, to the bit.
+    assert_eq!(clean.0, noisy.0);
+    // The noise reached the test scores of the chosen configuration.
+    assert_ne!(
+        clean.1, noisy.1,
+        "test scores should change with noisy test masks"
+    );
+    // The report shows the choice per outer fold with its test scores.
+    let out = dir.path().join("report");
+    let spec_path = dir.path().join("experiments/clean.toml");
+    let o = util::run_seglab(&[
+        "report",
+        spec_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = std::fs::read_to_string(out.join("tables/nested-2class.md")).unwrap();
+    let chosen = super_label(&clean.0[0].chosen);
+    assert!(
+        md.contains("Chosen configuration") && md.contains(&chosen),
+        "{chosen}\n{md}"
+    );
+}
+
+/// The report's label of an arm `unet3d train.epochs=2`: `U-Net (train.epochs=2)`.
+fn super_label(arm: &str) -> String {
+    arm.replacen("unet3d ", "U-Net (", 1) + ")"
 }

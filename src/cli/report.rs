@@ -36,6 +36,10 @@ pub struct ReportArgs {
     /// thesis-5.5 [default: the spec's `reproduces`].
     #[arg(long, value_name = "ID")]
     pub reproduces: Option<String>,
+    /// Show each mean with its 95 % bootstrap confidence interval (cases
+    /// resampled within folds) instead of ± std.
+    #[arg(long)]
+    pub ci: bool,
 }
 
 /// Resolves the store, writes the report, prints where it went.
@@ -43,7 +47,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let (store, record) = store_dir(&args.spec_or_dir)?;
     let input = report::read_store(&store)
         .with_context(|| format!("cannot read the store of {}", args.spec_or_dir.display()))?;
-    let mut options = ReportOptions::default();
+    let mut options = ReportOptions {
+        ci: args.ci,
+        ..ReportOptions::default()
+    };
     if let Some(a) = args.aggregation {
         options.aggregation = a;
     }

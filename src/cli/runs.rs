@@ -88,6 +88,14 @@ pub struct CompareArgs {
     /// cases at once, as nnU-Net).
     #[arg(long, default_value = "over-folds", display_order = 22)]
     pub aggregation: Aggregation,
+    /// Paired comparisons of every pair of models (or configurations of a
+    /// model along a swept key) on the test cases both have: mean
+    /// difference, bootstrap 95 % CI, Wilcoxon, permutation and Holm p.
+    #[arg(long, display_order = 23)]
+    pub paired: bool,
+    /// With --paired: print a JSON array, one object per comparison.
+    #[arg(long, requires = "paired", display_order = 24)]
+    pub json: bool,
     #[command(flatten)]
     pub filter: TrialFilter,
 }
@@ -349,6 +357,9 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     };
     let trials = chosen_trials(&store, &filter)?;
     let canonical = store.canonical()?;
+    if args.paired {
+        return compare_paired(&args, &trials, &canonical);
+    }
     let trial_cols: Vec<String> = canonical
         .trials
         .get_column_names()
@@ -460,6 +471,105 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     );
     print!("{}", render_table(&headers, &table, &numeric));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `runs compare --paired`: the comparisons of `report::paired` for the chosen trials.
+fn compare_paired(
+    args: &CompareArgs,
+    trials: &[(TrialEvent, u32)],
+    canonical: &crate::tracking::Canonical,
+) -> anyhow::Result<ExitCode> {
+    use crate::report::paired::{CASE_UNIT, paired_comparisons};
+    let ids: HashSet<&str> = trials.iter().map(|(e, _)| e.trial_id.as_str()).collect();
+    let keep: BooleanChunked = canonical
+        .trials
+        .column("trial_id")?
+        .str()?
+        .iter()
+        .map(|t| t.is_some_and(|t| ids.contains(t)))
+        .collect();
+    let chosen = canonical.trials.filter(&keep)?;
+    let metrics: Vec<String> = args.metric.iter().map(|m| m.trim().to_string()).collect();
+    let settings = crate::stats::PairedSettings::default();
+    let rows = paired_comparisons(&chosen, &canonical.results, &metrics, &settings)?;
+    if args.json {
+        let array: Vec<serde_json::Value> = rows.iter().map(|r| r.to_json()).collect();
+        println!("{}", serde_json::to_string_pretty(&array)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "paired unit: {CASE_UNIT}; n = cases both arms have with finite values (dropped: cases \
+         with a non-finite value). mean diff = mean(a − b); 95 % CI: percentile bootstrap, {} \
+         resamples of cases within folds (seed {}); p Wilcoxon: two-sided signed-rank (method \
+         as scipy's default); p perm: two-sided sign-flip permutation test of the mean (exact \
+         up to {} patterns); p Holm: Wilcoxon p, Holm-adjusted over the comparisons of one \
+         metric and class; t corr: corrected resampled t-test of the fold means (Nadeau & \
+         Bengio 2003), one value per fold, df = folds − 1.",
+        settings.bootstrap_resamples, settings.seed, settings.permutation_resamples
+    );
+    if rows.is_empty() {
+        println!(
+            "no pair of arms shares a test case among {} trial(s)",
+            trials.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let headers: Vec<String> = [
+        "metric",
+        "class",
+        "a",
+        "b",
+        "n",
+        "dropped",
+        "folds",
+        "mean diff",
+        "95% CI",
+        "p Wilcoxon",
+        "p perm",
+        "p Holm",
+        "p t corr",
+    ]
+    .map(String::from)
+    .to_vec();
+    let table: Vec<Vec<String>> = rows.iter().map(paired_cells).collect();
+    let numeric: Vec<bool> = (0..headers.len()).map(|i| i >= 4).collect();
+    print!("{}", render_table(&headers, &table, &numeric));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn paired_cells(r: &crate::report::paired::ComparisonRow) -> Vec<String> {
+    let p = |v: f64| {
+        if v.is_nan() {
+            "–".to_string()
+        } else if v < 1e-4 {
+            format!("{v:.1e}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    vec![
+        r.metric.clone(),
+        r.class.clone(),
+        r.a.clone(),
+        r.b.clone(),
+        r.n.to_string(),
+        r.n_dropped.to_string(),
+        r.folds.to_string(),
+        if r.n == 0 {
+            "–".into()
+        } else {
+            format!("{:+.4}", r.mean_diff)
+        },
+        if r.ci_low.is_finite() && r.ci_high.is_finite() {
+            format!("[{:+.4}, {:+.4}]", r.ci_low, r.ci_high)
+        } else {
+            "–".into()
+        },
+        p(r.p_wilcoxon),
+        p(r.p_permutation),
+        p(r.p_holm),
+        r.fold_t_test.map_or("–".into(), |t| p(t.p_value)),
+    ]
 }
 
 fn cell_text(v: AnyValue<'_>) -> String {

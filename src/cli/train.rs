@@ -34,9 +34,12 @@ pub struct TrainArgs {
     /// Fold index (0-based) of the split.
     #[arg(long, default_value_t = 0)]
     pub fold: u32,
-    /// Seed of the split, the weights and every random draw.
+    /// Seed of the weights and every random draw of training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Seed of the split (a sweep's `cv.split_seed`).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
     /// Split scheme: nested-K (the paper's nested K-fold), kfold-K,
     /// leave-one-out, or split:NAME (a split preset of the dataset, e.g.
     /// split:thesis after `data import --layout published`).
@@ -119,7 +122,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let key = format!(
         "{{\"config\":{},\"cv\":\"{}\",\"fold\":{},\"seed\":{}}}",
         config.canonical_json(),
-        args.cv,
+        if args.split_seed == args.seed {
+            args.cv.to_string()
+        } else {
+            format!("{} split seed {}", args.cv, args.split_seed)
+        },
         args.fold,
         args.seed
     );
@@ -135,6 +142,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         fold: args.fold,
         seed: args.seed,
         scheme: args.cv.clone(),
+        split_seed: args.split_seed,
         dataset: args.dataset.clone(),
         splits_dir: args.out.clone(),
         trial_dir: args.out.clone(),

@@ -747,6 +747,7 @@ pub fn run_task(
                 fold: trial.fold,
                 seed: trial.seed,
                 scheme: trial.scheme.clone(),
+                split_seed: trial.split_seed,
                 dataset: trial.dataset.clone(),
                 splits_dir: paths.splits(),
                 trial_dir: paths.trial(&trial.trial_id),

@@ -127,7 +127,15 @@ impl SweepRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CvSpec {
     pub scheme: SplitScheme,
+    /// Seed of the partition (`cv.split_seed`, default 0): every trial seed sees the same
+    /// folds, so fold-level aggregation and paired comparisons compare like with like.
+    pub split_seed: u64,
+    /// Trial seeds: initialisation and sampling only.
     pub seeds: Vec<u64>,
+    /// Nested selection (`cv.select = "inner"`): the validation metric (`cv.select_metric`,
+    /// an `epochs` metric of split `val`, default `dice_mean`) that chooses each model's
+    /// configuration per outer fold (`report::selection`). None: no selection.
+    pub select_metric: Option<String>,
     /// Only these fold indices run (all folds when `None`).
     pub run_folds: Option<Vec<u32>>,
 }
@@ -176,6 +184,12 @@ struct RawCv {
     folds: Option<usize>,
     #[serde(default)]
     seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    split_seed: Option<u64>,
+    #[serde(default)]
+    select: Option<String>,
+    #[serde(default)]
+    select_metric: Option<String>,
     #[serde(default)]
     run_folds: Option<Vec<u32>>,
     #[serde(default)]
@@ -400,8 +414,38 @@ fn parse_cv(raw: RawCv, base: &Path) -> Result<CvSpec, String> {
             ));
         }
     }
+    if raw.split_seed.is_some()
+        && matches!(scheme, SplitScheme::Explicit(_) | SplitScheme::Named(_))
+    {
+        return Err(format!(
+            "split_seed: the {scheme_name} scheme takes its folds as given, remove `split_seed`"
+        ));
+    }
+    let select_metric = match (raw.select.as_deref(), raw.select_metric) {
+        (None | Some("none"), None) => None,
+        (None | Some("none"), Some(_)) => {
+            return Err("select_metric: only `select = \"inner\"` uses it".into());
+        }
+        (Some("inner"), metric) => {
+            if matches!(scheme, SplitScheme::KFold { .. }) {
+                return Err(
+                    "select: the kfold scheme has no validation volumes to select on; use \
+                     scheme = \"nested\""
+                        .into(),
+                );
+            }
+            Some(metric.unwrap_or_else(|| "dice_mean".into()))
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "select: expected \"none\" or \"inner\", got {other:?}"
+            ));
+        }
+    };
     Ok(CvSpec {
         scheme,
+        select_metric,
+        split_seed: raw.split_seed.unwrap_or(0),
         seeds,
         run_folds: raw.run_folds,
     })

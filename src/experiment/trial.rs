@@ -12,6 +12,12 @@
 //! scheme, with an explicit splits file identified by the hash of its contents rather than its
 //! path). Moving the sweep or the dataset keeps the ids; changing a config value, the data or
 //! the split changes them.
+//!
+//! The partition is seeded by `cv.split_seed`, not by the trial seed (the trial seed varies
+//! initialisation and sampling only), so all seeds of a spec see the same folds. Before
+//! `cv.split_seed` existed the trial seed seeded the split; a trial whose seed equals the split
+//! seed behaves as before and keeps its id, any other gets `split_seed` in its cv identity
+//! ([`cv_identity_for_seed`]). Each trial records its fold as [`split_identity`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -23,7 +29,7 @@ use super::ExperimentError;
 use super::provenance::{Provenance, hex};
 use super::spec::SweepSpec;
 use crate::dataset::Dataset;
-use crate::dataset::splits::{SplitScheme, make_splits};
+use crate::dataset::splits::{Fold, SplitScheme, make_splits};
 use crate::tracking::{TrialEvent, TrialStatus};
 use crate::train::TrialConfig;
 use crate::train::config::canonical_json;
@@ -40,6 +46,13 @@ pub struct Trial {
     pub fold: u32,
     pub seed: u64,
     pub scheme: SplitScheme,
+    /// Seed of the partition (`cv.split_seed`).
+    pub split_seed: u64,
+    /// The fold's volume ids as canonical JSON and its hash ([`split_identity`]).
+    pub split_json: String,
+    pub split_id: String,
+    /// `cv.select_metric` when the spec asks for nested selection.
+    pub select_metric: Option<String>,
     pub dataset: PathBuf,
     pub dataset_fingerprint: String,
     /// The swept and `[set]` keys of this trial with their values (the `param.*` columns).
@@ -85,6 +98,9 @@ impl Trial {
             burn_version: prov.burn_version.clone(),
             command: prov.command.clone(),
             params: self.params.clone(),
+            split_id: Some(self.split_id.clone()),
+            split_json: Some(self.split_json.clone()),
+            select_metric: self.select_metric.clone(),
         }
     }
 }
@@ -106,6 +122,38 @@ pub fn trial_id(
     });
     let digest = Sha256::digest(canonical_json(&doc).as_bytes());
     hex(&digest)[..TRIAL_ID_LEN].to_string()
+}
+
+/// The canonical JSON `{"test": [..], "train": [..], "val": [..]}` of a fold's volume ids
+/// (each list sorted) and its id: the first 12 hex digits of its sha256.
+pub fn split_identity(fold: &Fold) -> (String, String) {
+    let sorted = |ids: &[String]| {
+        let mut v = ids.to_vec();
+        v.sort();
+        v
+    };
+    let doc = json!({
+        "test": sorted(&fold.test),
+        "train": sorted(&fold.train),
+        "val": sorted(&fold.val),
+    });
+    let text = canonical_json(&doc);
+    let id = hex(&Sha256::digest(text.as_bytes()))[..TRIAL_ID_LEN].to_string();
+    (text, id)
+}
+
+/// The cv identity of a trial with seed `seed` (module doc): `split_seed` joins it only when
+/// the scheme shuffles and the split seed differs from the trial seed.
+pub fn cv_identity_for_seed(cv: &Value, scheme: &SplitScheme, split_seed: u64, seed: u64) -> Value {
+    let shuffles = matches!(
+        scheme,
+        SplitScheme::KFold { .. } | SplitScheme::Nested { .. } | SplitScheme::LeaveOneOut
+    );
+    let mut cv = cv.clone();
+    if shuffles && split_seed != seed {
+        cv["split_seed"] = json!(split_seed);
+    }
+    cv
 }
 
 /// What identifies a split scheme in trial ids: its name and k, or the contents of an explicit
@@ -181,12 +229,14 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
     let fingerprint = dataset
         .fingerprint()
         .map_err(|e| fail(format!("dataset: {e}")))?;
-    let folds = match &spec.cv.scheme {
+    let split_seed = spec.cv.split_seed;
+    let partition = match &spec.cv.scheme {
         SplitScheme::Named(name) => dataset.named_folds(name),
-        scheme => make_splits(&dataset.ids(), &dataset.groups(), scheme, 0),
+        scheme => make_splits(&dataset.ids(), &dataset.groups(), scheme, split_seed),
     }
-    .map_err(|e| fail(format!("cv: {e}")))?
-    .len() as u32;
+    .map_err(|e| fail(format!("cv: {e}")))?;
+    let splits: Vec<(String, String)> = partition.iter().map(split_identity).collect();
+    let folds = partition.len() as u32;
     let fold_list: Vec<u32> = match &spec.cv.run_folds {
         Some(list) => {
             if let Some(bad) = list.iter().find(|&&f| f >= folds) {
@@ -281,7 +331,14 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                                 .collect();
                             for &seed in &spec.cv.seeds {
                                 for &fold in &fold_list {
+                                    let cv = cv_identity_for_seed(
+                                        &cv,
+                                        &spec.cv.scheme,
+                                        split_seed,
+                                        seed,
+                                    );
                                     let id = trial_id(&config, fold, seed, &cv, &fingerprint);
+                                    let (split_json, split_id) = splits[fold as usize].clone();
                                     if !seen.insert(id.clone()) {
                                         continue;
                                     }
@@ -292,6 +349,10 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                                         fold,
                                         seed,
                                         scheme: spec.cv.scheme.clone(),
+                                        split_seed,
+                                        split_json,
+                                        split_id,
+                                        select_metric: spec.cv.select_metric.clone(),
                                         dataset: spec.dataset.clone(),
                                         dataset_fingerprint: fingerprint.clone(),
                                         params: params.clone(),
@@ -391,6 +452,36 @@ mod tests {
             trial_id(&u, 0, 0, &cv, "abc"),
             trial_id(&u2, 0, 0, &cv, "abc")
         );
+    }
+
+    #[test]
+    fn split_seed_enters_the_id_only_where_behaviour_changed() {
+        let cv = json!({"scheme": "nested", "k": 3});
+        let nested = SplitScheme::Nested { k: 3 };
+        // Seed equal to the split seed: split as before the split seed existed, same id.
+        assert_eq!(cv_identity_for_seed(&cv, &nested, 0, 0), cv);
+        assert_eq!(cv_identity_for_seed(&cv, &nested, 4, 4), cv);
+        // Otherwise the partition differs from what the trial seed used to give.
+        let moved = cv_identity_for_seed(&cv, &nested, 0, 1);
+        assert_eq!(moved["split_seed"], json!(0));
+        // Fixed partitions never depended on the seed.
+        let named = SplitScheme::Named("thesis".into());
+        let fixed = json!({"scheme": "split", "name": "thesis"});
+        assert_eq!(cv_identity_for_seed(&fixed, &named, 0, 1), fixed);
+    }
+
+    #[test]
+    fn split_identity_is_the_hash_of_the_sorted_volume_ids() {
+        let fold = |test: &[&str]| Fold {
+            index: 0,
+            train: vec!["b".into(), "a".into()],
+            val: vec!["c".into()],
+            test: test.iter().map(|s| s.to_string()).collect(),
+        };
+        let (json_text, id) = split_identity(&fold(&["d"]));
+        assert_eq!(json_text, r#"{"test":["d"],"train":["a","b"],"val":["c"]}"#);
+        assert_eq!(id.len(), TRIAL_ID_LEN);
+        assert_ne!(split_identity(&fold(&["e"])).1, id);
     }
 
     #[test]

@@ -14,6 +14,43 @@ use super::input::{ReportInput, SliceSet};
 use crate::dataset::{DatasetSpec, VolumeEntry};
 use crate::volume::Volume;
 
+/// Adds the `split_id` and `split_json` columns a store records: fold f tests volumes
+/// 2f+1 and 2f+2 (as `push_trial` writes their results), validates on the next fold's first
+/// test volume and trains on the rest.
+fn add_splits(trials: &mut DataFrame, volumes: usize, per_fold: usize) {
+    let folds: Vec<u64> = trials
+        .column("fold")
+        .and_then(|c| c.cast(&DataType::UInt64))
+        .and_then(|c| Ok(c.u64()?.into_no_null_iter().collect()))
+        .unwrap_or_default();
+    let k = volumes / per_fold;
+    let name = |v: usize| format!("vol{v:02}");
+    let identity = |f: usize| {
+        let test: Vec<usize> = (0..per_fold).map(|i| f * per_fold + i + 1).collect();
+        let val = ((f + 1) % k) * per_fold + 1;
+        let fold = crate::dataset::splits::Fold {
+            index: f,
+            train: (1..=volumes)
+                .filter(|v| !test.contains(v) && *v != val)
+                .map(name)
+                .collect(),
+            val: vec![name(val)],
+            test: test.into_iter().map(name).collect(),
+        };
+        crate::experiment::trial::split_identity(&fold)
+    };
+    let (json, id): (Vec<String>, Vec<String>) =
+        folds.iter().map(|f| identity(*f as usize)).unzip();
+    for column in [
+        Column::new("split_id".into(), id),
+        Column::new("split_json".into(), json),
+    ] {
+        trials
+            .with_column(column)
+            .expect("the split columns have one value per trial");
+    }
+}
+
 /// One trial to generate.
 struct TrialSpec {
     id: String,
@@ -349,6 +386,7 @@ pub fn small_sweep() -> ReportInput {
         }
     }
     let mut input = f.into_input("paper-2class", dataset(6));
+    add_splits(&mut input.trials, 6, 2);
     // an empty prediction: precision is undefined (NaN), never a number
     let ids = input.results.column("trial_id").unwrap().clone();
     let ids = ids.str().unwrap();

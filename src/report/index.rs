@@ -192,6 +192,7 @@ pub(crate) fn build_into(
         .cloned()
         .unwrap_or_else(|| "dice".into());
     for task in &prep.tasks {
+        let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
         b.section(
             &format!("Results — {}", task.name),
             &format!("results-{}", task.slug),
@@ -211,9 +212,18 @@ pub(crate) fn build_into(
             if !wanted {
                 continue;
             }
-            if let Some(t) =
-                tables::metric_table(&prep, task, &options.metrics, agg, options.decimals, kind)?
-            {
+            if let Some(t) = tables::metric_table(
+                &prep,
+                task,
+                &options.metrics,
+                agg,
+                options.decimals,
+                kind,
+                tables::Inference {
+                    with_ci: options.ci,
+                    comparisons: &comparisons,
+                },
+            )? {
                 b.table(t)?;
             }
         }
@@ -230,6 +240,34 @@ pub(crate) fn build_into(
                      the whiskers. Labels give the number of cases n and excluded NaN cases.",
                     super::prepare::metric_label(&primary),
                     super::prepare::metric_label(&primary)
+                ),
+                files,
+            );
+        }
+        if let Some(t) = super::selection::selection_table(input, task, &primary, options.decimals)?
+        {
+            b.table(t)?;
+        }
+        if !comparisons.is_empty() {
+            b.table(super::comparisons::comparisons_table(
+                task,
+                &comparisons,
+                options.decimals,
+            ))?;
+        }
+        if let Some(fig) = super::comparisons::forest_plot(task, &primary, &comparisons) {
+            let name = format!("forest-{}-{}", task.slug, super::prepare::slug(&primary));
+            let files = plots::render(&fig, &figures_dir, &name)?;
+            b.figure(
+                fig.title.clone(),
+                format!(
+                    "Paired differences A − B in {} between configurations, one row per class \
+                     and pair, on the test cases both have (paired unit: {}). Point: mean \
+                     difference; bar: 95 % percentile bootstrap interval resampling cases \
+                     within folds; vertical line: no difference. The comparisons table gives \
+                     n and the p-values.",
+                    super::prepare::metric_label(&primary),
+                    super::paired::CASE_UNIT
                 ),
                 files,
             );

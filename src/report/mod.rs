@@ -18,14 +18,18 @@
 //! silence; non-finite metric values are excluded from means and counted.
 
 pub mod aggregate;
+mod comparisons;
 #[doc(hidden)]
 pub mod fixture;
 mod html;
 mod index;
 pub mod input;
+mod intervals;
+pub mod paired;
 pub mod plots;
 mod prepare;
 pub mod published;
+pub mod selection;
 pub mod tables;
 pub mod timing;
 
@@ -84,6 +88,9 @@ pub struct ReportOptions {
     /// The published table the sweep reproduces (`published::ids`): the report puts its
     /// values beside the measured ones.
     pub reproduces: Option<String>,
+    /// Show each mean of the comparison and sweep tables with its 95 % bootstrap confidence
+    /// interval (`report::intervals`) instead of ± std.
+    pub ci: bool,
 }
 
 impl Default for ReportOptions {
@@ -93,6 +100,7 @@ impl Default for ReportOptions {
             metrics: vec!["dice".into(), "precision".into(), "recall".into()],
             decimals: 4,
             reproduces: None,
+            ci: false,
         }
     }
 }

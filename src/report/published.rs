@@ -328,6 +328,8 @@ fn measured(
                     decimals: 4,
                     best: false,
                     show_n: true,
+                    ci: None,
+                    differs_from_best: false,
                 },
             );
         }

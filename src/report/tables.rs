@@ -80,10 +80,19 @@ pub struct Stat {
     pub best: bool,
     /// Print `n` next to the value (it differs from the row's usual count).
     pub show_n: bool,
+    /// A 95 % confidence interval of the mean, shown as `mean [low, high]` instead of
+    /// `mean ± std` (`ReportOptions::ci`).
+    pub ci: Option<(f64, f64)>,
+    /// Differs from its column's best configuration (Holm-adjusted paired Wilcoxon p < 0.05;
+    /// `report::comparisons`), marked † and explained in the caption.
+    pub differs_from_best: bool,
 }
 
 impl Stat {
     fn value_text(&self, pm: &str) -> String {
+        if let (Some(m), Some((lo, hi))) = (self.mean, self.ci) {
+            return format!("{m:.d$} [{lo:.d$}, {hi:.d$}]", d = self.decimals);
+        }
         match (self.mean, self.std) {
             (None, _) => "–".into(),
             (Some(m), Some(s)) => format!("{m:.d$}{pm}{s:.d$}", d = self.decimals),
@@ -155,6 +164,11 @@ fn md_cell(cell: &Cell) -> String {
             let v = s.value_text(" ± ");
             let v = if s.best && s.mean.is_some() {
                 format!("**{v}**")
+            } else {
+                v
+            };
+            let v = if s.differs_from_best {
+                format!("{v}†")
             } else {
                 v
             };
@@ -253,6 +267,11 @@ fn tex_cell(cell: &Cell) -> String {
             } else {
                 v
             };
+            let v = if s.differs_from_best {
+                format!("{v}$^\\dagger$")
+            } else {
+                v
+            };
             match s.note() {
                 Some(n) => format!("{v}\\textsuperscript{{{}}}", tex_escape(&n)),
                 None => v,
@@ -303,10 +322,22 @@ pub fn render_csv(table: &Table) -> String {
                 .any(|r| matches!(r.cells.get(i), Some(Cell::Stat(_))))
         })
         .collect();
-    for (c, is_stat) in table.columns.iter().zip(&stat_column) {
+    let ci_column: Vec<bool> = (0..table.columns.len())
+        .map(|i| {
+            table
+                .rows
+                .iter()
+                .any(|r| matches!(r.cells.get(i), Some(Cell::Stat(s)) if s.ci.is_some()))
+        })
+        .collect();
+    for ((c, is_stat), has_ci) in table.columns.iter().zip(&stat_column).zip(&ci_column) {
         if *is_stat {
             for s in ["mean", "std", "n", "n_nan"] {
                 header.push(format!("{}_{s}", c.key));
+            }
+            if *has_ci {
+                header.push(format!("{}_ci_low", c.key));
+                header.push(format!("{}_ci_high", c.key));
             }
         } else {
             header.push(c.key.clone());
@@ -322,15 +353,20 @@ pub fn render_csv(table: &Table) -> String {
     out.push('\n');
     for row in &table.rows {
         let mut fields = Vec::new();
-        for (cell, is_stat) in row.cells.iter().zip(&stat_column) {
+        for ((cell, is_stat), has_ci) in row.cells.iter().zip(&stat_column).zip(&ci_column) {
+            let width = if *has_ci { 6 } else { 4 };
             match cell {
                 Cell::Stat(s) => {
                     fields.push(opt_num(s.mean));
                     fields.push(opt_num(s.std));
                     fields.push(s.n.to_string());
                     fields.push(s.n_nan.to_string());
+                    if *has_ci {
+                        fields.push(opt_num(s.ci.map(|c| c.0)));
+                        fields.push(opt_num(s.ci.map(|c| c.1)));
+                    }
                 }
-                _ if *is_stat => fields.extend(std::iter::repeat_n(String::new(), 4)),
+                _ if *is_stat => fields.extend(std::iter::repeat_n(String::new(), width)),
                 Cell::Empty => fields.push(String::new()),
                 Cell::Text(t) => fields.push(csv_field(t)),
                 Cell::Value { text, value } => fields.push(match value {
@@ -430,6 +466,9 @@ pub fn render_html(table: &Table) -> String {
                     } else {
                         out.push_str(&v);
                     }
+                    if s.differs_from_best {
+                        out.push('†');
+                    }
                     if let Some(n) = s.note() {
                         let _ = write!(out, " <small>({})</small>", html_escape(&n));
                     }
@@ -493,6 +532,14 @@ pub(crate) enum Rows {
 
 /// A per-class metric table of `task`: columns metric × class (the thesis' Tables 5.1–5.6
 /// and the paper's Table II), cells mean ± std.
+/// What a metric table adds to mean ± std: 95 % intervals (`ReportOptions::ci`) and the
+/// paired comparisons behind its † marks (`report::comparisons`).
+#[derive(Clone, Copy)]
+pub(crate) struct Inference<'a> {
+    pub with_ci: bool,
+    pub comparisons: &'a [super::paired::ComparisonRow],
+}
+
 pub(crate) fn metric_table(
     prep: &Prepared,
     task: &Task,
@@ -500,7 +547,12 @@ pub(crate) fn metric_table(
     aggregation: Aggregation,
     decimals: usize,
     rows_kind: Rows,
+    inference: Inference<'_>,
 ) -> Result<Option<Table>, ReportError> {
+    let Inference {
+        with_ci,
+        comparisons,
+    } = inference;
     let cases = prep
         .cases
         .clone()
@@ -542,6 +594,12 @@ pub(crate) fn metric_table(
     group.extend(["class", "metric"]);
     let stats = aggregate(&cases, &group, aggregation)?;
     let lookup = StatLookup::new(&stats, extra_key)?;
+    let with_ci = with_ci && matches!(rows_kind, Rows::Configs | Rows::Sweep);
+    let intervals = if with_ci {
+        super::intervals::case_mean_intervals(&cases)?
+    } else {
+        Default::default()
+    };
 
     let configs: Vec<&Config> = prep
         .configs_of(&task.key)
@@ -647,6 +705,10 @@ pub(crate) fn metric_table(
                         decimals: if higher_is_better(m) { decimals } else { 2 },
                         best: false,
                         show_n: false,
+                        ci: intervals
+                            .get(&(config.label.clone(), c.clone(), m.clone()))
+                            .copied(),
+                        differs_from_best: false,
                     }));
                 }
             }
@@ -686,6 +748,8 @@ pub(crate) fn metric_table(
             task.classes.len(),
         );
     }
+    let marked = rows_kind == Rows::Configs
+        && mark_differences(&mut rows, first_stat, &configs, &present, task, comparisons);
 
     let (name, title, caption) = match rows_kind {
         Rows::Configs => (
@@ -723,6 +787,26 @@ pub(crate) fn metric_table(
                 aggregation.describe()
             ),
         ),
+    };
+    let caption = if marked {
+        format!(
+            "{caption} †: differs from the column's best configuration (bold) on paired test \
+             cases, Holm-adjusted Wilcoxon p < {} (comparisons table).",
+            super::comparisons::ALPHA
+        )
+    } else {
+        caption
+    };
+    let caption = if with_ci {
+        format!(
+            "{caption} With a 95 % CI: mean [low, high], the percentile bootstrap interval of \
+             the mean over test cases ({} resamples of cases within folds, seed {}); it treats \
+             the trained models as fixed (docs/statistics.md).",
+            crate::stats::bootstrap::DEFAULT_RESAMPLES,
+            super::intervals::SEED
+        )
+    } else {
+        caption
     };
     let mut notes = Vec::new();
     let nan_total: u32 = rows
@@ -790,6 +874,50 @@ fn mark_best(
             }
         }
     }
+}
+
+/// Marks (†) the cells whose configuration differs from the column's best one with a
+/// Holm-adjusted p below `comparisons::ALPHA`; rows are `configs` in order. True when any
+/// comparison was available.
+fn mark_differences(
+    rows: &mut [Row],
+    first: usize,
+    configs: &[&Config],
+    metrics: &[String],
+    task: &Task,
+    comparisons: &[super::paired::ComparisonRow],
+) -> bool {
+    if comparisons.is_empty() || rows.len() != configs.len() {
+        return false;
+    }
+    let classes = task.classes.len().max(1);
+    for j in first..rows.first().map_or(first, |r| r.cells.len()) {
+        let (metric, class) = (
+            &metrics[(j - first) / classes],
+            &task.classes[(j - first) % classes],
+        );
+        let is_best = |r: &Row| matches!(&r.cells[j], Cell::Stat(s) if s.best);
+        let Some(best) = rows.iter().position(is_best) else {
+            continue;
+        };
+        for (i, row) in rows.iter_mut().enumerate() {
+            let Cell::Stat(s) = &mut row.cells[j] else {
+                continue;
+            };
+            if s.best {
+                continue;
+            }
+            let found = comparisons.iter().find(|c| {
+                let pair = |x: &str, y: &str| {
+                    super::comparisons::arm_matches(x, configs[best])
+                        && super::comparisons::arm_matches(y, configs[i])
+                };
+                c.metric == *metric && c.class == *class && (pair(&c.a, &c.b) || pair(&c.b, &c.a))
+            });
+            s.differs_from_best = found.is_some_and(|c| c.p_holm < super::comparisons::ALPHA);
+        }
+    }
+    true
 }
 
 #[derive(Clone, Copy)]
@@ -952,6 +1080,8 @@ mod tests {
             decimals: 4,
             best,
             show_n: false,
+            ci: None,
+            differs_from_best: false,
         })
     }
 
@@ -1001,6 +1131,8 @@ mod tests {
                             decimals: 4,
                             best: false,
                             show_n: false,
+                            ci: None,
+                            differs_from_best: false,
                         }),
                     ],
                     rule_above: false,

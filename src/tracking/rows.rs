@@ -65,6 +65,9 @@ impl Table {
                 ("seglab_version", String),
                 ("burn_version", String),
                 ("command", String),
+                ("split_id", String),
+                ("split_json", String),
+                ("select_metric", String),
             ],
             Table::Epochs => &[
                 ("trial_id", String),
@@ -203,6 +206,15 @@ pub struct TrialEvent {
     pub command: String,
     /// Swept and config values by dotted key (stored as `param.<key>` columns).
     pub params: BTreeMap<String, String>,
+    /// The fold's partition: the first 12 hex digits of sha256 over `split_json`
+    /// (`experiment::trial::split_identity`). Trials with the same split id saw the same
+    /// training, validation and test volumes; paired comparisons pair on it. None in stores
+    /// written before it was recorded.
+    pub split_id: Option<String>,
+    /// The fold's volume ids as canonical JSON `{"test": [..], "train": [..], "val": [..]}`.
+    pub split_json: Option<String>,
+    /// The validation metric of nested selection (`cv.select = "inner"`), None without it.
+    pub select_metric: Option<String>,
 }
 
 impl TrialEvent {
@@ -287,6 +299,27 @@ impl TrialEvent {
         cols.push("seglab_version", s(|e| &e.seglab_version));
         cols.push("burn_version", s(|e| &e.burn_version));
         cols.push("command", s(|e| &e.command));
+        cols.push(
+            "split_id",
+            events
+                .iter()
+                .map(|e| e.split_id.as_deref())
+                .collect::<Vec<_>>(),
+        );
+        cols.push(
+            "split_json",
+            events
+                .iter()
+                .map(|e| e.split_json.as_deref())
+                .collect::<Vec<_>>(),
+        );
+        cols.push(
+            "select_metric",
+            events
+                .iter()
+                .map(|e| e.select_metric.as_deref())
+                .collect::<Vec<_>>(),
+        );
         let keys: BTreeSet<&String> = events.iter().flat_map(|e| e.params.keys()).collect();
         for key in keys {
             let values: Vec<Option<&str>> = events
@@ -333,6 +366,8 @@ impl TrialEvent {
             r.str("burn_version")?,
             r.str("command")?,
         );
+        let (split_id, split_json) = (r.str("split_id")?, r.str("split_json")?);
+        let select_metric = r.str("select_metric")?;
         let mut params = Vec::new();
         for name in df.get_column_names() {
             if let Some(key) = name.strip_prefix(PARAM_PREFIX) {
@@ -375,6 +410,9 @@ impl TrialEvent {
                     seglab_version: own(sv.get(i)),
                     burn_version: own(bv.get(i)),
                     command: own(command.get(i)),
+                    split_id: split_id.get(i).map(str::to_string),
+                    split_json: split_json.get(i).map(str::to_string),
+                    select_metric: select_metric.get(i).map(str::to_string),
                     params: params
                         .iter()
                         .filter_map(|(k, c)| c.get(i).map(|v| (k.clone(), v.to_string())))

@@ -1177,8 +1177,11 @@ pub struct TrialContext {
     pub attempt: u32,
     pub config: TrialConfig,
     pub fold: u32,
+    /// Seed of initialisation and sampling.
     pub seed: u64,
     pub scheme: SplitScheme,
+    /// Seed of the partition (`cv.split_seed`); the same for every trial seed of a sweep.
+    pub split_seed: u64,
     /// The dataset folder (with its `dataset.toml`).
     pub dataset: PathBuf,
     /// Where computed splits files are written and read (`experiments/<sweep>/splits/`).

@@ -98,14 +98,15 @@ pub fn run_trial(
         let _ = writeln!(log_file, "{line}");
     };
     log(&format!(
-        "trial {} attempt {}: {} on {} (fold {}, seed {}, {})",
+        "trial {} attempt {}: {} on {} (fold {}, seed {}, {}, split seed {})",
         ctx.trial_id,
         ctx.attempt,
         cfg.model,
         cfg.classes.join(","),
         ctx.fold,
         ctx.seed,
-        ctx.scheme
+        ctx.scheme,
+        ctx.split_seed
     ));
     let mut timings: Vec<(&'static str, f64)> = Vec::new();
 
@@ -119,7 +120,7 @@ pub fn run_trial(
             &dataset.ids(),
             &dataset.groups(),
             scheme,
-            ctx.seed,
+            ctx.split_seed,
         )?,
     };
     let fold = fold_at(&folds, ctx.fold as usize)?.clone();

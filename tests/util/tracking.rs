@@ -44,6 +44,9 @@ pub fn start_event(trial_id: &str, attempt: u32, model: &str, fold: u32, seed: u
         burn_version: "0.22.1".to_string(),
         command: "seglab sweep run experiments/tiny-cv.toml".to_string(),
         params,
+        split_id: None,
+        split_json: None,
+        select_metric: None,
     }
 }
 
