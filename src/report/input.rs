@@ -6,7 +6,9 @@
 //! attempt; only its rows count); everything downstream takes DataFrames and does not care
 //! where they came from.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -298,6 +300,44 @@ pub(crate) fn distinct(values: &[Option<String>]) -> Vec<String> {
         .filter(|v| seen.insert((*v).clone()))
         .cloned()
         .collect()
+}
+
+/// Each trial's stored configuration tree, by trial id.
+pub(crate) fn trial_configs(input: &ReportInput) -> Result<HashMap<String, Value>, ReportError> {
+    if input.trials.column("config_json").is_err() {
+        return Ok(HashMap::new());
+    }
+    let e = super::aggregate::polars_error("trials");
+    let ids = string_column(&input.trials, "trial_id").map_err(&e)?;
+    let json = string_column(&input.trials, "config_json").map_err(&e)?;
+    Ok(ids
+        .into_iter()
+        .zip(json)
+        .filter_map(|(id, j)| Some((id?, serde_json::from_str(&j?).ok()?)))
+        .collect())
+}
+
+/// Each trial's validation volumes, from its stored `split_json`, by trial id; trials of stores
+/// written before the split was recorded are absent.
+pub(crate) fn trial_validation_volumes(
+    input: &ReportInput,
+) -> Result<HashMap<String, Vec<String>>, ReportError> {
+    if input.trials.column("split_json").is_err() {
+        return Ok(HashMap::new());
+    }
+    let e = super::aggregate::polars_error("trials");
+    let ids = string_column(&input.trials, "trial_id").map_err(&e)?;
+    let json = string_column(&input.trials, "split_json").map_err(&e)?;
+    Ok(ids
+        .into_iter()
+        .zip(json)
+        .filter_map(|(id, j)| {
+            let split: Value = serde_json::from_str(&j?).ok()?;
+            let val = split.get("val")?.as_array()?;
+            let volumes = val.iter().filter_map(|v| v.as_str().map(str::to_string));
+            Some((id?, volumes.collect()))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::ReportError;
 use super::aggregate::{Aggregation, aggregate, polars_error};
-use super::input::{ReportInput, f64_column, string_column, u64_column};
+use super::input::{ReportInput, f64_column, string_column, trial_configs, u64_column};
 use super::prepare::{Prepared, class_label, metric_label};
 use super::tables::{Align, Cell, ColumnSpec, Row, Stat, Table};
 use super::timing::{TimingRow, duration};
@@ -135,21 +135,6 @@ pub fn timing_table(id: &str) -> Option<&'static TimingTable> {
 /// The metrics of published tables, in their column order.
 const METRICS: [&str; 3] = ["dice", "precision", "recall"];
 
-/// Each trial's stored configuration tree, by trial id.
-fn configs(input: &ReportInput) -> Result<HashMap<String, Value>, ReportError> {
-    if input.trials.column("config_json").is_err() {
-        return Ok(HashMap::new());
-    }
-    let e = polars_error("trials");
-    let ids = string_column(&input.trials, "trial_id").map_err(&e)?;
-    let json = string_column(&input.trials, "config_json").map_err(&e)?;
-    Ok(ids
-        .into_iter()
-        .zip(json)
-        .filter_map(|(id, j)| Some((id?, serde_json::from_str(&j?).ok()?)))
-        .collect())
-}
-
 /// Whether the config tree holds every `match` value.
 fn matches(config: &Value, wanted: &BTreeMap<String, toml::Value>) -> bool {
     wanted.iter().all(|(key, want)| {
@@ -178,7 +163,7 @@ pub(crate) fn comparison(
     }) else {
         return Ok(None);
     };
-    let configs = configs(input)?;
+    let configs = trial_configs(input)?;
     let mut columns = vec![
         ColumnSpec {
             group: None,

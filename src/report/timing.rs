@@ -11,13 +11,16 @@
 //! without a `train` phase (a threshold baseline, which only preprocesses and predicts) needs no
 //! training annotation.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use polars::prelude::*;
+use serde_json::Value;
 
 use super::ReportError;
 use super::aggregate::{Aggregation, aggregate, polars_error, require_columns};
-use super::input::{ReportInput, f64_column, string_column, u64_column};
+use super::input::{
+    ReportInput, f64_column, string_column, trial_configs, trial_validation_volumes, u64_column,
+};
 use super::prepare::{Prepared, Task, model_rank};
 use super::tables::{Align, Cell, ColumnSpec, Row, Table};
 
@@ -431,6 +434,10 @@ pub(crate) fn timing_rows(
             .collect(),
         None => Vec::new(),
     };
+    let configs = trial_configs(input)?;
+    let validation_volumes = trial_validation_volumes(input)?;
+    let mut label_reading: BTreeSet<String> = BTreeSet::new();
+    let mut split_unknown: BTreeSet<String> = BTreeSet::new();
     let hours_of = |ids: &mut dyn Iterator<Item = &String>| -> Option<f64> {
         let mut sum = 0.0;
         for id in ids {
@@ -480,6 +487,24 @@ pub(crate) fn timing_rows(
                 .map(|(id, _)| id)
                 .filter(|id| !tests.contains(id))
                 .collect()
+        } else if synth > 0.0 && reads_validation_masks(configs.get(&t.id)) {
+            // A self-supervised model that chose its checkpoint or thresholds on annotated
+            // validation volumes needed their annotation.
+            let label = prep.configs[t.config].label.clone();
+            match validation_volumes.get(&t.id) {
+                Some(val) => {
+                    label_reading.insert(label);
+                    annotated
+                        .iter()
+                        .map(|(id, _)| id)
+                        .filter(|id| val.contains(id))
+                        .collect()
+                }
+                None => {
+                    split_unknown.insert(label);
+                    Vec::new()
+                }
+            }
         } else {
             Vec::new()
         };
@@ -498,6 +523,22 @@ pub(crate) fn timing_rows(
     }
     if rows.trial.is_empty() {
         return Ok((Vec::new(), notes));
+    }
+    if !label_reading.is_empty() {
+        notes.push(format!(
+            "{}: self-supervised, but its checkpoint or thresholds were chosen on the annotated \
+             masks of its validation volumes (train.selection other than label-free, or \
+             train.calibrate_threshold), so their annotation counts as its training annotation.",
+            label_reading.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !split_unknown.is_empty() {
+        notes.push(format!(
+            "{}: chose its checkpoint or thresholds on annotated validation volumes that the \
+             store does not name (written before splits were recorded); their annotation is \
+             not counted.",
+            split_unknown.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     if unknown_hours {
         notes.push(
@@ -565,6 +606,18 @@ pub(crate) fn timing_rows(
     Ok((out, notes))
 }
 
+/// Whether a trial reads annotated validation masks to choose its checkpoint (every
+/// `train.selection` but `label-free`: validation Dice and the validation losses both compare
+/// with the masks) or to calibrate its thresholds. Unknown configurations read none.
+fn reads_validation_masks(config: Option<&Value>) -> bool {
+    let Some(train) = config.and_then(|c| c.get("train")) else {
+        return false;
+    };
+    let selection = train.get("selection").and_then(Value::as_str);
+    let calibrates = train.get("calibrate_threshold").and_then(Value::as_bool);
+    selection.is_some_and(|s| s != "label-free") || calibrates == Some(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,6 +647,39 @@ mod tests {
             Cell::Value { text, .. } => assert_eq!(text, "40 min + 28.6 h = 29.27 h"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn self_supervised_annotation_follows_the_selection_mode() {
+        let mut input = crate::report::fixture::small_sweep();
+        // CycleGAN trials with Golgi weight 1 (c2…) choose label-free; those with 3.5 (c3…)
+        // choose on validation Dice, which reads the validation volume's masks.
+        let ids = string_column(&input.trials, "trial_id").unwrap();
+        let configs: Vec<String> = ids
+            .iter()
+            .map(|id| match id.as_deref().map(|id| &id[..2]) {
+                Some("c2") => r#"{"train":{"selection":"label-free"}}"#.to_string(),
+                Some("c3") => r#"{"train":{"selection":"val-dice"}}"#.to_string(),
+                _ => "{}".to_string(),
+            })
+            .collect();
+        input
+            .trials
+            .with_column(Column::new("config_json".into(), configs))
+            .unwrap();
+        let prep = Prepared::new(&input, &Default::default()).unwrap();
+        let (rows, notes) = timing_rows(&input, &prep, &prep.tasks[0]).unwrap();
+        let cyclegan = |weight: &str| {
+            rows.iter()
+                .find(|r| r.model.starts_with("CycleGAN") && r.model.contains(weight))
+                .unwrap_or_else(|| panic!("no CycleGAN {weight} column in {rows:?}"))
+        };
+        assert_eq!(cyclegan("1").annotated_train_volumes, 0.0);
+        assert_eq!(cyclegan("3.5").annotated_train_volumes, 1.0);
+        assert!(cyclegan("3.5").train_annotation_hours() > 0.0);
+        let note = notes.iter().find(|n| n.contains("validation volumes"));
+        let note = note.unwrap_or_else(|| panic!("no note on validation annotation: {notes:?}"));
+        assert!(note.contains("3.5") && !note.contains("= 1)"), "{note}");
     }
 
     #[test]
