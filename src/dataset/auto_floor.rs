@@ -25,7 +25,7 @@ use crate::preset::Preset;
 
 /// The largest share of a class's annotated voxels an `auto` floor may map to 0 in any
 /// annotated volume.
-pub const AUTO_MAX_ZEROED: f64 = 0.01;
+pub const AUTO_MAX_ZEROED: f64 = 0.03;
 
 /// Where an `auto` floor came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -13,6 +13,10 @@ use super::preprocess::Preprocessor;
 use super::threshold::otsu_threshold;
 use super::{Dataset, DatasetError};
 
+/// The share of a class's annotated voxels a preprocessing may map to 0 before `data info`
+/// warns and `sweep plan` / `sweep run` stop (`--max-zeroed` changes it for a sweep).
+pub const DEFAULT_MAX_ZEROED: f64 = 0.10;
+
 /// The figures of one image channel under one preprocessing.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClipFigure {
