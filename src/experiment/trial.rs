@@ -84,6 +84,7 @@ impl Trial {
             seglab_version: prov.seglab_version.clone(),
             burn_version: prov.burn_version.clone(),
             command: prov.command.clone(),
+            preprocess_check: None,
             params: self.params.clone(),
         }
     }

@@ -65,6 +65,7 @@ impl Table {
                 ("seglab_version", String),
                 ("burn_version", String),
                 ("command", String),
+                ("preprocess_check", String),
             ],
             Table::Epochs => &[
                 ("trial_id", String),
@@ -201,6 +202,10 @@ pub struct TrialEvent {
     pub burn_version: String,
     /// The command line that ran the attempt.
     pub command: String,
+    /// The preprocessing check of `sweep run` as JSON (`experiment::preflight`): the
+    /// resolved preprocessing, per image channel the share of its class's annotated voxels
+    /// mapped to 0 and Otsu's Dice, the `auto` floors; `None` when no check ran.
+    pub preprocess_check: Option<String>,
     /// Swept and config values by dotted key (stored as `param.<key>` columns).
     pub params: BTreeMap<String, String>,
 }
@@ -287,6 +292,13 @@ impl TrialEvent {
         cols.push("seglab_version", s(|e| &e.seglab_version));
         cols.push("burn_version", s(|e| &e.burn_version));
         cols.push("command", s(|e| &e.command));
+        cols.push(
+            "preprocess_check",
+            events
+                .iter()
+                .map(|e| e.preprocess_check.as_deref())
+                .collect::<Vec<_>>(),
+        );
         let keys: BTreeSet<&String> = events.iter().flat_map(|e| e.params.keys()).collect();
         for key in keys {
             let values: Vec<Option<&str>> = events
@@ -325,6 +337,7 @@ impl TrialEvent {
             r.bool("git_dirty")?,
             r.str("git_diff_sha256")?,
         );
+        let preprocess_check = r.str("preprocess_check")?;
         let (user, host, device, sv, bv, command) = (
             r.str("user")?,
             r.str("host")?,
@@ -375,6 +388,7 @@ impl TrialEvent {
                     seglab_version: own(sv.get(i)),
                     burn_version: own(bv.get(i)),
                     command: own(command.get(i)),
+                    preprocess_check: preprocess_check.get(i).map(str::to_string),
                     params: params
                         .iter()
                         .filter_map(|(k, c)| c.get(i).map(|v| (k.clone(), v.to_string())))
