@@ -87,7 +87,10 @@ fn data_info_flags_the_published_floor_and_auto_keeps_the_nuclei() {
     }
     let configured = nuclei(&info, "configured", None);
     assert_eq!(configured["floor"], 95.0);
-    assert!(configured["zeroed"].as_f64().unwrap() > 0.10, "{configured}");
+    assert!(
+        configured["zeroed"].as_f64().unwrap() > 0.10,
+        "{configured}"
+    );
 
     let auto = nuclei(&info, "auto", None);
     assert!(auto["zeroed"].as_f64().unwrap() <= 0.05, "{auto}");
@@ -101,13 +104,24 @@ fn data_info_flags_the_published_floor_and_auto_keeps_the_nuclei() {
         .map(|f| f["otsu_dice"].as_f64().unwrap())
         .fold(f64::NEG_INFINITY, f64::max);
     let auto_dice = auto["otsu_dice"].as_f64().unwrap();
-    assert!(auto_dice >= best_fixed - 0.02, "auto {auto_dice} vs best {best_fixed}");
+    assert!(
+        auto_dice >= best_fixed - 0.02,
+        "auto {auto_dice} vs best {best_fixed}"
+    );
     // The published floor costs Otsu most of its Dice here.
-    let published = nuclei(&info, "fixed", Some(95.0))["otsu_dice"].as_f64().unwrap();
+    let published = nuclei(&info, "fixed", Some(95.0))["otsu_dice"]
+        .as_f64()
+        .unwrap();
     assert!(published < auto_dice - 0.1, "{published} vs {auto_dice}");
 
     // The screen says so in words.
-    let o = util::run_seglab(&["data", "info", data.to_str().unwrap(), "--percentiles", "20"]);
+    let o = util::run_seglab(&[
+        "data",
+        "info",
+        data.to_str().unwrap(),
+        "--percentiles",
+        "20",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let screen = String::from_utf8_lossy(&o.stdout);
     assert!(screen.contains("95 (configured)"), "{screen}");
@@ -115,10 +129,18 @@ fn data_info_flags_the_published_floor_and_auto_keeps_the_nuclei() {
     assert!(screen.contains("hides"), "{screen}");
     assert!(screen.contains("percentiles = \"auto\""), "{screen}");
     assert!(
-        screen.lines().any(|l| l.starts_with("nuclei") && l.contains(" 20 ")),
+        screen
+            .lines()
+            .any(|l| l.starts_with("nuclei") && l.contains(" 20 ")),
         "--percentiles 20 adds a row: {screen}"
     );
-    let bad = util::run_seglab(&["data", "info", data.to_str().unwrap(), "--percentiles", "120"]);
+    let bad = util::run_seglab(&[
+        "data",
+        "info",
+        data.to_str().unwrap(),
+        "--percentiles",
+        "120",
+    ]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--percentiles"));
 }
@@ -145,8 +167,7 @@ fn stored_checks(dir: &Path) -> Vec<Value> {
         .unwrap()
         .into_iter()
         .map(|e| {
-            serde_json::from_str(e.preprocess_check.as_deref().expect("a recorded check"))
-                .unwrap()
+            serde_json::from_str(e.preprocess_check.as_deref().expect("a recorded check")).unwrap()
         })
         .collect()
 }
@@ -217,7 +238,10 @@ fn sweeps_stop_on_clipping_and_record_the_check() {
     let checks = stored_checks(&auto_dir);
     let floors = checks[0]["auto_floors"].as_array().unwrap();
     let nuclei_floor = floors.iter().find(|f| f["channel"] == "nuclei").unwrap();
-    assert_eq!(nuclei_floor["source"], "annotated-foreground", "{nuclei_floor}");
+    assert_eq!(
+        nuclei_floor["source"], "annotated-foreground",
+        "{nuclei_floor}"
+    );
     let chosen = nuclei_floor["percentile"].as_f64().unwrap();
     assert!(chosen < 80.0, "{nuclei_floor}");
     let trial_dirs: Vec<PathBuf> = std::fs::read_dir(auto_dir.join("trials"))
@@ -229,7 +253,11 @@ fn sweeps_stop_on_clipping_and_record_the_check() {
         &std::fs::read_to_string(trial_dirs[0].join("preprocessing.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(record["percentiles"][1][0].as_f64(), Some(chosen), "{record}");
+    assert_eq!(
+        record["percentiles"][1][0].as_f64(),
+        Some(chosen),
+        "{record}"
+    );
     let dice = |dir: &Path| -> f64 {
         let store = Store::open(dir.join("store")).unwrap();
         let df = store.read(Table::Results).unwrap();
@@ -243,5 +271,8 @@ fn sweeps_stop_on_clipping_and_record_the_check() {
         v.iter().sum::<f64>() / v.len() as f64
     };
     let (clipped, kept) = (dice(&sweep_dir), dice(&auto_dir));
-    assert!(kept > clipped + 0.1, "auto {kept} vs published floor {clipped}");
+    assert!(
+        kept > clipped + 0.1,
+        "auto {kept} vs published floor {clipped}"
+    );
 }

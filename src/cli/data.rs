@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::dataset::auto_floor::resolve_on;
+use crate::dataset::auto_floor::{describe_floors, resolve_on};
 use crate::dataset::clipping::{ClipFigure, DEFAULT_MAX_ZEROED, measure_clipping};
 use crate::dataset::import::{ImportLayout, ImportOptions};
 use crate::dataset::preprocess::{Percentiles, PreprocessConfig};
@@ -49,7 +49,10 @@ pub enum DataCommand {
 /// --layout folder: SRC/images/*.tif and SRC/masks/*.tif matched by name (a
 /// mask may add _mask, _label or _gt to its image's name); channels are named
 /// in the published order (1 = nuclei; 2 = golgi, nuclei; 3 = golgi,
-/// nuclei, pair) unless --image-channels / --mask-channels name them.
+/// nuclei, pair) unless --image-channels / --mask-channels name them. The
+/// dataset gets `percentiles = "auto"` (each channel's stretch floor chosen
+/// from the data; the floors it would choose are printed) unless
+/// --percentiles preset keeps the preset's.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ImportArgs {
@@ -78,6 +81,12 @@ pub struct ImportArgs {
     /// Replace an existing DEST.
     #[arg(long)]
     pub force: bool,
+    /// Folder layout: `auto` writes percentiles = "auto" under [preprocess];
+    /// `preset` writes none (the preset's stretch, floor at the 95th
+    /// percentile for the `code` preset).
+    #[arg(long, value_name = "auto|preset", default_value = "auto",
+          value_parser = ["auto", "preset"])]
+    pub percentiles: String,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +131,7 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
         mask_channels: a.mask_channels,
         copy: a.copy,
         force: a.force,
+        auto_percentiles: a.percentiles == "auto",
     };
     let started = std::time::Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -144,8 +154,30 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     for note in &summary.notes {
         println!("- {note}");
     }
+    if summary.spec.preprocess.percentiles == Some(Percentiles::Auto) {
+        print_auto_floors(&summary.dest)?;
+    }
     println!("next: seglab data info {}", summary.dest.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `percentiles = "auto"` chooses on the whole imported dataset (each trial chooses
+/// again from its own training volumes).
+fn print_auto_floors(dest: &std::path::Path) -> anyhow::Result<()> {
+    let dataset = Dataset::open(dest)?;
+    let config = PreprocessConfig::default();
+    let (pre, floors) = resolve_on(&dataset, &config, Preset::Code, &dataset.ids(), true)?;
+    println!(
+        "- preprocessing: percentiles = \"auto\" (each trial chooses its floors from its \
+         training volumes; on all volumes: {})",
+        pre.describe()
+    );
+    if let Some(floors) = floors {
+        for line in describe_floors(&floors) {
+            println!("  {line}");
+        }
+    }
+    Ok(())
 }
 
 fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
@@ -204,13 +236,19 @@ fn clip_rows(dataset: &Dataset, preset: Preset, extra: &[f64]) -> anyhow::Result
             percentiles: Some(Percentiles::Auto),
             ..configured.clone()
         };
-        variants.push(("auto", resolve_on(dataset, &auto, preset, &annotated, true)?.0));
+        variants.push((
+            "auto",
+            resolve_on(dataset, &auto, preset, &annotated, true)?.0,
+        ));
     }
     let mut floors: Vec<f64> = COMPARED_FLOORS.iter().chain(extra).copied().collect();
     floors.sort_by(f64::total_cmp);
     floors.dedup();
     for floor in floors {
-        let fixed: Vec<[f64; 2]> = pairs.iter().map(|&[_, high]| [floor.min(high), high]).collect();
+        let fixed: Vec<[f64; 2]> = pairs
+            .iter()
+            .map(|&[_, high]| [floor.min(high), high])
+            .collect();
         let config = configured.with_pairs(fixed);
         variants.push((
             "fixed",
@@ -254,11 +292,7 @@ fn clip_table(rows: &[ClipRow]) -> String {
                 kind => format!("{floor} ({kind})"),
             };
             let note = if f.zeroed > DEFAULT_MAX_ZEROED {
-                format!(
-                    "hides {:.0} % of {}",
-                    f.zeroed * 100.0,
-                    f.class
-                )
+                format!("hides {:.0} % of {}", f.zeroed * 100.0, f.class)
             } else {
                 String::new()
             };
@@ -277,7 +311,11 @@ fn clip_table(rows: &[ClipRow]) -> String {
         s.push_str(line.trim_end());
         s.push('\n');
     }
-    if rows[0].figures.iter().any(|f| f.zeroed > DEFAULT_MAX_ZEROED) {
+    if rows[0]
+        .figures
+        .iter()
+        .any(|f| f.zeroed > DEFAULT_MAX_ZEROED)
+    {
         s.push_str(
             "the configured floor maps more than 10 % of a class's annotated voxels to 0: \
              set `percentiles = \"auto\"` under [preprocess] in dataset.toml (or a floor \

@@ -189,8 +189,8 @@ fn chosen_pairs(config: &PreprocessConfig, trial_dir: &Path) -> anyhow::Result<P
     })?;
     let record: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
-    let pairs: Vec<[f64; 2]> = serde_json::from_value(record["percentiles"].clone())
-        .with_context(|| {
+    let pairs: Vec<[f64; 2]> =
+        serde_json::from_value(record["percentiles"].clone()).with_context(|| {
             format!(
                 "{}: field `percentiles`: expected a list of [low, high] pairs",
                 path.display()

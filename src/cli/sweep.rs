@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::runs::render_table;
+use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
 use crate::experiment::ExperimentError;
 use crate::experiment::overrides::{self, SpecOverrides};
-use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
 use crate::experiment::paths::SweepPaths;
 use crate::experiment::preflight::Preflight;
 use crate::experiment::runner::{
@@ -319,7 +319,9 @@ fn preflight(
             let allowed = check
                 .trials
                 .values()
-                .filter(|c| c.clipping_allowed && c.figures.iter().any(|f| f.zeroed > args.max_zeroed))
+                .filter(|c| {
+                    c.clipping_allowed && c.figures.iter().any(|f| f.zeroed > args.max_zeroed)
+                })
                 .count();
             let exempt = if allowed > 0 {
                 format!(

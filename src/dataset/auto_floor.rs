@@ -166,12 +166,8 @@ pub fn resolve_on(
     }
     let floors = choose_floors(dataset, ids, use_masks, config, preset)?;
     let lows: Vec<f64> = floors.iter().map(|f| f.percentile).collect();
-    let pre = config.resolve_with_floors(
-        preset,
-        &spec.image_channels,
-        &spec.preprocess,
-        Some(&lows),
-    )?;
+    let pre =
+        config.resolve_with_floors(preset, &spec.image_channels, &spec.preprocess, Some(&lows))?;
     Ok((pre, Some(floors)))
 }
 
@@ -318,7 +314,10 @@ mod tests {
             paired_classes(&s(&["golgi", "nuclei"]), &s(&["nuclei", "golgi", "pair"])),
             vec![Some(1), Some(0)]
         );
-        assert_eq!(paired_classes(&s(&["dapi"]), &s(&["nuclei"])), vec![Some(0)]);
+        assert_eq!(
+            paired_classes(&s(&["dapi"]), &s(&["nuclei"])),
+            vec![Some(0)]
+        );
         assert_eq!(
             paired_classes(&s(&["a", "b", "c"]), &s(&["golgi", "nuclei", "pair"])),
             vec![Some(0), Some(1), None]
@@ -357,7 +356,10 @@ mod tests {
         assert!(at(floor) <= 2, "{}", at(floor));
         assert!(at(floor + 1.0) > 2 || floor + 1.0 > 98.0);
         assert!(at(95.0) > 100, "the published floor zeroes most objects");
-        assert_eq!(annotated_floor(&v, &vec![0; v.len()], &s, Arithmetic::F64), None);
+        assert_eq!(
+            annotated_floor(&v, &vec![0; v.len()], &s, Arithmetic::F64),
+            None
+        );
     }
 
     #[test]

@@ -734,6 +734,69 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_read_auto_or_pairs_and_write_pairs_as_before() {
+        let auto: PreprocessConfig =
+            serde_json::from_value(serde_json::json!({"percentiles": "auto"})).unwrap();
+        assert_eq!(auto.percentiles, Some(Percentiles::Auto));
+        assert_eq!(serde_json::to_value(&auto).unwrap()["percentiles"], "auto");
+        let pairs = serde_json::json!({"percentiles": [[95.0, 99.8], [50.0, 98.0]]});
+        let config: PreprocessConfig = serde_json::from_value(pairs.clone()).unwrap();
+        assert_eq!(
+            config.percentiles,
+            Some(Percentiles::Pairs(vec![[95.0, 99.8], [50.0, 98.0]]))
+        );
+        // Pairs serialize as the plain list they were before `auto`: trial ids keep.
+        assert_eq!(
+            serde_json::to_value(&config).unwrap()["percentiles"],
+            pairs["percentiles"]
+        );
+        let toml_auto: PreprocessDefaults = toml::from_str("percentiles = \"auto\"").unwrap();
+        assert_eq!(toml_auto.percentiles, Some(Percentiles::Auto));
+        let err = serde_json::from_value::<PreprocessConfig>(
+            serde_json::json!({"percentiles": "automatic"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"auto\" or a list of [low, high] pairs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn auto_takes_its_floors_and_the_preset_ceilings() {
+        let names = vec!["golgi".to_string(), "nuclei".to_string()];
+        let auto = PreprocessConfig {
+            percentiles: Some(Percentiles::Auto),
+            ..Default::default()
+        };
+        let none = PreprocessDefaults::default();
+        assert!(auto.is_auto(&none));
+        let err = auto
+            .resolve(Preset::Code, &names, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("preprocess.percentiles = \"auto\""), "{err}");
+        let p = auto
+            .resolve_with_floors(Preset::Code, &names, &none, Some(&[30.0, 21.0]))
+            .unwrap();
+        assert_eq!(p.pairs(), Some(vec![[30.0, 99.8], [21.0, 98.0]]));
+        assert!(p.describe().contains("(auto floors)"), "{}", p.describe());
+        // The dataset's `auto` applies when the trial sets nothing; a trial's pairs win.
+        let dataset_auto = PreprocessDefaults {
+            percentiles: Some(Percentiles::Auto),
+        };
+        assert!(PreprocessConfig::default().is_auto(&dataset_auto));
+        let explicit = PreprocessConfig::default().with_pairs(vec![[1.0, 98.0], [2.0, 98.0]]);
+        assert!(!explicit.is_auto(&dataset_auto));
+        let off = PreprocessConfig {
+            stretch: false,
+            ..auto.clone()
+        };
+        assert!(!off.is_auto(&none));
+    }
+
+    #[test]
     fn invalid_configs_name_the_field() {
         let names = vec!["golgi".to_string()];
         let bad = PreprocessConfig {

@@ -430,9 +430,8 @@ annotation_hours = 3.0
             e.contains("image_channels[1] = `golgi` appears twice"),
             "{e}"
         );
-        let e = invalid(|s| {
-            s.preprocess.percentiles = Some(Percentiles::Pairs(vec![[95.0, 99.8]]))
-        });
+        let e =
+            invalid(|s| s.preprocess.percentiles = Some(Percentiles::Pairs(vec![[95.0, 99.8]])));
         assert!(e.contains("1 pairs for 2 image channels"), "{e}");
         let e = invalid(|s| s.volumes.clear());
         assert!(e.starts_with("volumes must list"), "{e}");

@@ -121,7 +121,9 @@ impl Preflight {
         if violations.is_empty() {
             return None;
         }
-        let mut s = String::from("preprocessing check: the percentile stretch hides annotated objects before any model sees them:\n");
+        let mut s = String::from(
+            "preprocessing check: the percentile stretch hides annotated objects before any model sees them:\n",
+        );
         for v in &violations {
             let floor = v
                 .floor
@@ -204,10 +206,11 @@ fn check_dataset(
             resolve_preprocessing(dataset, &t.config, fold)?
         } else {
             let spec = dataset.spec();
-            let pre = t
-                .config
-                .preprocess
-                .resolve(t.config.preset, &spec.image_channels, &spec.preprocess)?;
+            let pre = t.config.preprocess.resolve(
+                t.config.preset,
+                &spec.image_channels,
+                &spec.preprocess,
+            )?;
             (pre, None)
         };
         let index = match distinct.iter().position(|p| *p == pre) {

@@ -33,9 +33,9 @@ use super::{
 };
 use crate::dataset::Dataset;
 use crate::dataset::auto_floor::{AutoFloor, describe_floors, resolve_on};
+use crate::dataset::patches::{PatchSet, PatchVolume};
 use crate::dataset::preprocess::Preprocessor;
 use crate::dataset::splits::Fold;
-use crate::dataset::patches::{PatchSet, PatchVolume};
 use crate::dataset::splits::{SplitScheme, fold_at, load_or_create_splits};
 use crate::dataset::threshold::otsu_threshold;
 use crate::experiment::paths::TrialPaths;
