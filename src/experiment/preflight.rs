@@ -7,6 +7,7 @@
 //! (`trials.preprocess_check`).
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -195,14 +196,14 @@ fn check_dataset(
     for t in trials {
         let auto = t.config.preprocess.is_auto(&dataset.spec().preprocess);
         let (pre, floors) = if auto {
-            if !folds_by_seed.contains_key(&t.seed) {
-                let folds = match &t.scheme {
+            let folds = match folds_by_seed.entry(t.seed) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(match &t.scheme {
                     SplitScheme::Named(name) => dataset.named_folds(name)?,
                     scheme => make_splits(&dataset.ids(), &dataset.groups(), scheme, t.seed)?,
-                };
-                folds_by_seed.insert(t.seed, folds);
-            }
-            let fold = fold_at(&folds_by_seed[&t.seed], t.fold as usize)?;
+                }),
+            };
+            let fold = fold_at(folds, t.fold as usize)?;
             resolve_preprocessing(dataset, &t.config, fold)?
         } else {
             let spec = dataset.spec();
