@@ -276,3 +276,28 @@ fn sweeps_stop_on_clipping_and_record_the_check() {
         "auto {kept} vs published floor {clipped}"
     );
 }
+
+/// The real embryo spec keeps the published floor and passes: its nuclei fill 2–4 % of each
+/// volume, and the 95th-percentile floor maps under 10 % of their voxels to 0.
+#[test]
+fn the_real_embryo_spec_passes_the_check() {
+    if util::shared_data("qcanet-embryo").is_none() {
+        return;
+    }
+    let dir = util::temp_dir();
+    let spec = util::repo_root().join("experiments/qcanet-real.toml");
+    let out = dir.path().join("qcanet");
+    let o = util::run_seglab(&[
+        "sweep",
+        "plan",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("every trial keeps at least 90 %") && !err.contains("allow_clipping"),
+        "{err}"
+    );
+}
