@@ -165,6 +165,8 @@ pub struct SlurmArgs {
     pub submit: bool,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub check: CheckArgs,
 }
 
 #[derive(Debug, Args)]
@@ -517,6 +519,13 @@ fn already_finished(trial: &Trial, sweep_dir: &Path) -> anyhow::Result<bool> {
 fn slurm_cmd(args: SlurmArgs) -> anyhow::Result<ExitCode> {
     let opts = slurm_options(&args)?;
     let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
+    let (check, stop) = preflight(&spec, &expand(&spec)?, &args.check)?;
+    if let Some(code) = stop {
+        return Ok(code);
+    }
+    std::fs::create_dir_all(&sweep_dir)
+        .with_context(|| format!("cannot create {}", sweep_dir.display()))?;
+    check.write(&sweep_dir)?;
     let opts = SlurmOptions {
         sweep_dir: std::path::absolute(sweep_dir).context("--out: resolving the sweep folder")?,
         ..opts

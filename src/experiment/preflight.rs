@@ -1,4 +1,5 @@
-//! The preprocessing check of `sweep plan` and `sweep run`, before any training: each trial's
+//! The preprocessing check of `sweep plan`, `sweep run` and `sweep slurm`, before any
+//! training: each trial's
 //! preprocessing (its `auto` floors chosen as the trial chooses them,
 //! `train::trial::resolve_preprocessing`) is measured on the dataset's annotated volumes
 //! (`dataset::clipping`). Where it maps more than `max_zeroed` of a class's annotated voxels
