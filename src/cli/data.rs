@@ -206,6 +206,12 @@ fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
         write!(out, "{}", table(&dataset, &volumes))?;
+        if clipping.is_empty() {
+            writeln!(
+                out,
+                "\nno annotated volumes: what the stretch does to the objects needs masks"
+            )?;
+        }
         write!(out, "{}", clip_table(&clipping))?;
     }
     Ok(ExitCode::SUCCESS)
