@@ -55,6 +55,7 @@ fn event(i: usize) -> TrialEvent {
         seglab_version: "0.1.0".into(),
         burn_version: "0.22.1".into(),
         command: "seglab sweep run".into(),
+        preprocess_check: None,
         params: BTreeMap::from([("loss.golgi_weight".into(), format!("{}", i % 4))]),
         split_id: None,
         split_json: None,

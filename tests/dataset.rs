@@ -134,10 +134,31 @@ fn a_folder_of_real_tiffs_imports_and_reads_back() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let printed = String::from_utf8_lossy(&o.stdout);
     assert!(printed.contains("image channels: nuclei"), "{printed}");
+    // The import chooses the stretch floors from the data and says which.
+    assert!(printed.contains("percentiles = \"auto\""), "{printed}");
+    assert!(printed.contains("nuclei: floor at percentile"), "{printed}");
+    let toml = std::fs::read_to_string(out.join("dataset.toml")).unwrap();
+    assert!(
+        toml.contains("[preprocess]\npercentiles = \"auto\""),
+        "{toml}"
+    );
     let o = util::run_seglab(&["data", "info", out.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(info["mask_channels"], serde_json::json!(["nuclei"]));
+    let configured = &info["clipping"][0];
+    assert_eq!(configured["kind"], "configured", "{configured}");
+    assert!(
+        configured["describe"]
+            .as_str()
+            .unwrap()
+            .contains("auto floors"),
+        "{configured}"
+    );
+    assert!(
+        configured["figures"][0]["zeroed"].as_f64().unwrap() <= 0.05,
+        "{configured}"
+    );
     let ids: Vec<&str> = info["volumes"]
         .as_array()
         .unwrap()
@@ -160,6 +181,20 @@ fn a_folder_of_real_tiffs_imports_and_reads_back() {
     ]);
     let line = one_error_line(&again);
     assert!(line.contains("already exists"), "{line}");
+    // Told to keep the preset's stretch, the import writes no percentiles.
+    let preset = dir.path().join("embryo-preset");
+    let o = util::run_seglab(&[
+        "data",
+        "import",
+        src.to_str().unwrap(),
+        "--out",
+        preset.to_str().unwrap(),
+        "--percentiles",
+        "preset",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let toml = std::fs::read_to_string(preset.join("dataset.toml")).unwrap();
+    assert!(!toml.contains("percentiles"), "{toml}");
 }
 
 #[test]

@@ -653,11 +653,12 @@ fn a_sweep_run_with_a_live_mirror_survives_a_server_outage() {
     let spec = tmp.path().join("mirrored.toml");
     std::fs::write(
         &spec,
-        "dataset = \"data\"\nclasses = [\"golgi\", \"nuclei\"]\nscale = \"cpu-small\"\n\
-         [cv]\nscheme = \"nested\"\nfolds = 3\n\
+        "dataset = \"data\"\nclasses = [\"golgi\", \"nuclei\"]\nscale = \"cpu-small\"\n"
+            .to_string()
+            + util::ALLOW_CLIPPING
+            + "[cv]\nscheme = \"nested\"\nfolds = 3\n\
          [[grid]]\nmodel = \"threshold\"\n\
          [[grid]]\nmodel = \"unet3d\"\n"
-            .to_string()
             + "\"train.epochs\" = 3\n\"data.patches.size\" = 16\n\"data.patches.step\" = 16\n\
                \"infer.window\" = 16\n\"infer.step\" = 12\n\"net.base_filters\" = 2\n",
     )

@@ -20,7 +20,8 @@ use seglab::tracking::{Store, TrialEvent, TrialStatus};
 fn spec(dir: &Path, name: &str, models: &str, epochs: u32) -> PathBuf {
     let mut body = format!(
         "dataset = \"../data\"\nclasses = [\"golgi\", \"nuclei\"]\nscale = \"cpu-small\"\n\
-         models = [{models}]\n[cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n"
+         models = [{models}]\n{}[cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n",
+        util::ALLOW_CLIPPING
     );
     if epochs > 0 {
         body.push_str(&format!(

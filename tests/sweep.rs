@@ -32,7 +32,8 @@ fn spec(dir: &Path, name: &str, body: &str) -> PathBuf {
 fn head(models: &str) -> String {
     format!(
         "dataset = \"../data\"\nclasses = [\"golgi\", \"nuclei\"]\nscale = \"cpu-small\"\n\
-         models = [{models}]\n[cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n"
+         models = [{models}]\n{}[cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n",
+        util::ALLOW_CLIPPING
     )
 }
 

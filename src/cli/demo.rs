@@ -7,8 +7,11 @@ use anyhow::Context;
 use clap::Args;
 use polars::prelude::{IntoLazy, JoinArgs, JoinType, col, lit};
 
+use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
+use crate::experiment::preflight::Preflight;
 use crate::experiment::runner::{RunOptions, run_sweep};
 use crate::experiment::spec::SweepSpec;
+use crate::experiment::trial::expand;
 use crate::report::{self, Aggregation, ReportOptions, aggregate};
 use crate::synth::dataset::write_phantom_dataset;
 use crate::synth::{PhantomConfig, PhantomPreset};
@@ -80,6 +83,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
+    let check = Preflight::run(
+        &expand(&spec)?,
+        DEFAULT_MAX_ZEROED,
+        false,
+        &spec.allow_clipping,
+        &spec.file,
+    )?;
+    if let Some(message) = check.stop_message(&spec.dataset) {
+        eprintln!("{message}");
+        return Ok(ExitCode::from(2));
+    }
+    std::fs::create_dir_all(&opts.sweep_dir)
+        .with_context(|| format!("cannot create {}", opts.sweep_dir.display()))?;
+    check.write(&opts.sweep_dir)?;
     let summary = run_sweep(&spec, &opts)?;
     if summary.stopped {
         eprintln!("demo stopped; run the same command again to resume");

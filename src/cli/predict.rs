@@ -1,12 +1,12 @@
 //! `seglab predict`: sliding-window prediction of one image with a checkpoint.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::dataset::preprocess::PreprocessConfig;
+use crate::dataset::preprocess::{Percentiles, PreprocessConfig};
 use crate::dataset::spec::PreprocessDefaults;
 use crate::experiment::paths::TrialPaths;
 use crate::infer::{MergeMode, SlidingWindowConfig, predict_volume};
@@ -126,6 +126,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
             (PreprocessConfig::default(), Preset::Code, cfg)
         }
     };
+    let preprocess = match (&preprocess.percentiles, ckpt.parent()) {
+        (Some(Percentiles::Auto), Some(dir)) => chosen_pairs(&preprocess, dir)?,
+        _ => preprocess,
+    };
     let pre = preprocess.resolve(preset, &channels, &PreprocessDefaults::default())?;
     let (image, _) = pre.apply(&image, dtype)?;
     if let Some(step) = args.step {
@@ -171,4 +175,26 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("wrote {}", args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// An `auto` stretch with the percentiles its trial chose (the trial folder's
+/// `preprocessing.json`, written by `train::trial`).
+fn chosen_pairs(config: &PreprocessConfig, trial_dir: &Path) -> anyhow::Result<PreprocessConfig> {
+    let path = TrialPaths::new(trial_dir).preprocessing();
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: cannot read the percentiles the trial's `auto` stretch chose",
+            path.display()
+        )
+    })?;
+    let record: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let pairs: Vec<[f64; 2]> =
+        serde_json::from_value(record["percentiles"].clone()).with_context(|| {
+            format!(
+                "{}: field `percentiles`: expected a list of [low, high] pairs",
+                path.display()
+            )
+        })?;
+    Ok(config.with_pairs(pairs))
 }

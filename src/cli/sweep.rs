@@ -9,9 +9,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::runs::render_table;
+use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
 use crate::experiment::ExperimentError;
 use crate::experiment::overrides::{self, SpecOverrides};
 use crate::experiment::paths::SweepPaths;
+use crate::experiment::preflight::Preflight;
 use crate::experiment::runner::{
     RunOptions, TaskOptions, TaskSignals, run_sweep, run_task, sweep_state,
 };
@@ -58,6 +60,18 @@ pub struct OverrideArgs {
     pub dataset: Option<PathBuf>,
 }
 
+/// The preprocessing check before any training (`experiment::preflight`).
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Run even where the percentile stretch maps more than --max-zeroed of
+    /// a class's annotated voxels to 0.
+    #[arg(long)]
+    pub allow_clipping: bool,
+    /// The share of a class's annotated voxels the stretch may map to 0.
+    #[arg(long, value_name = "SHARE", default_value_t = DEFAULT_MAX_ZEROED)]
+    pub max_zeroed: f64,
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The sweep spec (experiments/<name>.toml).
@@ -68,6 +82,8 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub check: CheckArgs,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +110,8 @@ pub struct RunArgs {
     pub device: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub check: CheckArgs,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +165,8 @@ pub struct SlurmArgs {
     pub submit: bool,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+    #[command(flatten)]
+    pub check: CheckArgs,
 }
 
 #[derive(Debug, Args)]
@@ -272,7 +292,63 @@ fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
         spec.cv.seeds,
         dir.display()
     );
-    Ok(ExitCode::SUCCESS)
+    let (_, stop) = preflight(&spec, &trials, &args.check)?;
+    Ok(stop.unwrap_or(ExitCode::SUCCESS))
+}
+
+/// The preprocessing check of `trials` (module doc of `experiment::preflight`): prints one
+/// line when it passes, the stop message when it does not; `Some(exit code)` to stop with.
+fn preflight(
+    spec: &SweepSpec,
+    trials: &[Trial],
+    args: &CheckArgs,
+) -> anyhow::Result<(Preflight, Option<ExitCode>)> {
+    if !(0.0..=1.0).contains(&args.max_zeroed) {
+        anyhow::bail!(
+            "--max-zeroed: expected a share between 0 and 1, got {}",
+            args.max_zeroed
+        );
+    }
+    let check = Preflight::run(
+        trials,
+        args.max_zeroed,
+        args.allow_clipping,
+        &spec.allow_clipping,
+        &spec.file,
+    )?;
+    match check.stop_message(&spec.dataset) {
+        None => {
+            let allowed = check
+                .trials
+                .values()
+                .filter(|c| {
+                    c.clipping_allowed && c.figures.iter().any(|f| f.zeroed > args.max_zeroed)
+                })
+                .count();
+            let exempt = if allowed > 0 {
+                format!(
+                    ", but for {allowed} trial(s) of models the spec lets clip (allow_clipping; \
+                     their figures go to the store)"
+                )
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "preprocessing check: every trial keeps at least {:.0} % of each class's \
+                 annotated voxels above 0{exempt}",
+                (1.0 - args.max_zeroed) * 100.0
+            );
+            Ok((check, None))
+        }
+        Some(message) if args.allow_clipping => {
+            eprintln!("{message}\n(going on: --allow-clipping)");
+            Ok((check, None))
+        }
+        Some(message) => {
+            eprintln!("{message}");
+            Ok((check, Some(ExitCode::from(2))))
+        }
+    }
 }
 
 fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -281,6 +357,13 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     crate::models::parse_device(&args.device).context("--device")?;
     let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
+    let (check, stop) = preflight(&spec, &expand(&spec)?, &args.check)?;
+    if let Some(code) = stop {
+        return Ok(code);
+    }
+    std::fs::create_dir_all(&sweep_dir)
+        .with_context(|| format!("cannot create {}", sweep_dir.display()))?;
+    check.write(&sweep_dir)?;
     SweepRecord::of(&spec).write(&sweep_dir)?;
     let opts = RunOptions {
         sweep_dir,
@@ -436,6 +519,13 @@ fn already_finished(trial: &Trial, sweep_dir: &Path) -> anyhow::Result<bool> {
 fn slurm_cmd(args: SlurmArgs) -> anyhow::Result<ExitCode> {
     let opts = slurm_options(&args)?;
     let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
+    let (check, stop) = preflight(&spec, &expand(&spec)?, &args.check)?;
+    if let Some(code) = stop {
+        return Ok(code);
+    }
+    std::fs::create_dir_all(&sweep_dir)
+        .with_context(|| format!("cannot create {}", sweep_dir.display()))?;
+    check.write(&sweep_dir)?;
     let opts = SlurmOptions {
         sweep_dir: std::path::absolute(sweep_dir).context("--out: resolving the sweep folder")?,
         ..opts

@@ -15,11 +15,13 @@
 //! the same across files, and each problem is one error naming the file. The dataset folder
 //! is written atomically ([`crate::atomic::build_folder`]): a failed import writes nothing.
 //! The files stay where they are (the `dataset.toml` lists them by relative path) unless
-//! `copy` is set.
+//! `copy` is set. A folder import writes `percentiles = "auto"` under `[preprocess]` (the
+//! stretch floors chosen from the data, [`super::auto_floor`]) unless asked not to.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::preprocess::Percentiles;
 use super::published::{self, ANNOTATION_HOURS_PER_CROP, PAPER_SPLIT, THESIS_SPLIT};
 use super::spec::{FileChannels, PreprocessDefaults, relative_path};
 use super::splits::{Fold, FoldSpec, NamedSplit};
@@ -50,6 +52,9 @@ pub struct ImportOptions {
     pub copy: bool,
     /// Replace an existing destination folder.
     pub force: bool,
+    /// Write `percentiles = "auto"` under `[preprocess]` (folder layout; the published layout
+    /// keeps the published stretch of its preset).
+    pub auto_percentiles: bool,
 }
 
 /// What an import wrote, with what it decided on the user's behalf.
@@ -128,7 +133,10 @@ pub fn import(
             image_channels: image_files,
             mask_channels: mask_files,
         },
-        preprocess: PreprocessDefaults::default(),
+        preprocess: PreprocessDefaults {
+            percentiles: (options.auto_percentiles && options.layout == ImportLayout::Folder)
+                .then_some(Percentiles::Auto),
+        },
         splits: BTreeMap::new(),
         volumes: scanned
             .iter()

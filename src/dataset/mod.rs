@@ -2,13 +2,17 @@
 //! volumes load as [`LoadedVolume`]s (image intensities as `f32`, masks as 0/1 `u8`); then
 //! preprocessing ([`preprocess`]: percentile stretch and scaling), reflection padding
 //! ([`pad`]), patch extraction for training ([`patches`]) and cross-validation splits by
-//! volume ([`splits`]). [`threshold`] holds Otsu's threshold.
+//! volume ([`splits`]). [`threshold`] holds Otsu's threshold; [`auto_floor`] chooses stretch
+//! floors from the data (`percentiles = "auto"`) and [`clipping`] measures what a stretch
+//! does to the annotated objects.
 //!
 //! This module does not read TIFF itself (that is `volume::read_tiff`), knows nothing of
 //! models or tensors (patch batches are plain vectors), and does not predict whole volumes
 //! (that is `infer/`).
 
 pub mod augment;
+pub mod auto_floor;
+pub mod clipping;
 pub mod import;
 pub mod pad;
 pub mod patches;

@@ -13,9 +13,12 @@
 //!
 //! Percentile pairs come from the preset by channel name ([`preset_percentiles`]), overridden
 //! by the dataset's `[preprocess]` table, overridden by an explicit [`PreprocessConfig`].
+//! Either may say `percentiles = "auto"` ([`Percentiles::Auto`]): each channel's floor is then
+//! chosen from the data by `dataset::auto_floor` and its ceiling stays the preset's.
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::DatasetError;
 use super::spec::PreprocessDefaults;
@@ -31,6 +34,69 @@ pub fn preset_percentiles(preset: Preset, channel: &str) -> [f64; 2] {
         (Preset::Code, "golgi") => [95.0, 99.8],
         (Preset::Code, _) | (Preset::Paper, _) => [95.0, 98.0],
         (Preset::Thesis, _) => [5.0, 98.0],
+    }
+}
+
+/// The (low, high) percentiles of the stretch as a user writes them: one pair per image
+/// channel, or `"auto"` (a floor per channel chosen from the data, the preset's ceiling).
+/// Pairs serialize as before `"auto"` existed, so configs with pairs keep their trial ids.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Percentiles {
+    Auto,
+    Pairs(Vec<[f64; 2]>),
+}
+
+impl Serialize for Percentiles {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Percentiles::Auto => s.serialize_str("auto"),
+            Percentiles::Pairs(pairs) => pairs.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Percentiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PercentilesVisitor;
+        impl<'de> Visitor<'de> for PercentilesVisitor {
+            type Value = Percentiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\" or a list of [low, high] pairs, one per image channel")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Percentiles, E> {
+                if v == "auto" {
+                    Ok(Percentiles::Auto)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Percentiles, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = seq.next_element::<[f64; 2]>()? {
+                    pairs.push(pair);
+                }
+                Ok(Percentiles::Pairs(pairs))
+            }
+        }
+        d.deserialize_any(PercentilesVisitor)
+    }
+}
+
+impl Percentiles {
+    /// The pairs, or `None` for `auto`.
+    pub fn pairs(&self) -> Option<&[[f64; 2]]> {
+        match self {
+            Percentiles::Auto => None,
+            Percentiles::Pairs(p) => Some(p),
+        }
+    }
+
+    /// Checks every pair (`auto` is always valid); the error names `field`.
+    pub fn validate(&self, field: &str) -> Result<(), DatasetError> {
+        match self {
+            Percentiles::Auto => Ok(()),
+            Percentiles::Pairs(p) => validate_percentiles(p, field),
+        }
     }
 }
 
@@ -193,8 +259,9 @@ pub struct PreprocessConfig {
     /// Apply the percentile stretch. When off, intensities are taken to be in [0, 255]
     /// already (a preprocessed uint8 file) and only scaled.
     pub stretch: bool,
-    /// (low, high) percentiles per image channel, in [0, 100]; overrides dataset and preset.
-    pub percentiles: Option<Vec<[f64; 2]>>,
+    /// (low, high) percentiles per image channel, in [0, 100], or `"auto"`; overrides
+    /// dataset and preset.
+    pub percentiles: Option<Percentiles>,
     /// How far `low` is lowered when low == high (§1.3: 10 intensity units).
     pub equal_guard: f64,
     /// Truncate the stretched values to integers 0..=255, as the published uint8 cast does.
@@ -217,8 +284,8 @@ impl Default for PreprocessConfig {
 impl PreprocessConfig {
     /// Checks ranges; the error names the field and the value.
     pub fn validate(&self) -> Result<(), DatasetError> {
-        if let Some(pairs) = &self.percentiles {
-            validate_percentiles(pairs, "preprocess.percentiles")?;
+        if let Some(p) = &self.percentiles {
+            p.validate("preprocess.percentiles")?;
         }
         if !(self.equal_guard.is_finite() && self.equal_guard > 0.0) {
             return Err(DatasetError::Config(format!(
@@ -229,22 +296,80 @@ impl PreprocessConfig {
         Ok(())
     }
 
+    /// The percentiles in force: this config's, else the dataset's (with the field that set
+    /// them), else `None` (the preset's by channel name).
+    fn chosen<'a>(
+        &'a self,
+        dataset: &'a PreprocessDefaults,
+    ) -> Option<(&'a Percentiles, &'static str)> {
+        match (&self.percentiles, &dataset.percentiles) {
+            (Some(p), _) => Some((p, "preprocess.percentiles")),
+            (None, Some(p)) => Some((p, "dataset preprocess.percentiles")),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether the stretch chooses its floors from the data (`percentiles = "auto"` here or in
+    /// the dataset's `[preprocess]` table, and the stretch on).
+    pub fn is_auto(&self, dataset: &PreprocessDefaults) -> bool {
+        self.stretch && matches!(self.chosen(dataset), Some((Percentiles::Auto, _)))
+    }
+
     /// The preprocessing of a dataset with image channels `channels`: percentiles from this
     /// config, else from the dataset's `[preprocess]` table, else from `preset` by channel name.
+    /// An `auto` stretch needs its floors: see [`PreprocessConfig::resolve_with_floors`].
     pub fn resolve(
         &self,
         preset: Preset,
         channels: &[String],
         dataset: &PreprocessDefaults,
     ) -> Result<Preprocessor, DatasetError> {
+        self.resolve_with_floors(preset, channels, dataset, None)
+    }
+
+    /// [`PreprocessConfig::resolve`] with the floors (low percentiles, one per channel) an
+    /// `auto` stretch uses; its ceilings are the preset's ([`preset_percentiles`]). `floors`
+    /// is ignored when the percentiles are not `auto`.
+    pub fn resolve_with_floors(
+        &self,
+        preset: Preset,
+        channels: &[String],
+        dataset: &PreprocessDefaults,
+        floors: Option<&[f64]>,
+    ) -> Result<Preprocessor, DatasetError> {
         self.validate()?;
-        let (pairs, field) = match (&self.percentiles, &dataset.percentiles) {
-            (Some(p), _) => (p.clone(), "preprocess.percentiles"),
-            (None, Some(p)) => {
-                validate_percentiles(p, "dataset preprocess.percentiles")?;
-                (p.clone(), "dataset preprocess.percentiles")
+        let auto = self.is_auto(dataset);
+        let (pairs, field) = match self.chosen(dataset) {
+            Some((Percentiles::Pairs(p), field)) => {
+                validate_percentiles(p, field)?;
+                (p.clone(), field)
             }
-            (None, None) => (
+            Some((Percentiles::Auto, field)) if self.stretch => {
+                let floors = floors.ok_or_else(|| {
+                    DatasetError::Config(format!(
+                        "{field} = \"auto\" chooses each channel's floor from the dataset's \
+                         volumes, which are not at hand here; give the percentiles as \
+                         [low, high] pairs"
+                    ))
+                })?;
+                if floors.len() != channels.len() {
+                    return Err(DatasetError::Config(format!(
+                        "{field} = \"auto\": {} floors for {} image channels",
+                        floors.len(),
+                        channels.len()
+                    )));
+                }
+                let pairs = channels
+                    .iter()
+                    .zip(floors)
+                    .map(|(c, &floor)| {
+                        let high = preset_percentiles(preset, c)[1];
+                        [floor.clamp(0.0, high), high]
+                    })
+                    .collect();
+                (pairs, field)
+            }
+            _ => (
                 channels
                     .iter()
                     .map(|c| preset_percentiles(preset, c))
@@ -275,7 +400,17 @@ impl PreprocessConfig {
             channels: channels.to_vec(),
             stretches,
             scale: self.scale,
+            auto,
         })
+    }
+
+    /// This config with explicit (low, high) pairs, one per channel: the fixed floors
+    /// `data info` compares.
+    pub fn with_pairs(&self, pairs: Vec<[f64; 2]>) -> PreprocessConfig {
+        PreprocessConfig {
+            percentiles: Some(Percentiles::Pairs(pairs)),
+            ..self.clone()
+        }
     }
 }
 
@@ -335,25 +470,33 @@ impl PercentileStretch {
             return None;
         }
         let bounds = self.bounds(values, arithmetic);
+        out.par_chunks_mut(1 << 16)
+            .zip(values.par_chunks(1 << 16))
+            .for_each(|(o, v)| {
+                for (o, &v) in o.iter_mut().zip(v) {
+                    *o = self.stretch_value(v, bounds);
+                }
+            });
+        Some(bounds)
+    }
+
+    /// One intensity stretched with `bounds`: clip first, then the low == high guard (the
+    /// published order), rescale to [0, 255], truncate when quantizing.
+    #[inline]
+    pub fn stretch_value(&self, v: f32, bounds: StretchBounds) -> f32 {
         let (low, high) = (bounds.low, bounds.high);
-        // Clip first, then the guard (the published order).
         let rescale_low = if low == high {
             low - self.equal_guard
         } else {
             low
         };
-        let range = high - rescale_low;
-        let quantize = self.quantize;
-        out.par_chunks_mut(1 << 16)
-            .zip(values.par_chunks(1 << 16))
-            .for_each(|(o, v)| {
-                for (o, &v) in o.iter_mut().zip(v) {
-                    let clipped = f64::from(v).clamp(low, high);
-                    let s = (clipped - rescale_low) / range * 255.0;
-                    *o = if quantize { s.trunc() as f32 } else { s as f32 };
-                }
-            });
-        Some(bounds)
+        let clipped = f64::from(v).clamp(low, high);
+        let s = (clipped - rescale_low) / (high - rescale_low) * 255.0;
+        if self.quantize {
+            s.trunc() as f32
+        } else {
+            s as f32
+        }
     }
 }
 
@@ -364,6 +507,8 @@ pub struct Preprocessor {
     /// One stretch per channel, or `None` when the stretch step is off.
     stretches: Option<Vec<PercentileStretch>>,
     scale: Scale,
+    /// The floors were chosen from the data (`percentiles = "auto"`).
+    auto: bool,
 }
 
 impl Preprocessor {
@@ -374,6 +519,20 @@ impl Preprocessor {
 
     pub fn scale(&self) -> Scale {
         self.scale
+    }
+
+    /// The image channel names, in order.
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
+
+    /// The (low, high) percentiles of each channel's stretch (`None`: stretch off).
+    pub fn pairs(&self) -> Option<Vec<[f64; 2]>> {
+        self.stretches.as_ref().map(|s| {
+            s.iter()
+                .map(|s| [s.low_percentile, s.high_percentile])
+                .collect()
+        })
     }
 
     /// A one-line description of the steps, for logs and provenance, e.g.
@@ -389,8 +548,9 @@ impl Preprocessor {
                     .collect();
                 let first = s.first();
                 format!(
-                    "percentile-stretch({}, guard {}, {}) → ",
+                    "percentile-stretch({}{}, guard {}, {}) → ",
                     per.join(", "),
+                    if self.auto { " (auto floors)" } else { "" },
                     first.map_or(10.0, |s| s.equal_guard),
                     if first.is_none_or(|s| s.quantize) {
                         "uint8"
@@ -555,14 +715,14 @@ mod tests {
             .unwrap();
         assert_eq!(thesis.stretches().unwrap()[0].low_percentile, 5.0);
         let dataset = PreprocessDefaults {
-            percentiles: Some(vec![[1.0, 99.0], [2.0, 98.0]]),
+            percentiles: Some(Percentiles::Pairs(vec![[1.0, 99.0], [2.0, 98.0]])),
         };
         let d = PreprocessConfig::default()
             .resolve(Preset::Code, &names, &dataset)
             .unwrap();
         assert_eq!(d.stretches().unwrap()[1].low_percentile, 2.0);
         let explicit = PreprocessConfig {
-            percentiles: Some(vec![[10.0, 90.0], [20.0, 80.0]]),
+            percentiles: Some(Percentiles::Pairs(vec![[10.0, 90.0], [20.0, 80.0]])),
             ..Default::default()
         };
         let e = explicit.resolve(Preset::Code, &names, &dataset).unwrap();
@@ -574,17 +734,80 @@ mod tests {
     }
 
     #[test]
+    fn percentiles_read_auto_or_pairs_and_write_pairs_as_before() {
+        let auto: PreprocessConfig =
+            serde_json::from_value(serde_json::json!({"percentiles": "auto"})).unwrap();
+        assert_eq!(auto.percentiles, Some(Percentiles::Auto));
+        assert_eq!(serde_json::to_value(&auto).unwrap()["percentiles"], "auto");
+        let pairs = serde_json::json!({"percentiles": [[95.0, 99.8], [50.0, 98.0]]});
+        let config: PreprocessConfig = serde_json::from_value(pairs.clone()).unwrap();
+        assert_eq!(
+            config.percentiles,
+            Some(Percentiles::Pairs(vec![[95.0, 99.8], [50.0, 98.0]]))
+        );
+        // Pairs serialize as the plain list they were before `auto`: trial ids keep.
+        assert_eq!(
+            serde_json::to_value(&config).unwrap()["percentiles"],
+            pairs["percentiles"]
+        );
+        let toml_auto: PreprocessDefaults = toml::from_str("percentiles = \"auto\"").unwrap();
+        assert_eq!(toml_auto.percentiles, Some(Percentiles::Auto));
+        let err = serde_json::from_value::<PreprocessConfig>(
+            serde_json::json!({"percentiles": "automatic"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"auto\" or a list of [low, high] pairs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn auto_takes_its_floors_and_the_preset_ceilings() {
+        let names = vec!["golgi".to_string(), "nuclei".to_string()];
+        let auto = PreprocessConfig {
+            percentiles: Some(Percentiles::Auto),
+            ..Default::default()
+        };
+        let none = PreprocessDefaults::default();
+        assert!(auto.is_auto(&none));
+        let err = auto
+            .resolve(Preset::Code, &names, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("preprocess.percentiles = \"auto\""), "{err}");
+        let p = auto
+            .resolve_with_floors(Preset::Code, &names, &none, Some(&[30.0, 21.0]))
+            .unwrap();
+        assert_eq!(p.pairs(), Some(vec![[30.0, 99.8], [21.0, 98.0]]));
+        assert!(p.describe().contains("(auto floors)"), "{}", p.describe());
+        // The dataset's `auto` applies when the trial sets nothing; a trial's pairs win.
+        let dataset_auto = PreprocessDefaults {
+            percentiles: Some(Percentiles::Auto),
+        };
+        assert!(PreprocessConfig::default().is_auto(&dataset_auto));
+        let explicit = PreprocessConfig::default().with_pairs(vec![[1.0, 98.0], [2.0, 98.0]]);
+        assert!(!explicit.is_auto(&dataset_auto));
+        let off = PreprocessConfig {
+            stretch: false,
+            ..auto.clone()
+        };
+        assert!(!off.is_auto(&none));
+    }
+
+    #[test]
     fn invalid_configs_name_the_field() {
         let names = vec!["golgi".to_string()];
         let bad = PreprocessConfig {
-            percentiles: Some(vec![[99.0, 95.0]]),
+            percentiles: Some(Percentiles::Pairs(vec![[99.0, 95.0]])),
             ..Default::default()
         };
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("preprocess.percentiles[0]"), "{err}");
         assert!(err.contains("[99, 95]"), "{err}");
         let wrong_len = PreprocessConfig {
-            percentiles: Some(vec![[1.0, 2.0], [1.0, 2.0]]),
+            percentiles: Some(Percentiles::Pairs(vec![[1.0, 2.0], [1.0, 2.0]])),
             ..Default::default()
         };
         let err = wrong_len

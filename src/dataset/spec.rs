@@ -13,7 +13,7 @@
 //! mask_channels = [0, 1]  # default 0..len(mask_channels)
 //!
 //! [preprocess]            # optional defaults for this dataset (see `dataset::preprocess`)
-//! percentiles = [[95.0, 99.8], [95.0, 98.0]]   # per image channel, (low, high)
+//! percentiles = [[95.0, 99.8], [95.0, 98.0]]   # per image channel, (low, high), or "auto"
 //!
 //! [splits.thesis]        # optional split presets, chosen by a sweep spec's `cv.split`
 //! description = "thesis §5.3"
@@ -37,6 +37,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::preprocess::Percentiles;
 use super::splits::NamedSplit;
 use crate::keys::{KeySchema, TomlError, parse_toml};
 
@@ -95,9 +96,10 @@ impl FileChannels {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreprocessDefaults {
-    /// Percentile pairs (low, high) per image channel for the contrast stretch.
+    /// Percentile pairs (low, high) per image channel for the contrast stretch, or `"auto"`
+    /// (floors chosen from the data, `dataset::auto_floor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub percentiles: Option<Vec<[f64; 2]>>,
+    pub percentiles: Option<Percentiles>,
 }
 
 impl PreprocessDefaults {
@@ -184,7 +186,7 @@ impl DatasetSpec {
             "files.mask_channels",
             "mask_channels",
         )?;
-        if let Some(pairs) = &self.preprocess.percentiles {
+        if let Some(pairs) = self.preprocess.percentiles.as_ref().and_then(|p| p.pairs()) {
             if pairs.len() != self.image_channels.len() {
                 return Err(format!(
                     "preprocess.percentiles has {} pairs for {} image channels",
@@ -428,7 +430,8 @@ annotation_hours = 3.0
             e.contains("image_channels[1] = `golgi` appears twice"),
             "{e}"
         );
-        let e = invalid(|s| s.preprocess.percentiles = Some(vec![[95.0, 99.8]]));
+        let e =
+            invalid(|s| s.preprocess.percentiles = Some(Percentiles::Pairs(vec![[95.0, 99.8]])));
         assert!(e.contains("1 pairs for 2 image channels"), "{e}");
         let e = invalid(|s| s.volumes.clear());
         assert!(e.starts_with("volumes must list"), "{e}");

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 pub mod overrides;
 pub mod paths;
+pub mod preflight;
 pub mod provenance;
 pub mod runner;
 pub mod slurm;

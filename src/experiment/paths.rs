@@ -23,6 +23,7 @@ const SPLITS_DIR: &str = "splits";
 const PREDICTIONS_DIR: &str = "predictions";
 const FIGURES_DIR: &str = "figures";
 const CONFIG_FILE: &str = "config.json";
+const PREPROCESSING_FILE: &str = "preprocessing.json";
 const SLURM_DIR: &str = "slurm";
 const OVERRIDES_FILE: &str = "overrides.json";
 const RECORD_FILE: &str = "sweep.json";
@@ -163,6 +164,11 @@ impl TrialPaths {
     /// The checkpoint of the best epoch by the selection criterion.
     pub fn checkpoint_best(&self) -> PathBuf {
         self.dir.join(CHECKPOINT_BEST)
+    }
+
+    /// The preprocessing the trial used, with the floors `percentiles = "auto"` chose.
+    pub fn preprocessing(&self) -> PathBuf {
+        self.dir.join(PREPROCESSING_FILE)
     }
 
     /// The human-readable log of the trial.

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::ExperimentError;
 use super::paths::SweepPaths;
+use super::preflight::Preflight;
 use super::provenance::Provenance;
 use super::spec::SweepSpec;
 use super::trial::{Trial, expand};
@@ -714,7 +715,8 @@ pub fn run_task(
     });
     let prov = Provenance::collect(spec.file.parent().unwrap_or(Path::new("")));
     let started = now_ms();
-    let running = trial.event(attempt, TrialStatus::Running, started, &opts.device, &prov);
+    let mut running = trial.event(attempt, TrialStatus::Running, started, &opts.device, &prov);
+    running.preprocess_check = Preflight::stored(&opts.sweep_dir, &trial.trial_id);
     store.write_trial_event(&running)?;
     let mut mirror = match &opts.mlflow_uri {
         Some(uri) => Some(MlflowMirror::new(

@@ -71,6 +71,10 @@ pub struct SweepSpec {
     /// Config values fixed from the command line (`sweep run --set key=value`, see
     /// [`super::overrides`]): applied after `set` and the grid, empty in a spec file.
     pub forced: BTreeMap<String, serde_json::Value>,
+    /// Models whose trials may keep a stretch that maps annotated objects to 0
+    /// (`allow_clipping = ["cyclegan"]`, with a comment in the spec saying why): the
+    /// preprocessing check (`super::preflight`) records their figures and does not stop.
+    pub allow_clipping: Vec<ModelKind>,
 }
 
 /// What a sweep folder records of the spec that fills it (`sweep.json`, written by `sweep
@@ -171,6 +175,8 @@ struct RawSpec {
     set: toml::Table,
     #[serde(default)]
     grid: Vec<toml::Table>,
+    #[serde(default)]
+    allow_clipping: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +262,15 @@ impl SweepSpec {
             .enumerate()
             .map(|(i, m)| m.parse().map_err(|e| fail(format!("models[{i}]: {e}"))))
             .collect::<Result<Vec<ModelKind>, _>>()?;
+        let allow_clipping = raw
+            .allow_clipping
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.parse()
+                    .map_err(|e| fail(format!("allow_clipping[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<ModelKind>, _>>()?;
         let cv = parse_cv(raw.cv, base).map_err(|m| fail(format!("cv.{m}")))?;
         let set = flatten(&raw.set, "")
             .into_iter()
@@ -295,6 +310,7 @@ impl SweepSpec {
             set,
             grids,
             forced: BTreeMap::new(),
+            allow_clipping,
         })
     }
 

@@ -97,6 +97,7 @@ impl Trial {
             seglab_version: prov.seglab_version.clone(),
             burn_version: prov.burn_version.clone(),
             command: prov.command.clone(),
+            preprocess_check: None,
             params: self.params.clone(),
             split_id: Some(self.split_id.clone()),
             split_json: Some(self.split_json.clone()),

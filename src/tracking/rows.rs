@@ -68,6 +68,7 @@ impl Table {
                 ("split_id", String),
                 ("split_json", String),
                 ("select_metric", String),
+                ("preprocess_check", String),
             ],
             Table::Epochs => &[
                 ("trial_id", String),
@@ -204,6 +205,10 @@ pub struct TrialEvent {
     pub burn_version: String,
     /// The command line that ran the attempt.
     pub command: String,
+    /// The preprocessing check of `sweep run` as JSON (`experiment::preflight`): the
+    /// resolved preprocessing, per image channel the share of its class's annotated voxels
+    /// mapped to 0 and Otsu's Dice, the `auto` floors; `None` when no check ran.
+    pub preprocess_check: Option<String>,
     /// Swept and config values by dotted key (stored as `param.<key>` columns).
     pub params: BTreeMap<String, String>,
     /// The fold's partition: the first 12 hex digits of sha256 over `split_json`
@@ -320,6 +325,13 @@ impl TrialEvent {
                 .map(|e| e.select_metric.as_deref())
                 .collect::<Vec<_>>(),
         );
+        cols.push(
+            "preprocess_check",
+            events
+                .iter()
+                .map(|e| e.preprocess_check.as_deref())
+                .collect::<Vec<_>>(),
+        );
         let keys: BTreeSet<&String> = events.iter().flat_map(|e| e.params.keys()).collect();
         for key in keys {
             let values: Vec<Option<&str>> = events
@@ -358,6 +370,7 @@ impl TrialEvent {
             r.bool("git_dirty")?,
             r.str("git_diff_sha256")?,
         );
+        let preprocess_check = r.str("preprocess_check")?;
         let (user, host, device, sv, bv, command) = (
             r.str("user")?,
             r.str("host")?,
@@ -413,6 +426,7 @@ impl TrialEvent {
                     split_id: split_id.get(i).map(str::to_string),
                     split_json: split_json.get(i).map(str::to_string),
                     select_metric: select_metric.get(i).map(str::to_string),
+                    preprocess_check: preprocess_check.get(i).map(str::to_string),
                     params: params
                         .iter()
                         .filter_map(|(k, c)| c.get(i).map(|v| (k.clone(), v.to_string())))

@@ -1,7 +1,8 @@
 //! One trial end to end (stage2-design.md "Running one trial"):
 //!
 //! 1. load the dataset, make or read the split (`dataset::splits`), preprocess the volumes
-//!    of the fold (timing `preprocess`);
+//!    of the fold (timing `preprocess`; the resolved percentiles, and the floors an `auto`
+//!    stretch chose, in `preprocessing.json`);
 //! 2. CycleGAN: generate one synthetic mask per training volume, same shape, seeded by
 //!    (trial seed, volume index), saved under `synth_masks/` (timing `synth_masks`);
 //! 3. cut patches (timing `patches`);
@@ -31,7 +32,10 @@ use super::{
     Vox2VoxTrainConfig, Vox2VoxTrainer, checkpoint,
 };
 use crate::dataset::Dataset;
+use crate::dataset::auto_floor::{AutoFloor, describe_floors, resolve_on};
 use crate::dataset::patches::{PatchSet, PatchVolume};
+use crate::dataset::preprocess::Preprocessor;
+use crate::dataset::splits::Fold;
 use crate::dataset::splits::{SplitScheme, fold_at, load_or_create_splits};
 use crate::dataset::threshold::otsu_threshold;
 use crate::experiment::paths::TrialPaths;
@@ -74,6 +78,36 @@ fn annotated_mask_domain(train: &[FoldVolume]) -> Result<Vec<PatchVolume>, Train
             })
         })
         .collect()
+}
+
+/// The trial's preprocessing on `dataset`. An `auto` stretch chooses its floors from the
+/// fold's training and validation volumes (never the test ones), from their masks unless the
+/// model learns without annotations (the CycleGAN on synthetic masks).
+pub fn resolve_preprocessing(
+    dataset: &Dataset,
+    cfg: &TrialConfig,
+    fold: &Fold,
+) -> Result<(Preprocessor, Option<Vec<AutoFloor>>), TrainError> {
+    let ids: Vec<String> = fold.train.iter().chain(&fold.val).cloned().collect();
+    Ok(resolve_on(
+        dataset,
+        &cfg.preprocess,
+        cfg.preset,
+        &ids,
+        reads_masks(cfg),
+    )?)
+}
+
+/// Whether the model of `cfg` learns from annotated masks (the threshold baseline counts: it
+/// stands for what the annotated data allow).
+fn reads_masks(cfg: &TrialConfig) -> bool {
+    !matches!(
+        cfg.settings,
+        ModelSettings::CycleGan {
+            masks: MaskSource::Synthetic,
+            ..
+        }
+    )
 }
 
 /// Runs one trial (module doc). Rows go to `sink` as they are produced; `stop` is honoured
@@ -141,10 +175,24 @@ pub fn run_trial(
                 })
         })
         .collect::<Result<_, _>>()?;
-    let pre = cfg
-        .preprocess
-        .resolve(cfg.preset, &spec.image_channels, &spec.preprocess)?;
+    let (pre, floors) = resolve_preprocessing(&dataset, cfg, &fold)?;
     log(&format!("preprocessing: {}", pre.describe()));
+    if let Some(floors) = &floors {
+        for line in describe_floors(floors) {
+            log(&format!("auto floor {line}"));
+        }
+    }
+    let record = serde_json::json!({
+        "describe": pre.describe(),
+        "percentiles": pre.pairs(),
+        "auto_floors": floors,
+    });
+    write_atomic(
+        &paths.preprocessing(),
+        serde_json::to_string_pretty(&record)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     let blank = blank_image_channels(cfg, &spec.image_channels);
     if blank > 0 {
         log(

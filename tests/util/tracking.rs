@@ -43,6 +43,7 @@ pub fn start_event(trial_id: &str, attempt: u32, model: &str, fold: u32, seed: u
         seglab_version: "0.1.0".to_string(),
         burn_version: "0.22.1".to_string(),
         command: "seglab sweep run experiments/tiny-cv.toml".to_string(),
+        preprocess_check: None,
         params,
         split_id: None,
         split_json: None,

@@ -139,10 +139,28 @@ pub fn trial_tags(ev: &TrialEvent, parent_run_id: &str, chosen: bool) -> Vec<Tag
     if let Some(e) = &ev.error {
         tags.push(Tag::new("seglab.error", e));
     }
+    tags.extend(preprocess_tags(ev));
     tags.retain(|t| !t.value.is_empty() || t.key == TAG_PARENT);
     for t in &mut tags {
         t.value = truncate_chars(&t.value, MAX_TAG_VALUE_CHARS);
     }
+    tags
+}
+
+/// The preprocessing check of `sweep run` (`experiment::preflight`) as tags: the resolved
+/// preprocessing (`seglab.preprocessing`, with any `auto` floors) and the whole check as JSON
+/// (`seglab.preprocess_check`). None when no check ran.
+fn preprocess_tags(ev: &TrialEvent) -> Vec<Tag> {
+    let Some(check) = &ev.preprocess_check else {
+        return Vec::new();
+    };
+    let mut tags = Vec::new();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(check)
+        && let Some(described) = v["preprocessing"].as_str()
+    {
+        tags.push(Tag::new("seglab.preprocessing", described));
+    }
+    tags.push(Tag::new("seglab.preprocess_check", check));
     tags
 }
 
@@ -289,6 +307,57 @@ mod tests {
         );
         assert_eq!(sanitize_key("a!b(c)ü"), "a_b_c__");
         assert_eq!(sanitize_key(&"k".repeat(300)).len(), 250);
+    }
+
+    fn event(check: Option<&str>) -> TrialEvent {
+        TrialEvent {
+            sweep: "s".into(),
+            trial_id: "0123456789ab".into(),
+            attempt: 1,
+            status: TrialStatus::Running,
+            event_ms: 0,
+            model: "threshold".into(),
+            classes: vec!["nuclei".into()],
+            fold: 0,
+            seed: 0,
+            preset: "code".into(),
+            scale: "cpu-small".into(),
+            dataset: "data".into(),
+            dataset_fingerprint: "f".into(),
+            config_json: "{}".into(),
+            error: None,
+            started_ms: 0,
+            ended_ms: None,
+            git_commit: "c".into(),
+            git_dirty: false,
+            git_diff_sha256: None,
+            user: "u".into(),
+            host: "h".into(),
+            device: "cpu".into(),
+            seglab_version: "v".into(),
+            burn_version: "b".into(),
+            command: "seglab sweep run".into(),
+            preprocess_check: check.map(str::to_string),
+            params: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_preprocessing_check_becomes_tags() {
+        let value =
+            |tags: &[Tag], key: &str| tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
+        let none = trial_tags(&event(None), "p", true);
+        assert_eq!(value(&none, "seglab.preprocess_check"), None);
+        let check = r#"{"preprocessing":"percentile-stretch(nuclei 21–98 (auto floors), guard 10, uint8) → scale(unit)","figures":[]}"#;
+        let tags = trial_tags(&event(Some(check)), "p", true);
+        assert_eq!(
+            value(&tags, "seglab.preprocessing").as_deref(),
+            Some("percentile-stretch(nuclei 21–98 (auto floors), guard 10, uint8) → scale(unit)")
+        );
+        assert_eq!(
+            value(&tags, "seglab.preprocess_check").as_deref(),
+            Some(check)
+        );
     }
 
     #[test]
