@@ -143,7 +143,8 @@ fn wgpu_device(index: usize) -> Result<Device, String> {
             0 => "no wgpu adapter on this machine (on Linux: a Vulkan driver, e.g. the \
                   mesa-vulkan-drivers package)"
                 .to_string(),
-            n => format!("{n} wgpu adapter(s) here: wgpu:0 to wgpu:{}", n - 1),
+            1 => "the one wgpu adapter here is wgpu:0".to_string(),
+            n => format!("{n} wgpu adapters here: wgpu:0 to wgpu:{}", n - 1),
         };
         format!("wgpu:{index} does not exist; {found}")
     })
