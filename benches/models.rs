@@ -10,14 +10,13 @@
 //! `paper` steps take minutes on a 2-core CPU (the Vox2Vox generator has 150 M parameters);
 //! they are timed once after one warm-up step. `benches/peers/run.sh` compares with PyTorch.
 
-use burn::tensor::Device;
-
+use seglab::backend::DeviceSpec;
 use seglab::models::{ModelKind, ModelScale, ScaleSpec};
 use seglab::train::bench::{self, BenchPhase, BenchSpec};
 
 fn main() {
     let scales = std::env::var("SEGLAB_BENCH_SCALES").unwrap_or_else(|_| "cpu-small,paper".into());
-    let device = Device::flex();
+    let device = DeviceSpec::CPU;
     println!(
         "seglab models benchmark, Flex CPU backend, {} threads",
         rayon::current_num_threads()
@@ -33,8 +32,8 @@ fn main() {
         };
         for model in [ModelKind::Unet3d, ModelKind::Vox2Vox, ModelKind::CycleGan] {
             let spec = BenchSpec::new(model, ScaleSpec::new(scale), steps);
-            let train = bench::run(&spec, BenchPhase::Train, &device).expect("benchmark");
-            let predict = bench::run(&spec, BenchPhase::Predict, &device).expect("benchmark");
+            let train = bench::run(&spec, BenchPhase::Train, device).expect("benchmark");
+            let predict = bench::run(&spec, BenchPhase::Predict, device).expect("benchmark");
             println!(
                 "{model:<9} {:<10} {:>3}³ width {:>3} batch {}  {:>10.1} ms/step  {:>9.1} ms/window",
                 scale.name(),

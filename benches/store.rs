@@ -52,6 +52,7 @@ fn event(i: usize) -> TrialEvent {
         user: "bench".into(),
         host: "node".into(),
         device: "cpu".into(),
+        device_name: "cpu".into(),
         seglab_version: "0.1.0".into(),
         burn_version: "0.22.1".into(),
         command: "seglab sweep run".into(),

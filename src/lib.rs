@@ -5,10 +5,12 @@
 //! README): [`volume`] (arrays and TIFF) → [`dataset`] (dataset.toml, preprocessing, patches,
 //! splits) → [`models`] + [`train`] (burn networks and the training driver) → [`infer`]
 //! (sliding-window prediction) → [`metrics`] → [`tracking`] (the Parquet store, MLflow mirror)
-//! → [`report`]. [`synth`] makes synthetic masks and phantom datasets; [`experiment`] expands
-//! sweep specs into trials and runs them. [`cli`] is the command line on top.
+//! → [`report`]. [`backend`] names the burn device every step runs on. [`synth`] makes
+//! synthetic masks and phantom datasets; [`experiment`] expands sweep specs into trials and
+//! runs them. [`cli`] is the command line on top.
 
 pub mod atomic;
+pub mod backend;
 pub mod cli;
 pub mod dataset;
 pub mod experiment;

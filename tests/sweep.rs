@@ -263,6 +263,7 @@ fn tiny_sweep_runs_skips_finished_trials_and_reports_status() {
         assert_eq!(e.status, TrialStatus::Finished, "{:?}", e.error);
         assert_eq!(*attempts, 1);
         assert_eq!(e.burn_version, "0.22.1");
+        assert_eq!((e.device.as_str(), e.device_name.as_str()), ("cpu", "cpu"));
         assert!(e.command.contains("sweep task"), "{}", e.command);
         assert!(!e.host.is_empty() && !e.user.is_empty());
         assert!(

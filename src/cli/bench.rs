@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::models::{ModelKind, ModelScale, ScaleSpec, parse_device};
+use crate::backend::{Backend, DeviceSpec};
+use crate::models::{ModelKind, ModelScale, ScaleSpec};
 use crate::train::bench::{self, BenchPhase, BenchReport, BenchSpec};
 
 /// Time a model: median milliseconds per training step (all optimizer
@@ -46,7 +47,7 @@ pub struct BenchOptions {
     /// Mask channels (= image channels): 1, 2 or 3.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub classes: u8,
-    /// `cpu` or `cuda:N`.
+    /// `cpu`, `wgpu:N` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print one JSON object instead of a line of text.
@@ -72,7 +73,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Train(o) => (BenchPhase::Train, o),
         BenchCommand::Predict(o) => (BenchPhase::Predict, o),
     };
-    let device = parse_device(&o.device)?;
+    let device: DeviceSpec = o
+        .device
+        .parse()
+        .map_err(|reason| anyhow::anyhow!("--device `{}`: {reason}", o.device))?;
     let steps = o.steps.unwrap_or(match o.scale {
         ModelScale::CpuSmall => 10,
         ModelScale::Paper => 3,
@@ -83,7 +87,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         classes: usize::from(o.classes),
         ..BenchSpec::new(o.model, ScaleSpec::new(o.scale), steps)
     };
-    let report = bench::run(&spec, phase, &device)
+    let report = bench::run(&spec, phase, device)
         .with_context(|| format!("cannot benchmark {} at scale {}", o.model, o.scale))?;
     if o.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -99,8 +103,12 @@ fn describe(r: &BenchReport) -> String {
         BenchPhase::Train => "step",
         BenchPhase::Predict => "window batch",
     };
+    let on = match r.backend {
+        Backend::Cpu => format!("{} threads", r.threads),
+        b => format!("{b} {}", r.device),
+    };
     format!(
-        "{} {} {}: width {}, patch {}³, batch {}, {} threads: \
+        "{} {} {}: width {}, patch {}³, batch {}, {on}: \
          median {:.1} ms per {what} (min {:.1}, {} runs)",
         r.model,
         match r.phase {
@@ -111,7 +119,6 @@ fn describe(r: &BenchReport) -> String {
         r.width,
         r.patch,
         r.batch,
-        r.threads,
         r.median_ms,
         r.min_ms,
         r.samples_ms.len()

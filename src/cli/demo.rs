@@ -35,7 +35,7 @@ pub struct DemoArgs {
     /// two cores busy alone, so two trials at once finish the sweep sooner on a 2-core machine.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub jobs: usize,
-    /// Device: `cpu` or `cuda:N` (never chosen implicitly).
+    /// Device: `cpu`, `wgpu:N` or `cuda:N` (never chosen implicitly).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -79,7 +79,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         jobs: args.jobs,
         retry_failed: false,
         mlflow_uri: None,
-        device: args.device,
+        devices: vec![args.device],
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };

@@ -57,7 +57,7 @@ pub struct PredictArgs {
     /// Also write the merged probabilities (float32 TIFF).
     #[arg(long, value_name = "TIF")]
     pub probabilities: Option<PathBuf>,
-    /// Device: `cpu` or `cuda:N`.
+    /// Device: `cpu`, `wgpu:N` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }

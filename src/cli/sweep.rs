@@ -94,9 +94,10 @@ pub struct RunArgs {
     /// The sweep folder [default: <spec folder>/<name>/].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Trials run at once, each in its own process.
-    #[arg(long, short, value_name = "N", default_value_t = 1)]
-    pub jobs: usize,
+    /// Trials run at once, each in its own process [default: 1, or the
+    /// number of --devices].
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Run failed trials again (they are skipped otherwise).
     #[arg(long)]
     pub retry_failed: bool,
@@ -105,9 +106,19 @@ pub struct RunArgs {
     /// is down, `seglab mlflow sync` fills it in later).
     #[arg(long, value_name = "URL")]
     pub mlflow_uri: Option<String>,
-    /// cpu or cuda:N.
-    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    /// cpu, wgpu:N or cuda:N (every worker).
+    #[arg(
+        long,
+        value_name = "DEVICE",
+        default_value = "cpu",
+        conflicts_with = "devices"
+    )]
     pub device: String,
+    /// Comma-separated devices, e.g. cuda:0,cuda:1: each worker runs on
+    /// one that no other worker uses while there are enough of them
+    /// [--jobs defaults to their number].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub devices: Vec<String>,
     #[command(flatten)]
     pub overrides: OverrideArgs,
     #[command(flatten)]
@@ -352,10 +363,20 @@ fn preflight(
 }
 
 fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if args.jobs == 0 {
+    let (devices, flag) = if args.devices.is_empty() {
+        (vec![args.device], "--device")
+    } else {
+        (args.devices, "--devices")
+    };
+    let jobs = args.jobs.unwrap_or(if flag == "--devices" {
+        devices.len()
+    } else {
+        1
+    });
+    if jobs == 0 {
         anyhow::bail!("--jobs: expected at least 1");
     }
-    crate::models::parse_device(&args.device).context("--device")?;
+    check_devices(&devices).context(flag)?;
     let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
     let (check, stop) = preflight(&spec, &expand(&spec)?, &args.check)?;
     if let Some(code) = stop {
@@ -367,10 +388,10 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
     SweepRecord::of(&spec).write(&sweep_dir)?;
     let opts = RunOptions {
         sweep_dir,
-        jobs: args.jobs,
+        jobs,
         retry_failed: args.retry_failed,
         mlflow_uri: args.mlflow_uri,
-        device: args.device,
+        devices,
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
@@ -590,6 +611,18 @@ fn slurm_cmd(args: SlurmArgs) -> anyhow::Result<ExitCode> {
         args.spec.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that every device exists in this build and on this machine, and that none is listed
+/// twice.
+fn check_devices(devices: &[String]) -> anyhow::Result<()> {
+    for (i, d) in devices.iter().enumerate() {
+        crate::models::parse_device(d)?;
+        if devices[..i].contains(d) {
+            anyhow::bail!("`{d}` is listed twice (each worker gets a device of its own)");
+        }
+    }
+    Ok(())
 }
 
 /// Checks the flags of `sweep slurm` (errors name the flag and what was expected); the sweep

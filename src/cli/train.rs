@@ -55,7 +55,7 @@ pub struct TrainArgs {
     /// `loss.golgi_weight=5.0` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Device: `cpu` or `cuda:N` (never chosen implicitly).
+    /// Device: `cpu`, `wgpu:N` or `cuda:N` (never chosen implicitly).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Continue from the checkpoint in --out after an interruption.

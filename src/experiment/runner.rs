@@ -53,8 +53,10 @@ pub struct RunOptions {
     pub jobs: usize,
     pub retry_failed: bool,
     pub mlflow_uri: Option<String>,
-    /// `cpu` or `cuda:N`, passed to the workers.
-    pub device: String,
+    /// The devices the workers run on (`cpu`, `wgpu:N` or `cuda:N`; at least one): each new
+    /// worker takes the one the fewest running workers use, so with `jobs` ≤ the number of
+    /// devices every worker has a device of its own.
+    pub devices: Vec<String>,
     /// The seglab executable that runs workers (normally the running one).
     pub exe: PathBuf,
     /// Show a progress bar on stderr (when it is a terminal).
@@ -208,7 +210,8 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
         }
         while stop_sent.is_none() && running.len() < jobs {
             let Some(trial) = queue.pop() else { break };
-            running.push(spawn_worker(spec, opts, &paths, trial)?);
+            let device = free_device(&opts.devices, running.iter().map(|w| w.device.as_str()));
+            running.push(spawn_worker(spec, opts, &paths, trial, device)?);
         }
         if running.is_empty() {
             break;
@@ -234,7 +237,6 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
                 stop_sent.is_some(),
                 mirror.as_mut(),
                 &prov,
-                &opts.device,
             )?;
             match end {
                 TrialStatus::Finished => summary.finished += 1,
@@ -275,6 +277,19 @@ struct Worker {
     /// The highest attempt of the trial in the store before the worker started.
     prev_attempt: u32,
     started_ms: i64,
+    /// The `--device` the worker runs on.
+    device: String,
+}
+
+/// The device of `devices` the fewest running workers use (`in_use`: one entry per running
+/// worker), the first of those on a tie.
+fn free_device<'a>(devices: &[String], in_use: impl Iterator<Item = &'a str> + Clone) -> String {
+    let users = |d: &String| in_use.clone().filter(|u| u == d).count();
+    devices
+        .iter()
+        .min_by_key(|d| users(d))
+        .cloned()
+        .unwrap_or_else(|| "cpu".to_string())
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -291,6 +306,7 @@ fn spawn_worker(
     opts: &RunOptions,
     paths: &SweepPaths,
     trial: &Trial,
+    device: String,
 ) -> Result<Worker, ExperimentError> {
     let store = Store::open(paths.store())?;
     let prev_attempt = latest_by_trial(&store)?
@@ -317,7 +333,7 @@ fn spawn_worker(
         .arg("--out")
         .arg(&opts.sweep_dir)
         .arg("--device")
-        .arg(&opts.device);
+        .arg(&device);
     if let Some(uri) = &opts.mlflow_uri {
         cmd.arg("--mlflow-uri").arg(uri);
     }
@@ -342,6 +358,7 @@ fn spawn_worker(
         child,
         prev_attempt,
         started_ms: now_ms(),
+        device,
     })
 }
 
@@ -353,7 +370,6 @@ fn settle(
     stopping: bool,
     mirror: Option<&mut MlflowMirror>,
     prov: &Provenance,
-    device: &str,
 ) -> Result<TrialStatus, ExperimentError> {
     let latest = latest_by_trial(store)?.remove(&w.trial.trial_id);
     let own = latest.filter(|e| e.attempt > w.prev_attempt);
@@ -376,7 +392,7 @@ fn settle(
             // Died before its first event: record the attempt anyway.
             let mut e = w
                 .trial
-                .event(w.prev_attempt + 1, status, w.started_ms, device, prov);
+                .event(w.prev_attempt + 1, status, w.started_ms, &w.device, prov);
             e.error = error;
             e
         }
@@ -715,8 +731,12 @@ pub fn run_task(
     });
     let prov = Provenance::collect(spec.file.parent().unwrap_or(Path::new("")));
     let started = now_ms();
+    let device = crate::models::parse_device(&opts.device);
     let mut running = trial.event(attempt, TrialStatus::Running, started, &opts.device, &prov);
     running.preprocess_check = Preflight::stored(&opts.sweep_dir, &trial.trial_id);
+    if let Ok(d) = &device {
+        running.device_name = crate::backend::device_name(d);
+    }
     store.write_trial_event(&running)?;
     let mut mirror = match &opts.mlflow_uri {
         Some(uri) => Some(MlflowMirror::new(
@@ -739,7 +759,7 @@ pub fn run_task(
         trial.seed
     );
 
-    let outcome = match crate::models::parse_device(&opts.device) {
+    let outcome = match device {
         Err(e) => Err(e.to_string()),
         Ok(device) => {
             let ctx = TrialContext {
@@ -892,4 +912,26 @@ pub fn sweep_state(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_device;
+
+    #[test]
+    fn workers_spread_over_the_devices() {
+        let devices: Vec<String> = ["cuda:0", "cuda:1"].map(String::from).to_vec();
+        let mut running: Vec<String> = Vec::new();
+        for expected in ["cuda:0", "cuda:1", "cuda:0", "cuda:1"] {
+            let d = free_device(&devices, running.iter().map(String::as_str));
+            assert_eq!(d, expected);
+            running.push(d);
+        }
+        // A worker on cuda:0 ended: the next one takes its device.
+        running.remove(0);
+        assert_eq!(
+            free_device(&devices, running.iter().map(String::as_str)),
+            "cuda:0"
+        );
+    }
 }

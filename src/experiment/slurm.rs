@@ -115,7 +115,7 @@ pub struct SlurmOptions {
     pub gpus: Option<u32>,
     /// Array tasks at once (`%K`).
     pub max_parallel: Option<u32>,
-    /// `cpu` or `cuda:N`, passed to the tasks.
+    /// `cpu`, `wgpu:N` or `cuda:N`, passed to the tasks.
     pub device: String,
     /// Put failed trials in the manifest too (as `sweep run --retry-failed`).
     pub retry_failed: bool,

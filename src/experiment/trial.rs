@@ -94,6 +94,7 @@ impl Trial {
             user: prov.user.clone(),
             host: prov.host.clone(),
             device: device.to_string(),
+            device_name: String::new(),
             seglab_version: prov.seglab_version.clone(),
             burn_version: prov.burn_version.clone(),
             command: prov.command.clone(),

@@ -10,7 +10,7 @@
 //!   prediction speed on CPU") — are never used.
 //! - [`conv3d_shifted_gemm`] and [`conv3d_im2col`]: the same products written in tensor
 //!   operations, differentiated by autodiff (the previous defaults, kept for comparison).
-//! - burn's native `conv3d`, the path on CUDA devices.
+//! - burn's native `conv3d`, the path on every other backend (wgpu, CUDA).
 //!
 //! `SEGLAB_CONV=burn|gemm|im2col|hybrid|kernel` forces one path, for benchmarks. All compute
 //! the same function: the tests below check values and gradients against burn's convolution
@@ -71,7 +71,7 @@ fn forced_path() -> Option<ConvPath> {
 const INFER_COLUMN_BYTES: usize = 32 << 20;
 
 /// The implementation chosen for a convolution (overridable with `SEGLAB_CONV`):
-/// [`ConvPath::Kernel`] on flex (CPU) devices, burn's convolution elsewhere (CUDA).
+/// [`ConvPath::Kernel`] on flex (CPU) devices, burn's convolution elsewhere (wgpu, CUDA).
 ///
 /// Measured with `cargo bench --profile dev --bench conv` on 2 cores (forward + backward,
 /// ms): 2×16×64³ k3 burn 1619, shifted GEMM 3669, kernel 416; 2×4×32³ k7 burn 465, shifted

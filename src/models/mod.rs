@@ -8,7 +8,7 @@
 //! published code's values (the `code` preset); [`ModelScale`] and [`ScaleSpec`] choose the
 //! widths and patch size (`paper` = the published widths and 64³ patches, `cpu-small` = the
 //! same topology with fewer filters and 32³ patches). [`ModelKind`] names a model,
-//! [`parse_device`] turns `--device cpu|cuda:N` into a burn [`Device`] and
+//! [`parse_device`] turns `--device cpu|wgpu:N|cuda:N` into a burn [`Device`] and
 //! [`trainable_params`] counts parameters the way Keras' "Trainable params" line does.
 //!
 //! This module holds architectures only: no losses, optimizers, data handling or file I/O
@@ -230,40 +230,8 @@ impl ScaleSpec {
     }
 }
 
-/// Turns a `--device` value into a burn device: `cpu` is burn's Flex CPU backend and `cuda:N`
-/// the N-th CUDA GPU (only in builds with the `cuda` feature). The device is always explicit:
-/// burn's `Device::default()` would silently prefer a GPU when one is compiled in
-/// (rust-dependencies.md §1.10).
-pub fn parse_device(spec: &str) -> Result<Device, ModelError> {
-    let err = |reason: &str| ModelError::Device {
-        spec: spec.to_string(),
-        reason: reason.to_string(),
-    };
-    if spec == "cpu" {
-        return Ok(Device::flex());
-    }
-    let Some(index) = spec.strip_prefix("cuda:") else {
-        return Err(err(
-            "expected `cpu` or `cuda:N` (N = GPU index, e.g. cuda:0)",
-        ));
-    };
-    let index: usize = index
-        .parse()
-        .map_err(|_| err("the GPU index after `cuda:` must be a non-negative integer"))?;
-    cuda_device(index).ok_or_else(|| {
-        err("this seglab was built without the `cuda` feature (cargo build --features cuda)")
-    })
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device(index: usize) -> Option<Device> {
-    Some(Device::cuda(index))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device(_index: usize) -> Option<Device> {
-    None
-}
+/// `--device` parsing lives in [`crate::backend`]; re-exported here, where the networks are.
+pub use crate::backend::parse_device;
 
 /// The number of trainable parameters of `module`, as Keras' model summary counts them:
 /// every float parameter except batch-norm running statistics (which burn stores as module
@@ -382,19 +350,13 @@ mod tests {
     }
 
     #[test]
-    fn devices_are_explicit() {
-        assert_eq!(parse_device("cpu").unwrap(), Device::flex());
-        for bad in ["", "gpu", "cuda", "cuda:", "cuda:x", "cuda:-1", "CPU"] {
+    fn device_errors_name_the_value() {
+        for bad in [
+            "", "gpu", "cuda", "cuda:", "cuda:x", "cuda:-1", "CPU", "wgpu:x",
+        ] {
             let err = parse_device(bad).unwrap_err().to_string();
             assert!(err.contains(&format!("`{bad}`")), "{err}");
         }
-        #[cfg(not(feature = "cuda"))]
-        assert!(
-            parse_device("cuda:0")
-                .unwrap_err()
-                .to_string()
-                .contains("without the `cuda` feature")
-        );
     }
 
     #[test]

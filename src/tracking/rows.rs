@@ -62,6 +62,7 @@ impl Table {
                 ("user", String),
                 ("host", String),
                 ("device", String),
+                ("device_name", String),
                 ("seglab_version", String),
                 ("burn_version", String),
                 ("command", String),
@@ -200,7 +201,11 @@ pub struct TrialEvent {
     pub git_diff_sha256: Option<String>,
     pub user: String,
     pub host: String,
+    /// The `--device` value: `cpu`, `wgpu:N` or `cuda:N` (the backend before the colon).
     pub device: String,
+    /// The name the device gives itself (`cpu`, `NVIDIA H100 PCIe`, `llvmpipe (…)`); empty
+    /// when the attempt ended before opening it, and in stores written before the column.
+    pub device_name: String,
     pub seglab_version: String,
     pub burn_version: String,
     /// The command line that ran the attempt.
@@ -301,6 +306,7 @@ impl TrialEvent {
         cols.push("user", s(|e| &e.user));
         cols.push("host", s(|e| &e.host));
         cols.push("device", s(|e| &e.device));
+        cols.push("device_name", s(|e| &e.device_name));
         cols.push("seglab_version", s(|e| &e.seglab_version));
         cols.push("burn_version", s(|e| &e.burn_version));
         cols.push("command", s(|e| &e.command));
@@ -371,10 +377,11 @@ impl TrialEvent {
             r.str("git_diff_sha256")?,
         );
         let preprocess_check = r.str("preprocess_check")?;
-        let (user, host, device, sv, bv, command) = (
+        let (user, host, device, device_name, sv, bv, command) = (
             r.str("user")?,
             r.str("host")?,
             r.str("device")?,
+            r.str("device_name")?,
             r.str("seglab_version")?,
             r.str("burn_version")?,
             r.str("command")?,
@@ -420,6 +427,7 @@ impl TrialEvent {
                     user: own(user.get(i)),
                     host: own(host.get(i)),
                     device: own(device.get(i)),
+                    device_name: own(device_name.get(i)),
                     seglab_version: own(sv.get(i)),
                     burn_version: own(bv.get(i)),
                     command: own(command.get(i)),

@@ -7,8 +7,15 @@
 //! element in one parallel pass, so its results are bit-identical to burn's (tested), and keeps
 //! burn's state type ([`AdamState`]), so optimizer checkpoints are interchangeable with those
 //! written by burn's `Adam`. Off the CPU backend it delegates to burn's `Adam`.
+//!
+//! Its state loads from a checkpoint onto the CPU backend ([`FusedAdamState`]) and moves to its
+//! parameter's device on the next step, so a checkpoint written on one backend resumes on any
+//! other.
 
-use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, Optimizer};
+use burn::optim::{
+    Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, Optimizer, RecordState,
+    StateSink, StateSource,
+};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -87,8 +94,29 @@ impl StepScalars {
     }
 }
 
+/// burn's Adam state of one parameter, which a checkpoint loads onto the CPU backend.
+///
+/// burn's `ModuleOptimizer::load_record` builds optimizer state on `Device::default()`, which
+/// in a build with a GPU feature is a GPU whatever device the run uses, and one that does not
+/// come up on a machine whose only adapter is a software one (burn's default wgpu device skips
+/// them). `ModuleOptimizer::step` moves every state to its parameter's device before using it
+/// (`to_device`), so host memory is a neutral place to load to. The flattened names are
+/// [`AdamState`]'s, so the files stay interchangeable with burn's `Adam`.
+#[derive(Clone)]
+pub struct FusedAdamState<const D: usize>(pub AdamState<D>);
+
+impl<const D: usize> RecordState for FusedAdamState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        self.0.state_flatten(prefix, out);
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, _device: &Device) -> Option<Self> {
+        AdamState::state_unflatten(prefix, src, &Device::flex()).map(Self)
+    }
+}
+
 impl Optimizer for FusedAdam {
-    type State<const D: usize> = AdamState<D>;
+    type State<const D: usize> = FusedAdamState<D>;
 
     fn step<const D: usize>(
         &self,
@@ -101,7 +129,8 @@ impl Optimizer for FusedAdam {
             && grad.dtype() == DType::F32
             && tensor.device() == Device::flex();
         if !fusable {
-            return self.reference.step(lr, tensor, grad, state);
+            let (tensor, state) = self.reference.step(lr, tensor, grad, state.map(|s| s.0));
+            return (tensor, state.map(FusedAdamState));
         }
         let (device, shape) = (tensor.device(), tensor.shape());
         let n = shape.num_elements();
@@ -110,7 +139,7 @@ impl Optimizer for FusedAdam {
         // A first step starts from zero moments: burn's first step gives the same values.
         let (time, mut m, mut v, mut v_max) = match state {
             Some(s) => {
-                let s = s.momentum;
+                let s = s.0.momentum;
                 let v_max = match (self.amsgrad, s.max_moment_2) {
                     (true, Some(max)) => Some(f32s(max)),
                     (true, None) => Some(vec![0.0; n]),
@@ -157,11 +186,11 @@ impl Optimizer for FusedAdam {
             |values: Vec<f32>| Tensor::from_data(TensorData::new(values, shape.clone()), &device);
         let mut momentum = AdaptiveMomentumState::new(time, tensor(m), tensor(v));
         momentum.max_moment_2 = v_max.map(tensor);
-        (tensor(p), Some(AdamState::new(momentum)))
+        (tensor(p), Some(FusedAdamState(AdamState::new(momentum))))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        <Adam as Optimizer>::to_device(state, device)
+        FusedAdamState(<Adam as Optimizer>::to_device(state.0, device))
     }
 }
 
@@ -199,7 +228,9 @@ mod tests {
                 let (mut sa, mut sb) = (None, None);
                 for step in 0..4u64 {
                     let g = random_tensor([n], 10 + step, &device) * 0.1;
-                    (a, sa) = fused.step(2e-4, a, g.clone(), sa);
+                    let fused_state;
+                    (a, fused_state) = fused.step(2e-4, a, g.clone(), sa.map(FusedAdamState));
+                    sa = fused_state.map(|s| s.0);
                     (b, sb) = burn.step(2e-4, b, g, sb);
                 }
                 assert_eq!(values(&a), values(&b), "amsgrad {amsgrad}, {n} values");

@@ -18,6 +18,7 @@ use super::{
     Batch, CycleGanTrainConfig, CycleGanTrainer, TrainError, Trainer, Unet3dTrainConfig,
     Unet3dTrainer, Vox2VoxTrainConfig, Vox2VoxTrainer,
 };
+use crate::backend::{Backend, DeviceSpec};
 use crate::models::{
     CycleGanConfig, ModelError, ModelKind, ScaleSpec, Unet3dConfig, Vox2VoxConfig,
 };
@@ -85,6 +86,10 @@ pub struct BenchReport {
     pub patch: usize,
     pub batch: usize,
     pub classes: usize,
+    /// The `--device` backend: cpu, wgpu or cuda.
+    pub backend: Backend,
+    /// The device's own name (`cpu`, or the GPU's, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub device: String,
     /// Worker threads of the CPU backend's pool.
     pub threads: usize,
     pub median_ms: f64,
@@ -184,16 +189,23 @@ fn time_runs(warmup: usize, steps: usize, mut f: impl FnMut()) -> Vec<f64> {
         .collect()
 }
 
-/// Times `spec` in `phase` on `device` (a plain device; trainers add autodiff themselves).
+/// Times `spec` in `phase` on the device `device` names (trainers add autodiff themselves).
 pub fn run(
     spec: &BenchSpec,
     phase: BenchPhase,
-    device: &Device,
+    device: DeviceSpec,
 ) -> Result<BenchReport, TrainError> {
+    let (backend, device) = (
+        device.backend,
+        device.device().map_err(|reason| ModelError::Device {
+            spec: device.to_string(),
+            reason,
+        })?,
+    );
     if spec.steps == 0 {
         return Err(ModelError::config("steps", "must be ≥ 1", 0).into());
     }
-    let (mut trainer, width) = build(spec, device)?;
+    let (mut trainer, width) = build(spec, &device)?;
     let n = spec.scale.patch_size();
     let batch = spec.batch.unwrap_or(default_batch(spec.model, phase));
     if batch == 0 {
@@ -220,6 +232,8 @@ pub fn run(
         patch: n,
         batch,
         classes: spec.classes,
+        backend,
+        device: crate::backend::device_name(&device),
         threads: rayon::current_num_threads(),
         median_ms: median(&samples),
         min_ms: samples.iter().copied().fold(f64::INFINITY, f64::min),
@@ -245,11 +259,11 @@ mod tests {
         scale.patch_size = Some(16);
         let mut spec = BenchSpec::new(ModelKind::Unet3d, scale, 2);
         spec.batch = Some(1);
-        let r = run(&spec, BenchPhase::Train, &Device::flex()).unwrap();
+        let r = run(&spec, BenchPhase::Train, DeviceSpec::CPU).unwrap();
         assert_eq!((r.width, r.patch, r.batch), (1, 16, 1));
         assert_eq!(r.samples_ms.len(), 2);
         assert!(r.median_ms > 0.0 && r.min_ms <= r.median_ms);
-        let p = run(&spec, BenchPhase::Predict, &Device::flex()).unwrap();
+        let p = run(&spec, BenchPhase::Predict, DeviceSpec::CPU).unwrap();
         assert_eq!(p.batch, 1);
         assert_eq!(p.phase, BenchPhase::Predict);
     }
@@ -258,10 +272,10 @@ mod tests {
     fn threshold_and_zero_steps_are_rejected() {
         let scale = ScaleSpec::new(ModelScale::CpuSmall);
         let spec = BenchSpec::new(ModelKind::Threshold, scale, 1);
-        let err = run(&spec, BenchPhase::Train, &Device::flex()).unwrap_err();
+        let err = run(&spec, BenchPhase::Train, DeviceSpec::CPU).unwrap_err();
         assert!(err.to_string().contains("threshold"), "{err}");
         let spec = BenchSpec::new(ModelKind::Unet3d, scale, 0);
-        let err = run(&spec, BenchPhase::Train, &Device::flex()).unwrap_err();
+        let err = run(&spec, BenchPhase::Train, DeviceSpec::CPU).unwrap_err();
         assert!(err.to_string().contains("steps"), "{err}");
     }
 }

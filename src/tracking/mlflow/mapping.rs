@@ -129,6 +129,7 @@ pub fn trial_tags(ev: &TrialEvent, parent_run_id: &str, chosen: bool) -> Vec<Tag
         Tag::new("seglab.status", ev.status.as_str()),
         Tag::new("seglab.host", &ev.host),
         Tag::new("seglab.device", &ev.device),
+        Tag::new("seglab.device_name", &ev.device_name),
         Tag::new("seglab.version", &ev.seglab_version),
         Tag::new("seglab.burn_version", &ev.burn_version),
         Tag::new("seglab.dataset_fingerprint", &ev.dataset_fingerprint),
