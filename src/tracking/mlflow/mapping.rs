@@ -335,11 +335,15 @@ mod tests {
             user: "u".into(),
             host: "h".into(),
             device: "cpu".into(),
+            device_name: "cpu".into(),
             seglab_version: "v".into(),
             burn_version: "b".into(),
             command: "seglab sweep run".into(),
             preprocess_check: check.map(str::to_string),
             params: Default::default(),
+            split_id: None,
+            split_json: None,
+            select_metric: None,
         }
     }
 
