@@ -1,7 +1,9 @@
 //! Bring your own data without traps: on a phantom whose nuclei fill about 20 % of each
 //! volume, the published 95th-percentile floor maps most nuclei voxels to 0. `data info` flags
 //! it, `sweep plan` / `sweep run` stop on it before any training (and record their figures
-//! when told to go on), and `percentiles = "auto"` keeps the nuclei and Otsu's Dice.
+//! when told to go on), and `percentiles = "auto"` keeps the nuclei and Otsu's Dice. The same
+//! check compares a CycleGAN's synthetic masks with the annotated ones: masks drawn denser than
+//! the data get a warning.
 
 mod util;
 
@@ -146,6 +148,10 @@ fn data_info_flags_the_published_floor_and_auto_keeps_the_nuclei() {
 }
 
 fn spec(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    spec_with_grid(dir, name, extra, "model = \"threshold\"\n")
+}
+
+fn spec_with_grid(dir: &Path, name: &str, extra: &str, grid: &str) -> PathBuf {
     let path = dir.join("experiments").join(format!("{name}.toml"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(
@@ -153,7 +159,7 @@ fn spec(dir: &Path, name: &str, extra: &str) -> PathBuf {
         format!(
             "dataset = \"../data\"\nclasses = [\"golgi\", \"nuclei\"]\n{extra}\
              [cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n\
-             [[grid]]\nmodel = \"threshold\"\n"
+             [[grid]]\n{grid}"
         ),
     )
     .unwrap();
@@ -299,5 +305,78 @@ fn the_real_embryo_spec_passes_the_check() {
     assert!(
         err.contains("every trial keeps at least 90 %") && !err.contains("allow_clipping"),
         "{err}"
+    );
+}
+
+/// Three retina-phantom volumes of the demo's shape, 32 × 128 × 128 (nuclei 2–3 % of the
+/// voxels, Golgi about 0.5 %).
+fn retina_phantom(dir: &Path) -> PathBuf {
+    let out = dir.join("data");
+    let o = util::run_seglab(&[
+        "synth",
+        "phantom",
+        "--volumes",
+        "3",
+        "--shape",
+        "32x128x128",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    out
+}
+
+/// The published generator draws 45–69 pairs per volume whatever its size: on small volumes
+/// its masks are many times denser than the data, and `sweep plan` says so (without stopping).
+/// Masks drawn as the demo draws them (experiments/demo.toml) pass silently.
+#[test]
+fn sweeps_warn_when_synthetic_masks_are_denser_than_the_data() {
+    let dir = util::temp_dir();
+    retina_phantom(dir.path());
+    let published = spec_with_grid(
+        dir.path(),
+        "published-synth",
+        "allow_clipping = [\"cyclegan\"]\n",
+        "model = \"cyclegan\"\n\"cyclegan.masks\" = \"synthetic\"\n",
+    );
+    let o = util::run_seglab(&["sweep", "plan", published.to_str().unwrap()]);
+    assert!(o.status.success(), "a warning, not a stop: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for wanted in ["synthetic-mask check", "nuclei", "golgi", "synth.pairs"] {
+        assert!(err.contains(wanted), "{wanted:?} missing in {err}");
+    }
+    // "golgi 3.10 % against 0.52 % (6.0×)": both classes, each more than twice the data's.
+    for class in ["golgi", "nuclei"] {
+        let at = err.find(&format!("{class} ")).unwrap();
+        let ratio: f64 = err[at..]
+            .split('(')
+            .nth(1)
+            .unwrap()
+            .split('×')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ratio > 2.0, "{class}: {err}");
+    }
+    eprintln!("{err}");
+
+    let matched = spec_with_grid(
+        dir.path(),
+        "matched-synth",
+        "allow_clipping = [\"cyclegan\"]\n",
+        "model = \"cyclegan\"\n\"cyclegan.masks\" = \"synthetic\"\n\
+         \"synth.pairs.min\" = 4\n\"synth.pairs.max\" = 8\n\
+         \"synth.nucleus_axes.x.min\" = 13\n\"synth.nucleus_axes.x.max\" = 22\n\
+         \"synth.nucleus_axes.y.min\" = 7\n\"synth.nucleus_axes.y.max\" = 10\n\
+         \"synth.nucleus_axes.z.min\" = 5\n\"synth.nucleus_axes.z.max\" = 8\n\
+         \"synth.golgi_radius.min\" = 3\n\"synth.golgi_radius.max\" = 5\n",
+    );
+    let o = util::run_seglab(&["sweep", "plan", matched.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("synthetic-mask check"),
+        "{}",
+        text(&o)
     );
 }

@@ -90,6 +90,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &spec.allow_clipping,
         &spec.file,
     )?;
+    if let Some(warning) = check.synthetic_warning() {
+        eprintln!("{warning}");
+    }
     if let Some(message) = check.stop_message(&spec.dataset) {
         eprintln!("{message}");
         return Ok(ExitCode::from(2));

@@ -327,6 +327,9 @@ fn preflight(
         &spec.allow_clipping,
         &spec.file,
     )?;
+    if let Some(warning) = check.synthetic_warning() {
+        eprintln!("{warning}");
+    }
     match check.stop_message(&spec.dataset) {
         None => {
             let allowed = check

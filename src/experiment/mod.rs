@@ -17,6 +17,7 @@ pub mod provenance;
 pub mod runner;
 pub mod slurm;
 pub mod spec;
+pub mod synthetic_check;
 pub mod trial;
 
 /// Errors of sweep specs, trial expansion and the runner. Each names the file (or trial) and

@@ -3,7 +3,9 @@
 //! preprocessing (its `auto` floors chosen as the trial chooses them,
 //! `train::trial::resolve_preprocessing`) is measured on the dataset's annotated volumes
 //! (`dataset::clipping`). Where it maps more than `max_zeroed` of a class's annotated voxels
-//! to 0, the sweep stops unless clipping is allowed; the figures of each trial go to
+//! to 0, the sweep stops unless clipping is allowed. A CycleGAN trial on synthetic masks
+//! also has their foreground compared with the annotated masks' (`experiment::
+//! synthetic_check`; a warning, not a stop). The figures of each trial go to
 //! `<sweep>/preflight.json` and from there into the store with the trial's events
 //! (`trials.preprocess_check`).
 
@@ -14,6 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ExperimentError;
+use super::synthetic_check::{self, SynthFigure};
 use super::trial::Trial;
 use crate::dataset::Dataset;
 use crate::dataset::auto_floor::AutoFloor;
@@ -35,6 +38,10 @@ pub struct TrialCheck {
     pub figures: Vec<ClipFigure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_floors: Option<Vec<AutoFloor>>,
+    /// A CycleGAN on synthetic masks with annotated training volumes: the synthetic against
+    /// the annotated foreground of each class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synthetic_masks: Option<Vec<SynthFigure>>,
 }
 
 /// The checks of a sweep's trials.
@@ -150,6 +157,26 @@ impl Preflight {
         Some(s)
     }
 
+    /// The synthetic-mask warning (`experiment::synthetic_check`), or `None` when every
+    /// checked trial's synthetic foreground is within a factor of
+    /// [`synthetic_check::MAX_RATIO`] of the annotated one.
+    pub fn synthetic_warning(&self) -> Option<String> {
+        let lines: Vec<String> = self
+            .trials
+            .iter()
+            .filter_map(|(id, c)| synthetic_check::warning(id, c.synthetic_masks.as_deref()?))
+            .collect();
+        (!lines.is_empty()).then(|| {
+            format!(
+                "synthetic-mask check: the CycleGAN's synthetic masks are not as dense as the \
+                 annotated ones:\n{}\nsynth.pairs counts objects per volume (the published 45–69 \
+                 are per published crop): scale it with the volumes' Y·X area, or set synth.* \
+                 to the data's object sizes (docs/cyclegan.md)",
+                lines.join("\n")
+            )
+        })
+    }
+
     /// Writes `<sweep_dir>/preflight.json` (atomic).
     pub fn write(&self, sweep_dir: &Path) -> Result<(), ExperimentError> {
         let path = sweep_dir.join(PREFLIGHT_FILE);
@@ -172,6 +199,7 @@ impl Preflight {
             "preprocessing": check["preprocessing"],
             "figures": check["figures"],
             "auto_floors": check.get("auto_floors"),
+            "synthetic_masks": check.get("synthetic_masks"),
         });
         Some(record.to_string())
     }
@@ -194,17 +222,29 @@ fn check_dataset(
     let mut distinct: Vec<Preprocessor> = Vec::new();
     let mut chosen: Vec<(usize, Option<Vec<AutoFloor>>)> = Vec::new();
     let mut folds_by_seed = BTreeMap::new();
+    let mut synthetic: Vec<Option<Vec<SynthFigure>>> = Vec::new();
     for t in trials {
         let auto = t.config.preprocess.is_auto(&dataset.spec().preprocess);
-        let (pre, floors) = if auto {
-            let folds = match folds_by_seed.entry(t.seed) {
+        let synth = synthetic_check::synthetic_settings(&t.config);
+        let fold = if auto || synth.is_some() {
+            let folds = match folds_by_seed.entry(t.split_seed) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(match &t.scheme {
                     SplitScheme::Named(name) => dataset.named_folds(name)?,
-                    scheme => make_splits(&dataset.ids(), &dataset.groups(), scheme, t.seed)?,
+                    scheme => make_splits(&dataset.ids(), &dataset.groups(), scheme, t.split_seed)?,
                 }),
             };
-            let fold = fold_at(folds, t.fold as usize)?;
+            Some(fold_at(folds, t.fold as usize)?)
+        } else {
+            None
+        };
+        synthetic.push(match (synth, fold) {
+            (Some(synth), Some(fold)) => {
+                synthetic_check::measure(dataset, synth, &t.config.classes, &fold.train, t.seed)?
+            }
+            _ => None,
+        });
+        let (pre, floors) = if let (true, Some(fold)) = (auto, fold) {
             resolve_preprocessing(dataset, &t.config, fold)?
         } else {
             let spec = dataset.spec();
@@ -228,7 +268,8 @@ fn check_dataset(
     Ok(trials
         .iter()
         .zip(chosen)
-        .map(|(t, (i, floors))| {
+        .zip(synthetic)
+        .map(|((t, (i, floors)), synthetic_masks)| {
             (
                 t.trial_id.clone(),
                 TrialCheck {
@@ -240,6 +281,7 @@ fn check_dataset(
                         .cloned()
                         .collect(),
                     auto_floors: floors,
+                    synthetic_masks,
                 },
             )
         })

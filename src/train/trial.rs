@@ -51,6 +51,12 @@ use crate::volume::Volume;
 /// Seed stream of the synthetic masks of a trial.
 const STREAM_SYNTH: u64 = 201;
 
+/// The seed of the synthetic mask a trial with seed `trial_seed` draws for its `index`-th
+/// training volume.
+pub fn synthetic_mask_seed(trial_seed: u64, index: usize) -> u64 {
+    derive_seed(derive_seed(trial_seed, STREAM_SYNTH), index as u64)
+}
+
 /// A preprocessed volume of the fold with its masks restricted to the trial's classes.
 struct FoldVolume {
     id: String,
@@ -248,7 +254,7 @@ pub fn run_trial(
                 let t = Instant::now();
                 let mut out = Vec::new();
                 for (i, v) in train_vols.iter().enumerate() {
-                    let seed = derive_seed(derive_seed(ctx.seed, STREAM_SYNTH), i as u64);
+                    let seed = synthetic_mask_seed(ctx.seed, i);
                     let m = generate_masks(synth, v.image.spatial(), seed)?;
                     write_mask_file(&paths.synth_masks().join(format!("{}.tif", v.id)), &m.mask)?;
                     out.push(PatchVolume {
