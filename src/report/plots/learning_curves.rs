@@ -10,7 +10,7 @@ use crate::report::ReportError;
 use crate::report::aggregate::{Aggregation, aggregate, polars_error};
 use crate::report::input::{f64_column, string_column, u64_column};
 use crate::report::prepare::{Prepared, Task, higher_is_better, metric_label, model_label};
-use crate::train::driver::THRESHOLD_PREFIX;
+use crate::train::driver::{LABEL_FREE, THRESHOLD_PREFIX};
 use polars::prelude::*;
 
 /// One line with its band.
@@ -115,15 +115,7 @@ impl LearningCurves {
                     });
                 }
             }
-            let direction = if metric.ends_with("_spread") {
-                "collapse diagnostic"
-            } else if metric.starts_with(THRESHOLD_PREFIX) {
-                "chosen on the validation volumes"
-            } else if higher_is_better(metric) {
-                "higher is better"
-            } else {
-                "lower is better"
-            };
+            let direction = curve_direction(metric);
             panels.push(Panel {
                 title: format!("{split}: {} ({direction})", metric_label(metric)),
                 y_label: format!("{} (unitless)", metric_label(metric)),
@@ -242,4 +234,55 @@ fn draw_panel<DB: DrawingBackend>(
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// What a panel's metric says, for its title: which way is better, or what it is for when
+/// neither is (a GAN's adversarial terms, the label-free criterion's evidence).
+fn curve_direction(metric: &str) -> &'static str {
+    let adversarial = metric.starts_with("d_") || metric.ends_with("_adversarial");
+    if metric.ends_with("_spread") {
+        "collapse diagnostic"
+    } else if metric.starts_with(THRESHOLD_PREFIX) {
+        "chosen on the validation volumes"
+    } else if metric.starts_with("fg_") || metric.starts_with("size_") {
+        "label-free evidence: predicted, or synthetic for _ref"
+    } else if metric == LABEL_FREE {
+        "label-free criterion, lower is better"
+    } else if adversarial {
+        "adversarial term"
+    } else if higher_is_better(metric) {
+        "higher is better"
+    } else {
+        "lower is better"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::curve_direction;
+
+    #[test]
+    fn panel_titles_say_which_way_is_better_or_what_a_metric_is() {
+        assert_eq!(curve_direction("dice_golgi"), "higher is better");
+        assert_eq!(curve_direction("loss_g_ab_cycle"), "lower is better");
+        assert_eq!(
+            curve_direction("label_free"),
+            "label-free criterion, lower is better"
+        );
+        for gan in [
+            "d_a_fake",
+            "d_b_real",
+            "g_ab_adversarial",
+            "loss_g_ab_adversarial",
+        ] {
+            assert_eq!(curve_direction(gan), "adversarial term", "{gan}");
+        }
+        for evidence in ["fg_golgi", "fg_ref_nuclei", "size_golgi", "size_ref_nuclei"] {
+            assert!(
+                curve_direction(evidence).starts_with("label-free evidence"),
+                "{evidence}"
+            );
+        }
+        assert_eq!(curve_direction("output_spread"), "collapse diagnostic");
+    }
 }
