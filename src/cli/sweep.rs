@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use super::runs::render_table;
 use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
 use crate::experiment::ExperimentError;
+use crate::experiment::filter::TrialFilter;
 use crate::experiment::overrides::{self, SpecOverrides};
 use crate::experiment::paths::SweepPaths;
 use crate::experiment::preflight::Preflight;
@@ -84,6 +85,11 @@ pub struct PlanArgs {
     pub overrides: OverrideArgs,
     #[command(flatten)]
     pub check: CheckArgs,
+    /// Only the trials whose column KEY (model, classes, preset, scale, fold,
+    /// seed, trial or a swept config key) has VALUE (repeatable; all must
+    /// match).
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +129,11 @@ pub struct RunArgs {
     pub overrides: OverrideArgs,
     #[command(flatten)]
     pub check: CheckArgs,
+    /// Run only the trials whose column KEY (model, classes, preset, scale,
+    /// fold, seed, trial or a swept config key) has VALUE (repeatable; all
+    /// must match). The others are left as they are.
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -288,8 +299,21 @@ fn headers(keys: &[String], extra: &[&str]) -> (Vec<String>, Vec<bool>) {
     (h, right)
 }
 
+/// The trials `--filter` keeps (all when it is empty).
+fn filtered(spec: &Path, filter: &[String], trials: Vec<Trial>) -> anyhow::Result<Vec<Trial>> {
+    let filter =
+        TrialFilter::parse(filter).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+    if filter.is_empty() {
+        return Ok(trials);
+    }
+    filter
+        .select(trials)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))
+}
+
 fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (spec, trials, dir) = load(&args.spec, args.out.as_deref(), &args.overrides)?;
+    let trials = filtered(&args.spec, &args.filter, trials)?;
     let keys = swept_keys(&trials);
     let (h, right) = headers(&keys, &[]);
     let rows: Vec<Vec<String>> = trials.iter().map(|t| trial_cells(t, &keys)).collect();
@@ -378,7 +402,18 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     check_devices(&devices).context(flag)?;
     let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
-    let (check, stop) = preflight(&spec, &expand(&spec)?, &args.check)?;
+    let all = expand(&spec)?;
+    let count = all.len();
+    let trials = filtered(&args.spec, &args.filter, all)?;
+    let only = (trials.len() < count).then(|| {
+        eprintln!(
+            "--filter {}: {} of {count} trial(s)",
+            args.filter.join(" "),
+            trials.len()
+        );
+        trials.iter().map(|t| t.trial_id.clone()).collect()
+    });
+    let (check, stop) = preflight(&spec, &trials, &args.check)?;
     if let Some(code) = stop {
         return Ok(code);
     }
@@ -394,6 +429,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         devices,
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        only,
     };
     let s = run_sweep(&spec, &opts)?;
     eprintln!(

@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub exe: PathBuf,
     /// Show a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Run only the trials with these ids (`--filter`); all of them when `None`.
+    pub only: Option<std::collections::BTreeSet<String>>,
 }
 
 /// What [`run_sweep`] did.
@@ -147,7 +149,10 @@ pub fn pending_trials<'a>(
 /// Runs the pending trials of `spec` (see the module doc). Returns when every trial ran or
 /// the run was stopped (SIGINT/SIGTERM to this process).
 pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, ExperimentError> {
-    let trials = expand(spec)?;
+    let mut trials = expand(spec)?;
+    if let Some(only) = &opts.only {
+        trials.retain(|t| only.contains(&t.trial_id));
+    }
     let paths = SweepPaths::new(&opts.sweep_dir);
     let store = Store::create(paths.store())?;
     let _lock = SweepLock::acquire(&paths.store())?;
