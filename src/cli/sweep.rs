@@ -15,6 +15,7 @@ use crate::experiment::filter::TrialFilter;
 use crate::experiment::overrides::{self, SpecOverrides};
 use crate::experiment::paths::SweepPaths;
 use crate::experiment::preflight::Preflight;
+use crate::experiment::prune::{PruneSpec, Pruner};
 use crate::experiment::runner::{
     RunOptions, TaskOptions, TaskSignals, run_sweep, run_task, sweep_state,
 };
@@ -134,6 +135,10 @@ pub struct RunArgs {
     /// must match). The others are left as they are.
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
+    /// Run without the spec's [prune]: no trial is stopped at a rung, and
+    /// trials pruned earlier resume and run to the end.
+    #[arg(long)]
+    pub no_prune: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +213,8 @@ pub struct TaskArgs {
     pub mlflow_uri: Option<String>,
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+    #[arg(long)]
+    pub no_prune: bool,
 }
 
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
@@ -430,14 +437,19 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         only,
+        no_prune: args.no_prune,
     };
     let s = run_sweep(&spec, &opts)?;
     eprintln!(
-        "sweep {}: {} trial(s); finished {} now and {} earlier; failed {}{}; stopped {}{}",
+        "sweep {}: {} trial(s); finished {} now and {} earlier; pruned {} now and {} earlier; \
+         timed out {}; failed {}{}; stopped {}{}",
         spec.name,
         s.trials,
         s.finished,
         s.already_finished,
+        s.pruned,
+        s.already_pruned,
+        s.timed_out,
         s.failed,
         if s.skipped_failed > 0 {
             format!(
@@ -522,6 +534,13 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("expected --trial ID or --index N"),
     };
+    let pruner = match (&spec.prune, args.no_prune) {
+        (Some(p), false) => trials
+            .iter()
+            .find(|t| t.trial_id == trial_id)
+            .and_then(|t| pruner_of(p, t, &trials)),
+        _ => None,
+    };
     let trial = trials
         .into_iter()
         .find(|t| t.trial_id == trial_id)
@@ -545,6 +564,7 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
         sweep_dir,
         device: args.device,
         mlflow_uri: args.mlflow_uri,
+        pruner,
     };
     let status = run_task(&spec, &trial, &opts, &signals)?;
     if status == TrialStatus::Interrupted
@@ -559,9 +579,31 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(match status {
-        TrialStatus::Finished => ExitCode::SUCCESS,
+        TrialStatus::Finished | TrialStatus::Pruned | TrialStatus::Timeout => ExitCode::SUCCESS,
         TrialStatus::Failed => ExitCode::from(1),
         _ => ExitCode::from(130),
+    })
+}
+
+/// The judge of `trial` at the rungs of `spec` (module doc of `experiment::prune`): its group
+/// is the trials of the same model, classes and fold. `None` for untrained models.
+fn pruner_of(spec: &PruneSpec, trial: &Trial, trials: &[Trial]) -> Option<Pruner> {
+    let max_epochs = trial.config.learned()?.driver.epochs;
+    let group = trials
+        .iter()
+        .filter(|t| {
+            t.config.model == trial.config.model
+                && t.config.classes == trial.config.classes
+                && t.fold == trial.fold
+        })
+        .map(|t| t.trial_id.clone())
+        .collect();
+    Some(Pruner {
+        spec: spec.clone(),
+        trial_id: trial.trial_id.clone(),
+        group,
+        classes: trial.config.classes.clone(),
+        max_epochs,
     })
 }
 

@@ -29,6 +29,11 @@
 //! n = 16
 //! [search.space]
 //! "train.optimizer.lr" = { log-uniform = [1e-4, 1e-2] }
+//!
+//! [prune]                        # optional: successive halving on epoch rungs
+//! metric = "dice_mean"
+//! min_epochs = 2
+//! reduction = 3
 //! ```
 //!
 //! In a `[[grid]]` block every config key lists its candidate values: `[1.0, 2.0]` sweeps two
@@ -46,6 +51,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ExperimentError;
+use super::prune::PruneSpec;
 use super::search::SearchSpec;
 use crate::dataset::splits::SplitScheme;
 use crate::keys::{KeySchema, nearest, parse_toml};
@@ -85,6 +91,8 @@ pub struct SweepSpec {
     /// `[search]` of kind random or sobol: the points every grid cell also runs
     /// ([`super::search`]); `None` for a plain grid.
     pub search: Option<SearchSpec>,
+    /// `[prune]`: successive halving on epoch rungs ([`super::prune`]).
+    pub prune: Option<PruneSpec>,
 }
 
 /// What a sweep folder records of the spec that fills it (`sweep.json`, written by `sweep
@@ -189,6 +197,8 @@ struct RawSpec {
     allow_clipping: Vec<String>,
     #[serde(default)]
     search: Option<toml::Table>,
+    #[serde(default)]
+    prune: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +305,10 @@ impl SweepSpec {
             Some(t) => SearchSpec::parse(t).map_err(fail)?,
             None => None,
         };
+        let prune = match &raw.prune {
+            Some(t) => Some(PruneSpec::parse(t).map_err(fail)?),
+            None => None,
+        };
         let mut grids = Vec::new();
         for (i, table) in raw.grid.iter().enumerate() {
             let block = parse_grid(table).map_err(|m| fail(format!("grid[{i}]: {m}")))?;
@@ -328,6 +342,7 @@ impl SweepSpec {
             forced: BTreeMap::new(),
             allow_clipping,
             search,
+            prune,
         })
     }
 
