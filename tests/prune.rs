@@ -198,6 +198,18 @@ fn a_trial_behind_the_cut_is_pruned_never_rerun_and_runs_on_with_no_prune() {
         "{}",
         text(&st)
     );
+    // The disk line: the folder's bytes and the checkpoints' share of them.
+    let out = String::from_utf8_lossy(&st.stdout).to_string();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("disk: "))
+        .expect("a disk line");
+    let mib: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.trim_start_matches('(').parse().ok())
+        .collect();
+    assert_eq!(mib.len(), 2, "{line}");
+    assert!(mib[1] > 0.0 && mib[1] <= mib[0], "{line}");
 
     // Without pruning the pruned trial resumes at its rung and runs to the end.
     let o = sweep(&["run", p, "--no-prune"]);

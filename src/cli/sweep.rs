@@ -510,6 +510,13 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         states.len(),
         summary.join(", ")
     );
+    let (total, checkpoints) = disk_use(&dir);
+    println!(
+        "disk: {} in {} ({} of it in checkpoints)",
+        mebibytes(total),
+        dir.display(),
+        mebibytes(checkpoints)
+    );
     print_slurm_jobs(&dir)?;
     let failed = states.iter().any(|s| s.status == Some(TrialStatus::Failed));
     Ok(if failed {
@@ -605,6 +612,37 @@ fn pruner_of(spec: &PruneSpec, trial: &Trial, trials: &[Trial]) -> Option<Pruner
         classes: trial.config.classes.clone(),
         max_epochs,
     })
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist), and of those inside a
+/// `checkpoint_*` folder. Unreadable entries are skipped: the figure is for a human.
+fn disk_use(dir: &Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let mut total = (0, 0);
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let in_checkpoint = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("checkpoint");
+        let (all, ckpt) = if kind.is_dir() {
+            let (all, ckpt) = disk_use(&entry.path());
+            (all, if in_checkpoint { all } else { ckpt })
+        } else {
+            (entry.metadata().map_or(0, |m| m.len()), 0)
+        };
+        total = (total.0 + all, total.1 + ckpt);
+    }
+    total
+}
+
+/// `12.3 MiB`.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// True when the trial's chosen attempt in the sweep's store is finished.
