@@ -366,7 +366,10 @@ fn check_mirror_of(
             TrialStatus::Finished => "FINISHED",
             TrialStatus::Failed => "FAILED",
             TrialStatus::Running => "RUNNING",
-            TrialStatus::Killed | TrialStatus::Interrupted => "KILLED",
+            TrialStatus::Killed
+            | TrialStatus::Interrupted
+            | TrialStatus::Timeout
+            | TrialStatus::Pruned => "KILLED",
         };
         assert_eq!(
             run["info"]["status"], want_status,

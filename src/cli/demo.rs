@@ -82,6 +82,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         devices: vec![args.device],
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        only: None,
+        no_prune: false,
     };
     let check = Preflight::run(
         &expand(&spec)?,

@@ -11,9 +11,11 @@ use clap::{Args, Subcommand};
 use super::runs::render_table;
 use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
 use crate::experiment::ExperimentError;
+use crate::experiment::filter::TrialFilter;
 use crate::experiment::overrides::{self, SpecOverrides};
 use crate::experiment::paths::SweepPaths;
 use crate::experiment::preflight::Preflight;
+use crate::experiment::prune::{PruneSpec, Pruner};
 use crate::experiment::runner::{
     RunOptions, TaskOptions, TaskSignals, run_sweep, run_task, sweep_state,
 };
@@ -84,6 +86,11 @@ pub struct PlanArgs {
     pub overrides: OverrideArgs,
     #[command(flatten)]
     pub check: CheckArgs,
+    /// Only the trials whose column KEY (model, classes, preset, scale, fold,
+    /// seed, trial or a swept config key) has VALUE (repeatable; all must
+    /// match).
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +130,15 @@ pub struct RunArgs {
     pub overrides: OverrideArgs,
     #[command(flatten)]
     pub check: CheckArgs,
+    /// Run only the trials whose column KEY (model, classes, preset, scale,
+    /// fold, seed, trial or a swept config key) has VALUE (repeatable; all
+    /// must match). The others are left as they are.
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Run without the spec's [prune]: no trial is stopped at a rung, and
+    /// trials pruned earlier resume and run to the end.
+    #[arg(long)]
+    pub no_prune: bool,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +213,8 @@ pub struct TaskArgs {
     pub mlflow_uri: Option<String>,
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+    #[arg(long)]
+    pub no_prune: bool,
 }
 
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
@@ -288,8 +306,21 @@ fn headers(keys: &[String], extra: &[&str]) -> (Vec<String>, Vec<bool>) {
     (h, right)
 }
 
+/// The trials `--filter` keeps (all when it is empty).
+fn filtered(spec: &Path, filter: &[String], trials: Vec<Trial>) -> anyhow::Result<Vec<Trial>> {
+    let filter =
+        TrialFilter::parse(filter).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+    if filter.is_empty() {
+        return Ok(trials);
+    }
+    filter
+        .select(trials)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))
+}
+
 fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (spec, trials, dir) = load(&args.spec, args.out.as_deref(), &args.overrides)?;
+    let trials = filtered(&args.spec, &args.filter, trials)?;
     let keys = swept_keys(&trials);
     let (h, right) = headers(&keys, &[]);
     let rows: Vec<Vec<String>> = trials.iter().map(|t| trial_cells(t, &keys)).collect();
@@ -381,7 +412,18 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     check_devices(&devices).context(flag)?;
     let (spec, sweep_dir) = load_spec(&args.spec, args.out.as_deref(), &args.overrides, true)?;
-    let (check, stop) = preflight(&spec, &expand(&spec)?, &args.check)?;
+    let all = expand(&spec)?;
+    let count = all.len();
+    let trials = filtered(&args.spec, &args.filter, all)?;
+    let only = (trials.len() < count).then(|| {
+        eprintln!(
+            "--filter {}: {} of {count} trial(s)",
+            args.filter.join(" "),
+            trials.len()
+        );
+        trials.iter().map(|t| t.trial_id.clone()).collect()
+    });
+    let (check, stop) = preflight(&spec, &trials, &args.check)?;
     if let Some(code) = stop {
         return Ok(code);
     }
@@ -397,14 +439,20 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         devices,
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        only,
+        no_prune: args.no_prune,
     };
     let s = run_sweep(&spec, &opts)?;
     eprintln!(
-        "sweep {}: {} trial(s); finished {} now and {} earlier; failed {}{}; stopped {}{}",
+        "sweep {}: {} trial(s); finished {} now and {} earlier; pruned {} now and {} earlier; \
+         timed out {}; failed {}{}; stopped {}{}",
         spec.name,
         s.trials,
         s.finished,
         s.already_finished,
+        s.pruned,
+        s.already_pruned,
+        s.timed_out,
         s.failed,
         if s.skipped_failed > 0 {
             format!(
@@ -465,6 +513,13 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         states.len(),
         summary.join(", ")
     );
+    let (total, checkpoints) = disk_use(&dir);
+    println!(
+        "disk: {} in {} ({} of it in checkpoints)",
+        mebibytes(total),
+        dir.display(),
+        mebibytes(checkpoints)
+    );
     print_slurm_jobs(&dir)?;
     let failed = states.iter().any(|s| s.status == Some(TrialStatus::Failed));
     Ok(if failed {
@@ -489,6 +544,13 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("expected --trial ID or --index N"),
     };
+    let pruner = match (&spec.prune, args.no_prune) {
+        (Some(p), false) => trials
+            .iter()
+            .find(|t| t.trial_id == trial_id)
+            .and_then(|t| pruner_of(p, t, &trials)),
+        _ => None,
+    };
     let trial = trials
         .into_iter()
         .find(|t| t.trial_id == trial_id)
@@ -512,6 +574,7 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
         sweep_dir,
         device: args.device,
         mlflow_uri: args.mlflow_uri,
+        pruner,
     };
     let status = run_task(&spec, &trial, &opts, &signals)?;
     if status == TrialStatus::Interrupted
@@ -526,10 +589,63 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(match status {
-        TrialStatus::Finished => ExitCode::SUCCESS,
+        TrialStatus::Finished | TrialStatus::Pruned | TrialStatus::Timeout => ExitCode::SUCCESS,
         TrialStatus::Failed => ExitCode::from(1),
         _ => ExitCode::from(130),
     })
+}
+
+/// The judge of `trial` at the rungs of `spec` (module doc of `experiment::prune`): its group
+/// is the trials of the same model, classes and fold. `None` for untrained models.
+fn pruner_of(spec: &PruneSpec, trial: &Trial, trials: &[Trial]) -> Option<Pruner> {
+    let max_epochs = trial.config.learned()?.driver.epochs;
+    let group = trials
+        .iter()
+        .filter(|t| {
+            t.config.model == trial.config.model
+                && t.config.classes == trial.config.classes
+                && t.fold == trial.fold
+        })
+        .map(|t| t.trial_id.clone())
+        .collect();
+    Some(Pruner {
+        spec: spec.clone(),
+        trial_id: trial.trial_id.clone(),
+        group,
+        classes: trial.config.classes.clone(),
+        max_epochs,
+    })
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist), and of those inside a
+/// `checkpoint_*` folder. Unreadable entries are skipped: the figure is for a human.
+fn disk_use(dir: &Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let mut total = (0, 0);
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let in_checkpoint = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("checkpoint");
+        let (all, ckpt) = if kind.is_dir() {
+            let (all, ckpt) = disk_use(&entry.path());
+            (all, if in_checkpoint { all } else { ckpt })
+        } else {
+            (entry.metadata().map_or(0, |m| m.len()), 0)
+        };
+        total = (total.0 + all, total.1 + ckpt);
+    }
+    total
+}
+
+/// `12.3 MiB`.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// True when the trial's chosen attempt in the sweep's store is finished.

@@ -172,6 +172,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        TrialOutcome::TimedOut { epoch } => {
+            eprintln!(
+                "train.max_minutes ran out after epoch {epoch}; continue with --resume \
+                 (checkpoint in {})",
+                paths.checkpoint_latest().display()
+            );
+            Ok(ExitCode::from(1))
+        }
+        TrialOutcome::Pruned(d) => {
+            eprintln!("{d}");
+            Ok(ExitCode::from(1))
+        }
         TrialOutcome::Interrupted { epoch } => {
             eprintln!(
                 "interrupted after epoch {epoch}; continue with --resume (checkpoint in {})",

@@ -1,7 +1,9 @@
 //! Experiments: sweep specs ([`spec::SweepSpec`], the `experiments/*.toml` files), their
 //! expansion into trials with content-hash ids ([`trial::Trial`]), the provenance recorded with
 //! every trial ([`provenance::Provenance`]) and the local runner behind `seglab sweep`
-//! ([`runner`]: one worker process per trial, resumable, the store as the record), and the
+//! ([`runner`]: one worker process per trial, resumable, the store as the record), the
+//! points of a `[search]` ([`search`], quasi-random ones from [`sobol`]), pruning on epoch
+//! rungs ([`prune`]) and the
 //! SLURM backend ([`slurm`]: a job array whose tasks take the runner's trial code path).
 //! [`paths::SweepPaths`] is the one builder of sweep and trial paths.
 //!
@@ -10,12 +12,16 @@
 
 use std::path::PathBuf;
 
+pub mod filter;
 pub mod overrides;
 pub mod paths;
 pub mod preflight;
 pub mod provenance;
+pub mod prune;
 pub mod runner;
+pub mod search;
 pub mod slurm;
+pub mod sobol;
 pub mod spec;
 pub mod synthetic_check;
 pub mod trial;

@@ -30,13 +30,16 @@ use super::ExperimentError;
 use super::paths::SweepPaths;
 use super::preflight::Preflight;
 use super::provenance::Provenance;
+use super::prune::Pruner;
 use super::spec::SweepSpec;
 use super::trial::{Trial, expand};
 use crate::tracking::mlflow::MlflowMirror;
 use crate::tracking::{
     EpochRow, ResultRow, Store, TimingRow, TrialEvent, TrialStatus, hostname, now_ms,
 };
-use crate::train::{StopFlag, TrainError, TrialContext, TrialOutcome, TrialSink, run_trial};
+use crate::train::{
+    PruneDecision, StopFlag, TrainError, TrialContext, TrialOutcome, TrialSink, run_trial,
+};
 
 /// How long stopped workers get to checkpoint before they are killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(60);
@@ -61,6 +64,10 @@ pub struct RunOptions {
     pub exe: PathBuf,
     /// Show a progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// Run only the trials with these ids (`--filter`); all of them when `None`.
+    pub only: Option<std::collections::BTreeSet<String>>,
+    /// Run without the spec's `[prune]` (`--no-prune`): pruned trials resume and run to the end.
+    pub no_prune: bool,
 }
 
 /// What [`run_sweep`] did.
@@ -75,6 +82,11 @@ pub struct SweepSummary {
     pub failed: usize,
     /// Stopped by Ctrl-C / SIGTERM (resumable).
     pub killed: usize,
+    /// Stopped by `train.max_minutes` (resumable).
+    pub timed_out: usize,
+    /// Pruned now, and before this run (left alone).
+    pub pruned: usize,
+    pub already_pruned: usize,
     /// True when the run was stopped before all trials ran.
     pub stopped: bool,
 }
@@ -119,25 +131,31 @@ pub struct Pending<'a> {
     pub already_finished: usize,
     /// Chosen attempt failed and `retry_failed` not set.
     pub skipped_failed: usize,
+    /// Chosen attempt pruned and pruning on.
+    pub already_pruned: usize,
 }
 
 /// Which of `trials` still have to run, by the status of their chosen attempt in `store`. The
 /// one rule behind `sweep run` and the manifest of `sweep slurm`, so both skip the same trials.
+/// Pruned trials run again (resumed) only when `rerun_pruned` (pruning off).
 pub fn pending_trials<'a>(
     trials: &'a [Trial],
     store: &Store,
     retry_failed: bool,
+    rerun_pruned: bool,
 ) -> Result<Pending<'a>, ExperimentError> {
     let status = chosen_status(store)?;
     let mut pending = Pending {
         to_run: Vec::new(),
         already_finished: 0,
         skipped_failed: 0,
+        already_pruned: 0,
     };
     for t in trials {
         match status.get(&t.trial_id) {
             Some(TrialStatus::Finished) => pending.already_finished += 1,
             Some(TrialStatus::Failed) if !retry_failed => pending.skipped_failed += 1,
+            Some(TrialStatus::Pruned) if !rerun_pruned => pending.already_pruned += 1,
             _ => pending.to_run.push(t),
         }
     }
@@ -147,7 +165,10 @@ pub fn pending_trials<'a>(
 /// Runs the pending trials of `spec` (see the module doc). Returns when every trial ran or
 /// the run was stopped (SIGINT/SIGTERM to this process).
 pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, ExperimentError> {
-    let trials = expand(spec)?;
+    let mut trials = expand(spec)?;
+    if let Some(only) = &opts.only {
+        trials.retain(|t| only.contains(&t.trial_id));
+    }
     let paths = SweepPaths::new(&opts.sweep_dir);
     let store = Store::create(paths.store())?;
     let _lock = SweepLock::acquire(&paths.store())?;
@@ -166,11 +187,12 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
     }
     let prov = Provenance::collect(spec.file.parent().unwrap_or(Path::new("")));
 
-    let pending = pending_trials(&trials, &store, opts.retry_failed)?;
+    let pending = pending_trials(&trials, &store, opts.retry_failed, opts.no_prune)?;
     let mut summary = SweepSummary {
         trials: trials.len(),
         already_finished: pending.already_finished,
         skipped_failed: pending.skipped_failed,
+        already_pruned: pending.already_pruned,
         ..Default::default()
     };
     let mut queue: Vec<&Trial> = pending.to_run;
@@ -241,6 +263,8 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
             match end {
                 TrialStatus::Finished => summary.finished += 1,
                 TrialStatus::Failed => summary.failed += 1,
+                TrialStatus::Timeout => summary.timed_out += 1,
+                TrialStatus::Pruned => summary.pruned += 1,
                 _ => summary.killed += 1,
             }
             let dice = if end == TrialStatus::Finished {
@@ -336,6 +360,9 @@ fn spawn_worker(
         .arg(&device);
     if let Some(uri) = &opts.mlflow_uri {
         cmd.arg("--mlflow-uri").arg(uri);
+    }
+    if opts.no_prune {
+        cmd.arg("--no-prune");
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log))
@@ -680,6 +707,8 @@ pub struct TaskOptions {
     pub sweep_dir: PathBuf,
     pub device: String,
     pub mlflow_uri: Option<String>,
+    /// The trial's judge at the rungs of the spec's `[prune]` (`None`: no pruning).
+    pub pruner: Option<Pruner>,
 }
 
 /// The stop requests a worker honours: SIGTERM/SIGINT (→ `killed`) and SIGUSR1 (→
@@ -726,7 +755,11 @@ pub fn run_task(
     let resume = prev.as_ref().is_some_and(|p| {
         matches!(
             p.status,
-            TrialStatus::Killed | TrialStatus::Interrupted | TrialStatus::Running
+            TrialStatus::Killed
+                | TrialStatus::Interrupted
+                | TrialStatus::Running
+                | TrialStatus::Timeout
+                | TrialStatus::Pruned
         )
     });
     let prov = Provenance::collect(spec.file.parent().unwrap_or(Path::new("")));
@@ -779,6 +812,7 @@ pub fn run_task(
             let mut sink = StoreSink {
                 store: &store,
                 mirror: mirror.as_mut(),
+                pruner: opts.pruner.as_ref(),
             };
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 run_trial(&ctx, &mut sink, &signals.stop)
@@ -807,6 +841,14 @@ pub fn run_task(
                 )),
             )
         }
+        Ok(TrialOutcome::TimedOut { epoch }) => (
+            TrialStatus::Timeout,
+            Some(format!(
+                "train.max_minutes ran out after epoch {epoch}; a re-run resumes it from \
+                 checkpoint_latest"
+            )),
+        ),
+        Ok(TrialOutcome::Pruned(d)) => (TrialStatus::Pruned, Some(d.to_string())),
         Err(e) => (TrialStatus::Failed, Some(e)),
     };
     if let Some(e) = &error {
@@ -834,6 +876,8 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 pub struct StoreSink<'a> {
     pub store: &'a Store,
     pub mirror: Option<&'a mut MlflowMirror>,
+    /// Judges the trial at its rungs from the store's epochs (`[prune]`).
+    pub pruner: Option<&'a Pruner>,
 }
 
 impl StoreSink<'_> {
@@ -866,6 +910,20 @@ impl TrialSink for StoreSink<'_> {
 
     fn timings(&mut self, rows: &[TimingRow]) -> Result<(), TrainError> {
         self.record(rows, Store::write_timings, MlflowMirror::timings)
+    }
+
+    fn rung(&mut self, epoch: u32, max_epochs: u32) -> Result<Option<PruneDecision>, TrainError> {
+        let Some(p) = self.pruner else {
+            return Ok(None);
+        };
+        if p.max_epochs != max_epochs {
+            return Err(TrainError::Sink(format!(
+                "pruning: the trial has {max_epochs} epochs, its judge expected {}",
+                p.max_epochs
+            )));
+        }
+        p.judge(self.store, epoch)
+            .map_err(|e| TrainError::Sink(e.to_string()))
     }
 }
 

@@ -257,7 +257,7 @@ pub fn prepare(spec: &SweepSpec, opts: &SlurmOptions) -> Result<Prepared, Experi
     let paths = SweepPaths::new(&opts.sweep_dir);
     let trials = expand(spec)?;
     let store = Store::create(paths.store())?;
-    let pending = pending_trials(&trials, &store, opts.retry_failed)?;
+    let pending = pending_trials(&trials, &store, opts.retry_failed, false)?;
     let prepared = Prepared {
         trials: trials.len(),
         already_finished: pending.already_finished,

@@ -23,6 +23,17 @@
 //! [[grid]]                       # each block is its own Cartesian product
 //! model = "cyclegan"             # or a list; also classes, preset, scale
 //! "loss.golgi_weight" = [1.0, 2.0, 3.5, 5.0]
+//!
+//! [search]                       # optional: n random or Sobol points per grid cell
+//! kind = "sobol"                 # grid (default) | random | sobol
+//! n = 16
+//! [search.space]
+//! "train.optimizer.lr" = { log-uniform = [1e-4, 1e-2] }
+//!
+//! [prune]                        # optional: successive halving on epoch rungs
+//! metric = "dice_mean"
+//! min_epochs = 2
+//! reduction = 3
 //! ```
 //!
 //! In a `[[grid]]` block every config key lists its candidate values: `[1.0, 2.0]` sweeps two
@@ -40,6 +51,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::ExperimentError;
+use super::prune::PruneSpec;
+use super::search::SearchSpec;
 use crate::dataset::splits::SplitScheme;
 use crate::keys::{KeySchema, nearest, parse_toml};
 use crate::models::{ModelKind, ModelScale};
@@ -75,6 +88,11 @@ pub struct SweepSpec {
     /// (`allow_clipping = ["cyclegan"]`, with a comment in the spec saying why): the
     /// preprocessing check (`super::preflight`) records their figures and does not stop.
     pub allow_clipping: Vec<ModelKind>,
+    /// `[search]` of kind random or sobol: the points every grid cell also runs
+    /// ([`super::search`]); `None` for a plain grid.
+    pub search: Option<SearchSpec>,
+    /// `[prune]`: successive halving on epoch rungs ([`super::prune`]).
+    pub prune: Option<PruneSpec>,
 }
 
 /// What a sweep folder records of the spec that fills it (`sweep.json`, written by `sweep
@@ -177,6 +195,10 @@ struct RawSpec {
     grid: Vec<toml::Table>,
     #[serde(default)]
     allow_clipping: Vec<String>,
+    #[serde(default)]
+    search: Option<toml::Table>,
+    #[serde(default)]
+    prune: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +301,14 @@ impl SweepSpec {
                 Ok((k, toml_to_json(&v).map_err(|m| fail(format!("set.{m}")))?))
             })
             .collect::<Result<BTreeMap<_, _>, ExperimentError>>()?;
+        let search = match &raw.search {
+            Some(t) => SearchSpec::parse(t).map_err(fail)?,
+            None => None,
+        };
+        let prune = match &raw.prune {
+            Some(t) => Some(PruneSpec::parse(t).map_err(fail)?),
+            None => None,
+        };
         let mut grids = Vec::new();
         for (i, table) in raw.grid.iter().enumerate() {
             let block = parse_grid(table).map_err(|m| fail(format!("grid[{i}]: {m}")))?;
@@ -311,6 +341,8 @@ impl SweepSpec {
             grids,
             forced: BTreeMap::new(),
             allow_clipping,
+            search,
+            prune,
         })
     }
 

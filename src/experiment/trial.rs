@@ -7,6 +7,12 @@
 //! one), every `[set]` key exists for at least one trial, and every resolved config
 //! validates. Errors name the spec file and the block.
 //!
+//! With a `[search]` ([`super::search`]) each cell of a block's product runs once per drawn
+//! point: the point's values override the config after `[set]` and the grid values (and
+//! before `--set`), on the trials whose config has the key; a space key no model has is an
+//! error. A plain grid has one empty point, so its trials and ids are those of a spec without
+//! `[search]`.
+//!
 //! Trial id = the first 12 hex digits of sha256 over the canonical JSON of
 //! `{config, fold, seed, cv, dataset}` (dataset = the dataset fingerprint; cv = the split
 //! scheme, with an explicit splits file identified by the hash of its contents rather than its
@@ -260,6 +266,12 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
     let mut set_used: HashSet<&str> = HashSet::new();
     let mut forced_used: HashSet<&str> = HashSet::new();
     let mut set_error: Option<String> = None;
+    // The points of `[search]`; one empty point for a plain grid, which keeps its ids.
+    let draws = spec
+        .search
+        .as_ref()
+        .map_or_else(|| vec![Vec::new()], |s| s.draws());
+    let mut space_used: HashSet<String> = HashSet::new();
     for (gi, block) in spec.grids.iter().enumerate() {
         let bfail = |m: String| fail(format!("grid[{gi}]: {m}"));
         let models = block.models.clone().unwrap_or_else(|| spec.models.clone());
@@ -315,7 +327,26 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                                 forced.push((k.clone(), v.clone()));
                             }
                         }
-                        for combo in product(&block.axes) {
+                        let drawn: Vec<Vec<(String, Value)>> = draws
+                            .iter()
+                            .map(|d| {
+                                d.iter()
+                                    .filter(|(k, _)| has_key(&tree, k))
+                                    .inspect(|(k, _)| {
+                                        space_used.insert(k.clone());
+                                    })
+                                    .cloned()
+                                    .collect()
+                            })
+                            .collect();
+                        let cells = product(&block.axes).into_iter().flat_map(|combo| {
+                            drawn.iter().map(move |d| {
+                                let mut c = combo.clone();
+                                c.extend(d.iter().cloned());
+                                c
+                            })
+                        });
+                        for combo in cells {
                             let mut all = overrides.clone();
                             all.extend(combo.iter().cloned());
                             all.extend(forced.iter().cloned());
@@ -375,6 +406,14 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
         return Err(fail(format!(
             "--set {unused}: no model of the sweep has this config key (see `seglab train \
              --print-config`)"
+        )));
+    }
+    if let Some(search) = &spec.search
+        && let Some((unused, _)) = search.space.iter().find(|(k, _)| !space_used.contains(k))
+    {
+        return Err(fail(format!(
+            "search.space: `{unused}` is a config key of none of the sweep's models (see \
+             `seglab train --print-config`)"
         )));
     }
     if let Some(unused) = spec.set.keys().find(|k| !set_used.contains(k.as_str())) {

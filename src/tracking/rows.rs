@@ -123,15 +123,22 @@ pub enum TrialStatus {
     Killed,
     /// Found `running` by a later run of the sweep whose process had died.
     Interrupted,
+    /// Stopped, checkpointed, by its `train.max_minutes`; a re-run resumes it.
+    Timeout,
+    /// Stopped, checkpointed, behind its rung's cut (`[prune]`); a re-run leaves it alone
+    /// unless pruning is off. The `error` column names the rung, the value and the cut.
+    Pruned,
 }
 
 impl TrialStatus {
-    pub const ALL: [TrialStatus; 5] = [
+    pub const ALL: [TrialStatus; 7] = [
         TrialStatus::Running,
         TrialStatus::Finished,
         TrialStatus::Failed,
         TrialStatus::Killed,
         TrialStatus::Interrupted,
+        TrialStatus::Timeout,
+        TrialStatus::Pruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -141,6 +148,8 @@ impl TrialStatus {
             TrialStatus::Failed => "failed",
             TrialStatus::Killed => "killed",
             TrialStatus::Interrupted => "interrupted",
+            TrialStatus::Timeout => "timeout",
+            TrialStatus::Pruned => "pruned",
         }
     }
 
@@ -166,7 +175,7 @@ impl std::str::FromStr for TrialStatus {
             .ok_or_else(|| TrackingError::InvalidName {
                 what: "trial status",
                 value: s.to_string(),
-                expected: "one of running, finished, failed, killed, interrupted",
+                expected: "one of running, finished, failed, killed, interrupted, timeout, pruned",
             })
     }
 }

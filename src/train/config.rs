@@ -215,6 +215,11 @@ pub struct DriverConfig {
     /// Write `checkpoint_latest` every N epochs (and always on stop or interruption).
     pub checkpoint_every: u32,
     pub collapse: CollapseConfig,
+    /// Wall-clock minutes one attempt may train (`None`: no limit). When they run out the
+    /// driver checkpoints and the trial ends `timeout`; a re-run resumes it. A budget rather
+    /// than a setting of the model, so not part of the trial id ([`BUDGET_OPTIONS`]).
+    #[serde(default)]
+    pub max_minutes: Option<f64>,
 }
 
 impl DriverConfig {
@@ -236,6 +241,7 @@ impl DriverConfig {
             restore_best: true,
             checkpoint_every: 1,
             collapse: CollapseConfig::default(),
+            max_minutes: None,
         };
         match model {
             ModelKind::Vox2Vox => Self {
@@ -280,6 +286,11 @@ impl DriverConfig {
         }
         if self.checkpoint_every == 0 {
             return Err(cfg_err("train.checkpoint_every", "must be ≥ 1", 0));
+        }
+        if let Some(m) = self.max_minutes
+            && !(m > 0.0 && m.is_finite())
+        {
+            return Err(cfg_err("train.max_minutes", "must be > 0 or null", m));
         }
         if self.calibrate_threshold && !self.val_volumes {
             return Err(cfg_err(
@@ -629,6 +640,12 @@ impl TrialConfig {
     /// empty).
     pub fn identity_value(&self) -> Value {
         let mut tree = self.to_value();
+        for key in BUDGET_OPTIONS {
+            let (parent, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+            if let Some(Value::Object(map)) = dotted_mut(&mut tree, parent) {
+                map.remove(leaf);
+            }
+        }
         for (key, original) in later_options(self.model) {
             let (parent, leaf) = key.rsplit_once('.').unwrap_or(("", key));
             if let Some(Value::Object(map)) = dotted_mut(&mut tree, parent)
@@ -810,6 +827,10 @@ impl TrialConfig {
         out
     }
 }
+
+/// Options that bound what an attempt may spend without changing what it computes: never part
+/// of a trial id, so changing them keeps a sweep's trials (and resumes them).
+pub const BUDGET_OPTIONS: [&str; 1] = ["train.max_minutes"];
 
 /// Options added to a model's configuration after trials were first stored, each with the
 /// value that reproduces the behaviour before it existed (module doc). Keys are dotted paths of
@@ -1136,6 +1157,30 @@ impl StopFlag {
 
 /// Where the rows of a trial go (the sweep runner's store and MLflow mirror, or the CSV files
 /// of `seglab train`). One call per batch of rows; an error fails the trial.
+/// Why a trial stopped at a rung (`[prune]` of a sweep): it was behind the rung's cut.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneDecision {
+    /// 0 for the first rung.
+    pub rung: u32,
+    pub epoch: u32,
+    pub metric: String,
+    /// The trial's value at the rung (its best up to the rung's epoch).
+    pub value: f64,
+    pub cut: f64,
+    /// Trials whose value at this rung the cut was taken from (the trial included).
+    pub trials_at_rung: usize,
+}
+
+impl std::fmt::Display for PruneDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pruned at rung {} (epoch {}): {} {:.4} behind the cut {:.4} of {} trial(s)",
+            self.rung, self.epoch, self.metric, self.value, self.cut, self.trials_at_rung
+        )
+    }
+}
+
 pub trait TrialSink {
     /// Per-epoch train losses and validation metrics. On resume the driver first re-emits the
     /// epoch history its checkpoint carries (tracking's canonical-view rule).
@@ -1144,6 +1189,11 @@ pub trait TrialSink {
     fn results(&mut self, rows: &[ResultRow]) -> Result<(), TrainError>;
     /// Wall-clock seconds per phase, once at the end of the trial.
     fn timings(&mut self, rows: &[TimingRow]) -> Result<(), TrainError>;
+    /// Called after each epoch's rows are written: `Some` stops the trial as pruned (a
+    /// sweep's `[prune]`). Sinks without pruning keep the default.
+    fn rung(&mut self, _epoch: u32, _max_epochs: u32) -> Result<Option<PruneDecision>, TrainError> {
+        Ok(None)
+    }
 }
 
 /// A sink that keeps every row in memory (tests, the CLI's file sink builds on it).
@@ -1229,6 +1279,12 @@ pub enum TrialOutcome {
     Interrupted {
         epoch: u32,
     },
+    /// `train.max_minutes` ran out; `checkpoint_latest` holds the state after `epoch` epochs.
+    TimedOut {
+        epoch: u32,
+    },
+    /// Behind its rung's cut; `checkpoint_latest` holds the state at the rung.
+    Pruned(PruneDecision),
 }
 
 #[cfg(test)]

@@ -171,6 +171,11 @@ pub enum FitEnd {
     Stopped(StopReason),
     /// The stop flag was raised; `checkpoint_latest` holds the state.
     Interrupted,
+    /// `train.max_minutes` ran out; `checkpoint_latest` holds the state.
+    TimedOut,
+    /// Behind a rung's cut (the sink's [`TrialSink::rung`]); `checkpoint_latest` holds the
+    /// state.
+    Pruned(super::config::PruneDecision),
 }
 
 /// The result of [`fit`].
@@ -245,20 +250,27 @@ pub fn fit(
     }
 
     if state.stopped.is_none() {
-        let end = epochs(trainer, data, opts, &plan, &mut state, sink, stop, log)?;
+        let deadline = cfg
+            .max_minutes
+            .map(|m| Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
+        let end = epochs(
+            trainer, data, opts, &plan, &mut state, sink, stop, deadline, log,
+        )?;
         match end {
-            FitEnd::Interrupted => {
+            FitEnd::Interrupted | FitEnd::TimedOut | FitEnd::Pruned(_) => {
                 save(trainer, &opts.checkpoint_latest, &state)?;
+                let why = match &end {
+                    FitEnd::TimedOut => "train.max_minutes ran out".to_string(),
+                    FitEnd::Pruned(d) => d.to_string(),
+                    _ => "interrupted".to_string(),
+                };
                 log(&format!(
-                    "interrupted after {} epochs and {} steps; state in {}",
+                    "{why} after {} epochs and {} steps; state in {}",
                     state.epochs_done,
                     state.step_in_epoch,
                     opts.checkpoint_latest.display()
                 ));
-                return Ok(FitReport {
-                    end: FitEnd::Interrupted,
-                    state,
-                });
+                return Ok(FitReport { end, state });
             }
             FitEnd::Stopped(reason) => {
                 state.stopped = Some(reason);
@@ -280,7 +292,9 @@ pub fn fit(
     })
 }
 
-/// The epoch loop; returns when training ends or the stop flag is raised.
+/// The epoch loop; returns when training ends, the stop flag is raised, the `deadline` has
+/// passed (checked before each step once this call took one, so every attempt progresses) or
+/// the sink prunes the trial at a rung.
 #[allow(clippy::too_many_arguments)]
 fn epochs(
     trainer: &mut dyn Trainer,
@@ -290,9 +304,11 @@ fn epochs(
     state: &mut DriverState,
     sink: &mut dyn TrialSink,
     stop: &StopFlag,
+    deadline: Option<Instant>,
     log: &mut dyn FnMut(&str),
 ) -> Result<FitEnd, TrainError> {
     let cfg = opts.driver;
+    let mut taken = 0u64;
     let mut images = data.train.new_batch();
     let mut masks = data.synthetic.map(PatchSet::new_batch);
     while state.epochs_done < cfg.epochs {
@@ -306,6 +322,10 @@ fn epochs(
             if stop.is_requested() {
                 state.train_s += t0.elapsed().as_secs_f64();
                 return Ok(FitEnd::Interrupted);
+            }
+            if taken > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                state.train_s += t0.elapsed().as_secs_f64();
+                return Ok(FitEnd::TimedOut);
             }
             let augment = (!opts.augment.is_off()).then(|| Augment {
                 cfg: opts.augment,
@@ -337,6 +357,7 @@ fn epochs(
             }
             accumulate(&mut state.partial, &losses);
             state.step_in_epoch += 1;
+            taken += 1;
         }
         state.train_s += t0.elapsed().as_secs_f64();
         let n = state.step_in_epoch.max(1) as f64;
@@ -400,6 +421,12 @@ fn epochs(
             reason = Some(StopReason::MaxEpochs);
         }
         log(&epoch_line(&rec, improved && value.is_some()));
+        if reason.is_none()
+            && state.epochs_done < cfg.epochs
+            && let Some(d) = sink.rung(state.epochs_done, cfg.epochs)?
+        {
+            return Ok(FitEnd::Pruned(d));
+        }
         if let Some(r) = reason {
             log(&format!(
                 "training stopped: {} (best epoch {})",

@@ -36,8 +36,8 @@ pub mod vox2vox;
 
 pub use checkpoint::CheckpointInfo;
 pub use config::{
-    DriverConfig, MemorySink, StopFlag, StopReason, TrialConfig, TrialContext, TrialOutcome,
-    TrialSink, TrialSummary,
+    DriverConfig, MemorySink, PruneDecision, StopFlag, StopReason, TrialConfig, TrialContext,
+    TrialOutcome, TrialSink, TrialSummary,
 };
 pub use cyclegan::{CycleGanTrainConfig, CycleGanTrainer};
 pub use trial::run_trial;

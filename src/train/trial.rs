@@ -348,6 +348,12 @@ pub fn run_trial(
                     epoch: report.state.epochs_done,
                 });
             }
+            FitEnd::TimedOut => {
+                return Ok(TrialOutcome::TimedOut {
+                    epoch: report.state.epochs_done,
+                });
+            }
+            FitEnd::Pruned(d) => return Ok(TrialOutcome::Pruned(d)),
             FitEnd::Stopped(reason) => {
                 // The epoch whose weights the trainer holds now.
                 let epoch = if l.driver.restore_best {

@@ -187,7 +187,10 @@ pub fn run_status(s: TrialStatus) -> RunStatus {
         TrialStatus::Running => RunStatus::Running,
         TrialStatus::Finished => RunStatus::Finished,
         TrialStatus::Failed => RunStatus::Failed,
-        TrialStatus::Killed | TrialStatus::Interrupted => RunStatus::Killed,
+        TrialStatus::Killed
+        | TrialStatus::Interrupted
+        | TrialStatus::Timeout
+        | TrialStatus::Pruned => RunStatus::Killed,
     }
 }
 
