@@ -1,5 +1,5 @@
 //! `seglab sweep plan / run / status / slurm` and the hidden worker `seglab sweep task`: sweeps
-//! of trials expanded from an `experiments/*.toml` spec (experiment module doc, issues 6 and 9).
+//! of trials expanded from an `experiments/*.toml` spec (experiment module doc; docs/sweeps.md).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `percentiles = "auto"`: the floor (low percentile) of each image channel's stretch, chosen
 //! from the data, so that the stretch does not zero the objects a model is to find.
 //!
-//! The published floor (the 95th percentile, original-code-behaviour.md §1.3) suits objects
+//! The published floor (the 95th percentile, docs/published-code.md §1) suits objects
 //! that fill a few percent of a volume; where they fill more, it maps most of them to 0.
 //!
 //! - **Annotated volumes** (a mask channel pairs with the image channel, [`paired_classes`]):
@@ -62,7 +62,7 @@ pub struct AutoFloor {
 }
 
 /// For each image channel, the mask channel it shows: the one of the same name, else the one
-/// at the same position (the published channel convention, original-code-behaviour.md §1.2),
+/// at the same position (the published channel convention, docs/published-code.md §1),
 /// never `pair` (no image channel shows pairs).
 pub fn paired_classes(image_channels: &[String], mask_channels: &[String]) -> Vec<Option<usize>> {
     image_channels

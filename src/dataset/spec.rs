@@ -44,8 +44,8 @@ use crate::keys::{KeySchema, TomlError, parse_toml};
 /// The file name every dataset folder carries.
 pub const DATASET_FILE: &str = "dataset.toml";
 
-/// The mask channel names seglab knows, in the project's channel order (DESIGN.md, data model;
-/// docs/published-code.md §1.2: 0 = Golgi, 1 = Nuclei, 2 = Pair).
+/// The mask channel names seglab knows, in the project's channel order (docs/design.md §6;
+/// docs/published-code.md §1: 0 = Golgi, 1 = Nuclei, 2 = Pair).
 pub const MASK_CHANNELS: [&str; 3] = ["golgi", "nuclei", "pair"];
 
 /// The parsed contents of a `dataset.toml`.

@@ -1,8 +1,8 @@
-//! Cross-validation splits by volume, never by patch (DESIGN.md, data model). A split is a
+//! Cross-validation splits by volume, never by patch (docs/statistics.md, "Folds, seeds and splits"). A split is a
 //! pure function of (volume ids, groups, scheme, seed); it is written once per dataset,
 //! scheme and seed as `splits.json`-style file (nnU-Net's `splits_final.json` layout: a list
 //! of `{"train": [...], "val": [...]}`, plus our `"test"`) and every fold reads it back. A
-//! fold index outside the file is an error, never a fallback (style anchor 6).
+//! fold index outside the file is an error, never a fallback.
 //!
 //! Volumes that share a `group` form one unit: a unit is never split across roles. Schemes
 //! ([`SplitScheme`]):

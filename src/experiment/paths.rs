@@ -1,4 +1,4 @@
-//! The one place that builds the paths of a sweep folder (style-anchors.md, seglab rule 5):
+//! The one place that builds the paths of a sweep folder (docs/design.md §1):
 //!
 //! ```text
 //! experiments/<sweep>/
@@ -134,7 +134,7 @@ impl SweepPaths {
     }
 }
 
-/// The files of one trial folder (stage2-design.md "Paths"), wherever the folder lives: a
+/// The files of one trial folder (docs/design.md §1), wherever the folder lives: a
 /// sweep's `trials/<id>/` or the `--out` folder of `seglab train`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrialPaths {

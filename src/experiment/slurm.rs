@@ -1,4 +1,4 @@
-//! Sweeps on a SLURM cluster (issue 9; tracking-anchors.md §5): the scheduler the researchers
+//! Sweeps on a SLURM cluster (docs/cluster.md): the scheduler the researchers
 //! already have runs the trials, seglab only writes what it needs.
 //!
 //! [`prepare`] writes into the sweep folder's `slurm/` (see [`SweepPaths::slurm`]):

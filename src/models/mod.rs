@@ -119,7 +119,7 @@ impl FromStr for ModelKind {
     }
 }
 
-/// Model size preset (DESIGN.md "Scale is a setting").
+/// Model size preset (docs/design.md §1).
 ///
 /// `paper` is the published widths with 64³ patches (GPU territory: the Vox2Vox generator alone
 /// has 150 M parameters). `cpu-small` keeps every layer of the topology but divides all filter

@@ -220,9 +220,7 @@ fn slice_set(
     }))
 }
 
-/// Reads `<dir>/dataset.toml`.
-///
-/// Interim: the dataset module will own loading (with validation); this parses only.
+/// Reads `<dir>/dataset.toml` (parsing only, no validation of the volumes).
 pub fn read_dataset_spec(dir: &Path) -> Result<DatasetSpec, ReportError> {
     let path = dir.join(DATASET_FILE);
     let text = std::fs::read_to_string(&path).map_err(ReportError::io(&path))?;

@@ -7,14 +7,14 @@
 //! place, so a failed report never leaves a half-written folder that looks complete.
 //!
 //! Principal types: [`Aggregation`] and [`aggregate`] (the one aggregation function behind
-//! every table and plot, style anchor 11), [`tables::Table`] (one table model rendered as
+//! every table and plot), [`tables::Table`] (one table model rendered as
 //! Markdown, LaTeX/booktabs, CSV and HTML), [`timing::TimingTable`] (the thesis' Table 5.7
 //! layout), [`ReportOptions`] and [`ReportSummary`].
 //!
 //! What this module does not do: it computes no metrics (`metrics/` writes per-case rows),
 //! never writes to the store, and never averages averages: every number comes from per-case
 //! rows through [`aggregate`], with the aggregation stated in the caption
-//! (tracking-anchors.md §3.3). Missing, failed and running trials are listed, not dropped in
+//! (docs/design.md §3). Missing, failed and running trials are listed, not dropped in
 //! silence; non-finite metric values are excluded from means and counted.
 
 pub mod aggregate;

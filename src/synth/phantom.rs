@@ -24,7 +24,7 @@ use crate::volume::{AnyVolume, DType, Volume};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PhantomPreset {
-    /// Calibrated to be about as hard as the real retina crops (DESIGN.md: per-channel Otsu
+    /// Calibrated to be about as hard as the real retina crops (docs/design.md §6: per-channel Otsu
     /// Dice ≈ 0.55–0.75 on nuclei and 0.3–0.5 on Golgi).
     #[default]
     Retina,

@@ -10,7 +10,7 @@ use polars::prelude::*;
 use super::frame::{self, Cols};
 use super::{Result, TrackingError};
 
-/// The four tables of a store (DESIGN.md "Store").
+/// The four tables of a store (docs/store.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Trials,

@@ -1,4 +1,4 @@
-//! The one epoch driver of seglab (style anchor 7): every trainer ([`Trainer`]) is fitted by
+//! The one epoch driver of seglab: every trainer ([`Trainer`]) is fitted by
 //! [`fit`], which owns the epoch loop, validation, early stopping, model selection, collapse
 //! detection, checkpoints, resume and the per-epoch rows.
 //!

@@ -1,4 +1,4 @@
-//! One trial end to end (stage2-design.md "Running one trial"):
+//! One trial end to end (docs/training.md):
 //!
 //! 1. load the dataset, make or read the split (`dataset::splits`), preprocess the volumes
 //!    of the fold (timing `preprocess`; the resolved percentiles, and the floors an `auto`

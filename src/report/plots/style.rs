@@ -3,7 +3,7 @@
 //!
 //! Text is drawn with DejaVu Sans compiled into the binary (`assets/fonts/`, Bitstream Vera
 //! licence) through plotters' `ab_glyph` feature, so PNGs look the same on every machine and
-//! no system font library is needed (rust-dependencies.md §3). SVGs name the same family with
+//! no system font library is needed (docs/design.md §4). SVGs name the same family with
 //! a `sans-serif` fallback.
 
 use std::path::Path;

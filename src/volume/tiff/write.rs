@@ -1,6 +1,6 @@
 //! Writing ImageJ-compatible hyperstacks.
 //!
-//! Layout (DESIGN.md "Data model": output is ImageJ hyperstacks): one grayscale page per
+//! Layout (docs/design.md §6: output is ImageJ hyperstacks): one grayscale page per
 //! (z, c), channel fastest then z, the ImageJ description in the first page, X/YResolution in
 //! pixels per µm. Uncompressed pixel data is one contiguous block because ImageJ reads an
 //! uncompressed stack from the first page's offset alone, ignoring the other pages; compressed
