@@ -275,6 +275,22 @@ pub(crate) fn positive(field: &str, value: usize) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// Checks that a real setting (an epsilon) is finite and > 0.
+pub(crate) fn positive_finite(field: &str, value: f64) -> Result<(), ModelError> {
+    if !(value > 0.0 && value.is_finite()) {
+        return Err(ModelError::config(field, "must be > 0", value));
+    }
+    Ok(())
+}
+
+/// Checks that a real setting (a slope) is finite and ≥ 0.
+pub(crate) fn non_negative_finite(field: &str, value: f64) -> Result<(), ModelError> {
+    if !(value >= 0.0 && value.is_finite()) {
+        return Err(ModelError::config(field, "must be ≥ 0", value));
+    }
+    Ok(())
+}
+
 /// Draws every lazy parameter of `module` now, on the device it was built for.
 ///
 /// Trainers call this right after building their networks: a lazy parameter that is first

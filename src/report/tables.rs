@@ -42,6 +42,29 @@ pub struct ColumnSpec {
     pub align: Align,
 }
 
+impl ColumnSpec {
+    /// A column without a group header.
+    pub fn new(label: impl Into<String>, key: impl Into<String>, align: Align) -> Self {
+        ColumnSpec {
+            group: None,
+            label: label.into(),
+            key: key.into(),
+            align,
+        }
+    }
+
+    /// The column of one metric and class (`<metric>_<class>`), under the metric's group
+    /// header.
+    pub fn metric_class(metric: &str, class: &str, align: Align) -> Self {
+        ColumnSpec {
+            group: Some(metric_label(metric)),
+            label: class_label(class),
+            key: format!("{metric}_{class}"),
+            align,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Align {
     Left,
@@ -612,51 +635,25 @@ pub(crate) fn metric_table(
     }
 
     // columns
-    let mut columns = vec![ColumnSpec {
-        group: None,
-        label: "Model".into(),
-        key: "model".into(),
-        align: Align::Left,
-    }];
+    let mut columns = vec![ColumnSpec::new("Model", "model", Align::Left)];
     if rows_kind == Rows::Sweep {
         for k in &swept {
-            columns.push(ColumnSpec {
-                group: None,
-                label: k.clone(),
-                key: k.clone(),
-                align: Align::Right,
-            });
+            columns.push(ColumnSpec::new(k.clone(), k.clone(), Align::Right));
         }
     }
     if let Some(k) = extra_key {
-        columns.push(ColumnSpec {
-            group: None,
-            label: if k == "fold" { "Fold" } else { "Seed" }.into(),
-            key: k.into(),
-            align: Align::Right,
-        });
+        columns.push(ColumnSpec::new(
+            if k == "fold" { "Fold" } else { "Seed" },
+            k,
+            Align::Right,
+        ));
     }
-    columns.push(ColumnSpec {
-        group: None,
-        label: "n".into(),
-        key: "n".into(),
-        align: Align::Right,
-    });
-    columns.push(ColumnSpec {
-        group: None,
-        label: "Trials".into(),
-        key: "trials".into(),
-        align: Align::Right,
-    });
+    columns.push(ColumnSpec::new("n", "n", Align::Right));
+    columns.push(ColumnSpec::new("Trials", "trials", Align::Right));
     let first_stat = columns.len();
     for m in &present {
         for c in &task.classes {
-            columns.push(ColumnSpec {
-                group: Some(metric_label(m)),
-                label: class_label(c),
-                key: format!("{m}_{c}"),
-                align: Align::Center,
-            });
+            columns.push(ColumnSpec::metric_class(m, c, Align::Center));
         }
     }
 
@@ -1026,12 +1023,7 @@ pub(crate) fn missing_table(missing: &[Missing]) -> Option<Table> {
     if missing.is_empty() {
         return None;
     }
-    let col = |label: &str, key: &str, align| ColumnSpec {
-        group: None,
-        label: label.into(),
-        key: key.into(),
-        align,
-    };
+    let col = |label: &str, key: &str, align| ColumnSpec::new(label, key, align);
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "–".into());
     Some(Table {
         name: "missing-trials".into(),
@@ -1091,12 +1083,7 @@ mod tests {
             title: "Title".into(),
             caption: "Mean ± std over folds.".into(),
             columns: vec![
-                ColumnSpec {
-                    group: None,
-                    label: "Model".into(),
-                    key: "model".into(),
-                    align: Align::Left,
-                },
+                ColumnSpec::new("Model", "model", Align::Left),
                 ColumnSpec {
                     group: Some("Dice".into()),
                     label: "Nuclei".into(),

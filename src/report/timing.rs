@@ -196,19 +196,13 @@ impl TimingTable {
 
     /// The table: one column per model, one row per quantity.
     pub fn to_table(&self, name: &str, title: &str, caption: &str) -> Table {
-        let mut columns = vec![ColumnSpec {
-            group: None,
-            label: String::new(),
-            key: "quantity".into(),
-            align: Align::Left,
-        }];
+        let mut columns = vec![ColumnSpec::new("", "quantity", Align::Left)];
         for r in &self.rows {
-            columns.push(ColumnSpec {
-                group: None,
-                label: r.model.clone(),
-                key: super::prepare::slug(&r.model),
-                align: Align::Left,
-            });
+            columns.push(ColumnSpec::new(
+                r.model.clone(),
+                super::prepare::slug(&r.model),
+                Align::Left,
+            ));
         }
         let d = self.decimals;
         let mut rows = Vec::new();

@@ -88,6 +88,22 @@ pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String>;
 }
 
+/// The extent of points `(x, mean, std)` with their ±std band: `(x0, x1, y0, y1)`, or `None`
+/// without points. A missing std counts as 0.
+pub fn band_extent<'a>(
+    points: impl Iterator<Item = &'a (f64, f64, Option<f64>)>,
+) -> Option<(f64, f64, f64, f64)> {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, m, s) in points {
+        let s = s.unwrap_or(0.0);
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(m - s);
+        y1 = y1.max(m + s);
+    }
+    (x0 <= x1).then_some((x0, x1, y0, y1))
+}
+
 /// Formats a drawing error.
 pub fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
