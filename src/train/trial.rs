@@ -121,7 +121,7 @@ pub fn run_trial(
     cfg.validate()?;
     let paths = TrialPaths::new(&ctx.trial_dir);
     create_dir(paths.dir())?;
-    write_atomic(&paths.config(), cfg.canonical_json().as_bytes())?;
+    crate::atomic::write_file(&paths.config(), cfg.canonical_json().as_bytes())?;
     let log_path = paths.log();
     let mut log_file = fs::OpenOptions::new()
         .create(true)
@@ -187,7 +187,7 @@ pub fn run_trial(
         "percentiles": pre.pairs(),
         "auto_floors": floors,
     });
-    write_atomic(
+    crate::atomic::write_file(
         &paths.preprocessing(),
         serde_json::to_string_pretty(&record)
             .unwrap_or_default()
@@ -654,11 +654,3 @@ fn create_dir(dir: &Path) -> Result<(), TrainError> {
     fs::create_dir_all(dir).map_err(io_err(dir))
 }
 
-/// Writes `bytes` to a temporary sibling, then renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
-}
