@@ -418,7 +418,10 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    eprintln!("store: {}", opts.sweep_dir.join("store").display());
+    eprintln!(
+        "store: {}",
+        SweepPaths::new(&opts.sweep_dir).store().display()
+    );
     Ok(if s.any_failed() {
         ExitCode::from(1)
     } else if s.stopped {

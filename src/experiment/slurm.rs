@@ -266,7 +266,7 @@ pub fn prepare(spec: &SweepSpec, opts: &SlurmOptions) -> Result<Prepared, Experi
         manifest: paths.slurm_manifest(),
         array_script: paths.slurm_array_script(),
         report_script: paths.slurm_report_script(),
-        report_dir: crate::report::default_out_dir(&opts.workdir, &spec.name),
+        report_dir: super::paths::report_dir(&opts.workdir, &spec.name),
     };
     if prepared.tasks == 0 {
         return Ok(prepared);

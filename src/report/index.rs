@@ -13,6 +13,7 @@ use super::published;
 use super::tables::{self, Rows, Table};
 use super::timing::{self, TimingTable};
 use super::{ReportError, ReportOptions, ReportSummary, html};
+use crate::experiment::paths::ReportPaths;
 
 /// One element of a report section.
 #[derive(Clone, Debug)]
@@ -74,7 +75,7 @@ impl<'a> Builder<'a> {
     }
 
     fn table(&mut self, table: Table) -> Result<(), ReportError> {
-        let dir = self.dir.join("tables");
+        let dir = ReportPaths::new(self.dir).tables();
         for (ext, text) in [
             ("md", tables::render_md(&table)),
             ("tex", tables::render_tex(&table)),
@@ -115,7 +116,7 @@ pub(crate) fn build_into(
     options: &ReportOptions,
 ) -> Result<ReportSummary, ReportError> {
     let prep = Prepared::new(input, options)?;
-    let figures_dir = dir.join("figures");
+    let figures_dir = ReportPaths::new(dir).figures();
     let mut b = Builder {
         dir,
         sections: Vec::new(),
@@ -441,10 +442,10 @@ pub(crate) fn build_into(
         sections: b.sections,
     };
     let md = render_index_md(&doc);
-    let path = dir.join("index.md");
+    let path = ReportPaths::new(dir).index_md();
     std::fs::write(&path, md).map_err(ReportError::io(&path))?;
     let page = html::render_page(&doc);
-    let path = dir.join("index.html");
+    let path = ReportPaths::new(dir).index_html();
     std::fs::write(&path, page).map_err(ReportError::io(&path))?;
     warnings.dedup();
     Ok(ReportSummary {

@@ -223,12 +223,7 @@ fn slice_set(
 
 /// Reads `<dir>/dataset.toml` (parsing only, no validation of the volumes).
 pub fn read_dataset_spec(dir: &Path) -> Result<DatasetSpec, ReportError> {
-    let path = dir.join(DATASET_FILE);
-    let text = std::fs::read_to_string(&path).map_err(ReportError::io(&path))?;
-    toml::from_str(&text).map_err(|e| ReportError::Store {
-        path,
-        message: e.to_string(),
-    })
+    DatasetSpec::read_file(&dir.join(DATASET_FILE)).map_err(|e| ReportError::Input(e.to_string()))
 }
 
 fn find_dataset(

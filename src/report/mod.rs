@@ -132,19 +132,14 @@ pub fn write_report(
     options: &ReportOptions,
 ) -> Result<ReportSummary, ReportError> {
     let mut summary = crate::atomic::build_folder(out_dir, true, |staging| {
-        for sub in ["tables", "figures"] {
-            let dir = staging.join(sub);
+        let layout = crate::experiment::paths::ReportPaths::new(staging);
+        for dir in [layout.tables(), layout.figures()] {
             std::fs::create_dir_all(&dir).map_err(ReportError::io(&dir))?;
         }
         index::build_into(input, staging, options)
     })?;
     summary.out_dir = out_dir.to_owned();
     Ok(summary)
-}
-
-/// The default report folder of a sweep: `reports/<sweep>/` under `root`.
-pub fn default_out_dir(root: &Path, sweep: &str) -> PathBuf {
-    root.join("reports").join(sweep)
 }
 
 #[cfg(test)]

@@ -63,18 +63,14 @@ pub struct LikeVolume {
 }
 
 /// Reads a dataset's `dataset.toml` (a file or the folder holding it) and the shape of every
-/// image. Kept small on purpose: the dataset loader of `dataset/` will replace it.
+/// image.
 pub fn read_like(dataset: &Path) -> Result<(DatasetSpec, Vec<LikeVolume>), SynthError> {
     let file = if dataset.is_dir() {
         dataset.join(DATASET_FILE)
     } else {
         dataset.to_owned()
     };
-    let text = std::fs::read_to_string(&file).map_err(|e| SynthError::io(&file, e))?;
-    let spec: DatasetSpec = toml::from_str(&text).map_err(|e| SynthError::ConfigFile {
-        path: file.clone(),
-        message: e.to_string(),
-    })?;
+    let spec = DatasetSpec::read_file(&file)?;
     let root = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let root = std::path::absolute(&root).map_err(|e| SynthError::io(&root, e))?;
     if spec.volumes.is_empty() {
