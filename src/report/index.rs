@@ -226,7 +226,7 @@ fn published_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
         .and_then(published::metric_table)
     {
         b.section(&format!("Reproduction of {}", table.source), "published");
-        match published::comparison(input, &prep, table, agg, options.decimals)? {
+        match published::comparison(input, prep, table, agg, options.decimals)? {
             Some(t) => b.table(t)?,
             None => b.push(Item::Para(format!(
                 "The sweep has no trials of the published table's classes ({}).",
@@ -275,8 +275,8 @@ fn task_results(
         &format!("Results — {}", task.name),
         &format!("results-{}", task.slug),
     );
-    let seeds = distinct_count(&prep, &task.key, "seed")?;
-    let folds = distinct_count(&prep, &task.key, "fold")?;
+    let seeds = distinct_count(prep, &task.key, "seed")?;
+    let folds = distinct_count(prep, &task.key, "fold")?;
     let kinds = [
         (Rows::Configs, true),
         (
@@ -291,7 +291,7 @@ fn task_results(
             continue;
         }
         if let Some(t) = tables::metric_table(
-            &prep,
+            prep,
             task,
             &options.metrics,
             agg,
@@ -305,9 +305,9 @@ fn task_results(
             b.table(t)?;
         }
     }
-    if let Some(fig) = BoxPlot::build(&prep, task, &primary)? {
-        let name = format!("boxplot-{}-{}", task.slug, super::prepare::slug(&primary));
-        let files = plots::render(&fig, &figures_dir, &name)?;
+    if let Some(fig) = BoxPlot::build(prep, task, primary)? {
+        let name = format!("boxplot-{}-{}", task.slug, super::prepare::slug(primary));
+        let files = plots::render(&fig, figures_dir, &name)?;
         b.figure(
             fig.title.clone(),
             format!(
@@ -316,13 +316,13 @@ fn task_results(
                  quartiles (linear interpolation); thick line: median; whiskers: the most \
                  extreme case within 1.5 × IQR of the box (Tukey); circles: cases beyond \
                  the whiskers. Labels give the number of cases n and excluded NaN cases.",
-                super::prepare::metric_label(&primary),
-                super::prepare::metric_label(&primary)
+                super::prepare::metric_label(primary),
+                super::prepare::metric_label(primary)
             ),
             files,
         );
     }
-    if let Some(t) = super::selection::selection_table(input, task, &primary, options.decimals)? {
+    if let Some(t) = super::selection::selection_table(input, task, primary, options.decimals)? {
         b.table(t)?;
     }
     if !comparisons.is_empty() {
@@ -332,9 +332,9 @@ fn task_results(
             options.decimals,
         ))?;
     }
-    if let Some(fig) = super::comparisons::forest_plot(task, &primary, &comparisons) {
-        let name = format!("forest-{}-{}", task.slug, super::prepare::slug(&primary));
-        let files = plots::render(&fig, &figures_dir, &name)?;
+    if let Some(fig) = super::comparisons::forest_plot(task, primary, &comparisons) {
+        let name = format!("forest-{}-{}", task.slug, super::prepare::slug(primary));
+        let files = plots::render(&fig, figures_dir, &name)?;
         b.figure(
             fig.title.clone(),
             format!(
@@ -343,16 +343,16 @@ fn task_results(
                  difference; bar: 95 % percentile bootstrap interval resampling cases \
                  within folds; vertical line: no difference. The comparisons table gives \
                  n and the p-values.",
-                super::prepare::metric_label(&primary),
+                super::prepare::metric_label(primary),
                 super::paired::CASE_UNIT
             ),
             files,
         );
     }
     for key in prep.swept.get(&task.key).cloned().unwrap_or_default() {
-        if let Some(fig) = SweepPlot::build(&prep, task, &key, &options.metrics, agg)? {
+        if let Some(fig) = SweepPlot::build(prep, task, &key, &options.metrics, agg)? {
             let name = format!("sweep-{}-{}", task.slug, super::prepare::slug(&key));
-            let files = plots::render(&fig, &figures_dir, &name)?;
+            let files = plots::render(&fig, figures_dir, &name)?;
             b.figure(
                 fig.title.clone(),
                 format!(
@@ -390,13 +390,13 @@ fn learning_curves_section(b: &mut Builder, cx: &Context) -> Result<(), ReportEr
                 .collect();
             models.sort_by_key(|m| model_rank(m));
             for model in models {
-                if let Some(fig) = LearningCurves::build(&prep, task, &model, agg)? {
+                if let Some(fig) = LearningCurves::build(prep, task, &model, agg)? {
                     let name = format!(
                         "learning-curves-{}-{}",
                         task.slug,
                         super::prepare::slug(&model)
                     );
-                    let files = plots::render(&fig, &figures_dir, &name)?;
+                    let files = plots::render(&fig, figures_dir, &name)?;
                     b.figure(
                         fig.title.clone(),
                         format!(
@@ -431,7 +431,7 @@ fn timing_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
     } = cx;
     let mut timing_done = false;
     for task in &prep.tasks {
-        let (rows, notes) = timing::timing_rows(input, &prep, task)?;
+        let (rows, notes) = timing::timing_rows(input, prep, task)?;
         if rows.is_empty() {
             continue;
         }
@@ -475,7 +475,7 @@ fn timing_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
         }
         let bars = TimingBars::new(format!("Where the hours go — {}", task.name), &table);
         let name = format!("timing-{}", task.slug);
-        let files = plots::render(&bars, &figures_dir, &name)?;
+        let files = plots::render(&bars, figures_dir, &name)?;
         b.figure(
             bars.title.clone(),
             format!(
@@ -512,7 +512,7 @@ fn slices_section(
                 }
             };
             let name = format!("slices-{}", super::prepare::slug(&set.name));
-            let file = plots::render_png(&fig, &figures_dir, &name)?;
+            let file = plots::render_png(&fig, figures_dir, &name)?;
             let [nz, ny, nx] = set.image.spatial();
             b.figure(
                 format!("Test volume {}, slice z = {}", set.name, fig.z()),

@@ -104,6 +104,22 @@ pub fn band_extent<'a>(
     (x0 <= x1).then_some((x0, x1, y0, y1))
 }
 
+/// The width of a label column: the widest of `labels` in tick text, plus a margin (80 plus the
+/// margin without labels).
+pub fn label_column_width<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    labels: impl Iterator<Item = &'a str>,
+) -> Result<u32, String> {
+    let widest = labels
+        .map(|l| area.estimate_text_size(l, &text(TICK)).map(|s| s.0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?
+        .into_iter()
+        .max()
+        .unwrap_or(80);
+    Ok(widest + 24)
+}
+
 /// Formats a drawing error.
 pub fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
