@@ -7,6 +7,8 @@
 //!   is given the temporary path (TIFF writers, for example).
 //! - [`build_folder`]: a folder built by a closure in a temporary sibling, then renamed; an
 //!   existing folder is replaced only with `force`, and only after the new one is complete.
+//!   Temporaries of the same folder left by a killed process are removed first, so a run
+//!   that is killed and resumed again and again does not fill the disk with checkpoints.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +84,50 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     })
 }
 
+/// Removes the temporaries of `path` left by processes of this machine that no longer run:
+/// siblings named `.<name>.tmp-<pid>-…` or `.<name>.old-<pid>-…`. Where a process's liveness
+/// cannot be told (no `/proc`), nothing is removed.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(rest) = rest
+            .strip_prefix("tmp-")
+            .or_else(|| rest.strip_prefix("old-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let stale = entry.path();
+            let _ = if stale.is_dir() {
+                std::fs::remove_dir_all(&stale)
+            } else {
+                std::fs::remove_file(&stale)
+            };
+        }
+    }
+}
+
 /// Builds the folder `out` through `build`, which fills a temporary sibling folder, then
 /// renames it to `out`. An existing `out` is an error unless `force`, in which case it is
 /// replaced only after the new folder is complete. On error the temporary is removed and
@@ -99,6 +145,7 @@ pub fn build_folder<T, E: From<WriteError>>(
         .into());
     }
     create_parent(out)?;
+    remove_stale_temporaries(out);
     let tmp = temporary_sibling(out, "tmp");
     std::fs::create_dir(&tmp).map_err(|e| WriteError::io(&tmp, "create the folder", e))?;
     let value = match build(&tmp) {
@@ -174,5 +221,24 @@ mod tests {
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_are_removed_before_building() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("checkpoint");
+        // No process has pid 4294967295 (above the kernel's pid limit).
+        let stale = dir.path().join(".checkpoint.tmp-4294967295-0");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("weights.bpk"), b"half").unwrap();
+        let other = dir.path().join(".other.tmp-4294967295-0");
+        std::fs::create_dir(&other).unwrap();
+        build_folder(&out, false, |tmp| -> Result<(), WriteError> {
+            std::fs::write(tmp.join("a"), b"x").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(!stale.exists());
+        assert!(other.exists(), "temporaries of other targets stay");
     }
 }

@@ -1,7 +1,7 @@
 //! The burn backend and device a run uses, always named on the command line:
 //! `--device cpu|wgpu:N|cuda:N`. burn's `Device::default()` would silently prefer a GPU when
-//! one is compiled in and skips software adapters such as lavapipe (rust-dependencies.md
-//! §1.10), so seglab never asks for it.
+//! one is compiled in and skips software adapters such as lavapipe (docs/design.md
+//! §4), so seglab never asks for it.
 //!
 //! Every model, trainer, sliding-window prediction and checkpoint runs the same code on every
 //! backend. The hand-written kernels (`models/conv_kernel.rs`, `models/norm_act_kernel.rs`,

@@ -5,8 +5,7 @@
 //! serde's `deny_unknown_fields` alone reports "unknown field" without a path or a suggestion,
 //! so [`parse_toml`] first walks the document against a [`KeySchema`] (the field lists come
 //! from the serde derives themselves, see [`struct_fields`]) and only then deserializes.
-//! Used by `dataset.toml` and by every other TOML file seglab reads (DESIGN.md: "Unknown keys
-//! are errors that name the key and the nearest valid one"). This module knows nothing about
+//! Used by `dataset.toml` and by every other TOML file seglab reads (docs/design.md §1). This module knows nothing about
 //! files: callers prefix the file name.
 
 use serde::de::{self, DeserializeOwned, Visitor};

@@ -1,8 +1,8 @@
 //! seglab: a research harness for 3D fluorescence-microscopy segmentation of nuclei, Golgi and
 //! nucleus–Golgi pairs.
 //!
-//! The crate follows the pipeline of one trial (see `DESIGN.md` in the project notes and the
-//! README): [`volume`] (arrays and TIFF) → [`dataset`] (dataset.toml, preprocessing, patches,
+//! The crate follows the pipeline of one trial (see the README and
+//! docs/design.md): [`volume`] (arrays and TIFF) → [`dataset`] (dataset.toml, preprocessing, patches,
 //! splits) → [`models`] + [`train`] (burn networks and the training driver) → [`infer`]
 //! (sliding-window prediction) → [`metrics`] → [`tracking`] (the Parquet store, MLflow mirror)
 //! → [`report`]. [`backend`] names the burn device every step runs on. [`synth`] makes

@@ -646,8 +646,7 @@ fn sync_to_an_unreachable_server_is_an_error_naming_it() {
 
 /// A real sweep (`seglab sweep run --mlflow-uri`) on an easy phantom: the server is stopped
 /// while the sweep runs, the sweep still completes, and after a restart `seglab mlflow sync`
-/// (twice) leaves every attempt, param and metric of the store in MLflow exactly once (issue 6
-/// "Done when").
+/// (twice) leaves every attempt, param and metric of the store in MLflow exactly once.
 #[test]
 fn a_sweep_run_with_a_live_mirror_survives_a_server_outage() {
     let Some(python) = util::python() else { return };

@@ -1,4 +1,4 @@
-//! `seglab sweep slurm` (issue 9). Without a cluster: the manifest holds the trials that are
+//! `seglab sweep slurm` (docs/cluster.md). Without a cluster: the manifest holds the trials that are
 //! not finished, the scripts carry the array, requeue and signal settings, array tasks run
 //! their manifest row, and bad flags are errors that name the flag. With a real single-node
 //! Slurm (slurm-wlm and munge from Debian, set up and torn down by this file; run as root with

@@ -164,7 +164,8 @@ fn seeds_of_one_spec_share_their_folds_volumes() {
     let path = spec(dir.path(), "seeds", &body);
     let trials = expand(&SweepSpec::load(&path).unwrap()).unwrap();
     assert_eq!(trials.len(), 9);
-    // The trial seed alone used to seed the partition, and these seeds partition differently.
+    // The split seed, not the trial seed, fixes the partition; these seeds alone would partition
+    // differently.
     let dataset = seglab::dataset::Dataset::open(&dir.path().join("data")).unwrap();
     let scheme = SplitScheme::Nested { k: 3 };
     let by_seed: Vec<_> = (0..3)

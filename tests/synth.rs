@@ -454,7 +454,7 @@ fn otsu_dice(p: &seglab::synth::Phantom) -> [f64; 2] {
 
 #[test]
 fn retina_preset_is_calibrated_to_real_data_difficulty() {
-    // DESIGN.md: a per-channel Otsu threshold should score a Dice of roughly 0.55–0.75 on
+    // docs/design.md §6: a per-channel Otsu threshold should score a Dice of roughly 0.55–0.75 on
     // nuclei and 0.3–0.5 on Golgi. One volume varies a lot (Golgi 0.40–0.62), so the mean is
     // taken over six.
     let config = PhantomConfig::preset(PhantomPreset::Retina);

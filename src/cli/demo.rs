@@ -8,6 +8,7 @@ use clap::Args;
 use polars::prelude::{IntoLazy, JoinArgs, JoinType, col, lit};
 
 use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
+use crate::experiment::paths::SweepPaths;
 use crate::experiment::preflight::Preflight;
 use crate::experiment::runner::{RunOptions, run_sweep};
 use crate::experiment::spec::SweepSpec;
@@ -108,9 +109,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(130));
     }
 
-    let input = report::read_store(&opts.sweep_dir.join("store"))
+    let input = report::read_store(&SweepPaths::new(&opts.sweep_dir).store())
         .with_context(|| format!("cannot read the store of {}", opts.sweep_dir.display()))?;
-    let out = report::default_out_dir(&args.root, &spec.name);
+    let out = crate::experiment::paths::report_dir(&args.root, &spec.name);
     let written = report::write_report(&input, &out, &ReportOptions::default())
         .with_context(|| format!("cannot write the report to {}", out.display()))?;
     print_dice(&input)?;
@@ -122,7 +123,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         summary.failed + summary.skipped_failed,
         started.elapsed().as_secs_f64()
     );
-    println!("report: {}", written.out_dir.join("index.html").display());
+    println!(
+        "report: {}",
+        crate::experiment::paths::ReportPaths::new(&written.out_dir)
+            .index_html()
+            .display()
+    );
     Ok(if summary.any_failed() {
         ExitCode::from(1)
     } else {

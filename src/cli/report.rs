@@ -74,7 +74,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     let out = args
         .out
-        .unwrap_or_else(|| report::default_out_dir(Path::new("."), &input.sweep));
+        .unwrap_or_else(|| crate::experiment::paths::report_dir(Path::new("."), &input.sweep));
     let summary = report::write_report(&input, &out, &options)
         .with_context(|| format!("cannot write the report to {}", out.display()))?;
     for w in &summary.warnings {
@@ -111,15 +111,8 @@ fn store_dir(arg: &Path) -> anyhow::Result<(PathBuf, Option<SweepRecord>)> {
         }
         return Ok((store, Some(SweepRecord::of(&spec))));
     }
-    if arg.join("store").join("trials").is_dir() {
-        return Ok((SweepPaths::new(arg).store(), SweepRecord::read(arg)?));
-    }
-    if arg.join("trials").is_dir() {
-        let record = match arg.parent() {
-            Some(sweep) => SweepRecord::read(sweep)?,
-            None => None,
-        };
-        return Ok((arg.to_owned(), record));
+    if let Some((sweep, store)) = SweepPaths::of_sweep_or_store(arg) {
+        return Ok((store, SweepRecord::read(sweep.root())?));
     }
     bail!(
         "{}: expected a sweep spec (.toml), a sweep folder (with store/) or a store folder \

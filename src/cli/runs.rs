@@ -132,20 +132,14 @@ fn compact(args: CompactArgs) -> anyhow::Result<ExitCode> {
 
 /// Opens the store of a sweep folder (or a store folder given directly).
 pub(crate) fn open_sweep(dir: &Path) -> anyhow::Result<(SweepPaths, Store)> {
-    let as_sweep = SweepPaths::new(dir);
-    let (paths, store_dir) = if as_sweep.store().is_dir() {
-        let s = as_sweep.store();
-        (as_sweep, s)
-    } else if dir.join("trials").is_dir() && dir.join("epochs").is_dir() {
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        (SweepPaths::new(parent), dir.to_path_buf())
-    } else if !dir.exists() {
-        bail!("{}: no such folder", dir.display());
-    } else {
+    let Some((paths, store_dir)) = SweepPaths::of_sweep_or_store(dir) else {
+        if !dir.exists() {
+            bail!("{}: no such folder", dir.display());
+        }
         bail!(
             "{}: not a sweep folder (expected {} holding the sweep's store)",
             dir.display(),
-            as_sweep.store().display()
+            SweepPaths::new(dir).store().display()
         );
     };
     let store =

@@ -1,5 +1,5 @@
 //! `seglab sweep plan / run / status / slurm` and the hidden worker `seglab sweep task`: sweeps
-//! of trials expanded from an `experiments/*.toml` spec (experiment module doc, issues 6 and 9).
+//! of trials expanded from an `experiments/*.toml` spec (experiment module doc; docs/sweeps.md).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -469,7 +469,10 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    eprintln!("store: {}", opts.sweep_dir.join("store").display());
+    eprintln!(
+        "store: {}",
+        SweepPaths::new(&opts.sweep_dir).store().display()
+    );
     Ok(if s.any_failed() {
         ExitCode::from(1)
     } else if s.stopped {

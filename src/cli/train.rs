@@ -226,7 +226,7 @@ fn write_csvs(paths: &TrialPaths, sink: &MemorySink) -> anyhow::Result<()> {
         ("timings.csv", timings),
     ] {
         let path = paths.file(name);
-        crate::train::trial::write_atomic(&path, text.as_bytes())
+        crate::atomic::write_file(&path, text.as_bytes())
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
     Ok(())

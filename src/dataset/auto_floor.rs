@@ -1,7 +1,7 @@
 //! `percentiles = "auto"`: the floor (low percentile) of each image channel's stretch, chosen
 //! from the data, so that the stretch does not zero the objects a model is to find.
 //!
-//! The published floor (the 95th percentile, original-code-behaviour.md §1.3) suits objects
+//! The published floor (the 95th percentile, docs/published-code.md §1) suits objects
 //! that fill a few percent of a volume; where they fill more, it maps most of them to 0.
 //!
 //! - **Annotated volumes** (a mask channel pairs with the image channel, [`paired_classes`]):
@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::preprocess::{
     Arithmetic, PercentileStretch, PreprocessConfig, Preprocessor, percentiles,
 };
+use super::threshold::ValueRange;
 use super::{Dataset, DatasetError};
 use crate::preset::Preset;
 
@@ -62,7 +63,7 @@ pub struct AutoFloor {
 }
 
 /// For each image channel, the mask channel it shows: the one of the same name, else the one
-/// at the same position (the published channel convention, original-code-behaviour.md §1.2),
+/// at the same position (the published channel convention, docs/published-code.md §1),
 /// never `pair` (no image channel shows pairs).
 pub fn paired_classes(image_channels: &[String], mask_channels: &[String]) -> Vec<Option<usize>> {
     image_channels
@@ -258,22 +259,12 @@ fn histogram_floor(values: &[f32], stretch: &PercentileStretch, arithmetic: Arit
 
 /// The centre of the fullest histogram bin, or `None` for empty or non-finite data.
 fn histogram_mode(values: &[f32]) -> Option<f32> {
-    let (mut min, mut max, mut integral) = (f32::INFINITY, f32::NEG_INFINITY, true);
-    for &v in values {
-        if !v.is_finite() {
-            return None;
-        }
-        min = min.min(v);
-        max = max.max(v);
-        integral &= v.fract() == 0.0;
-    }
-    if values.is_empty() {
-        return None;
-    }
+    let range = ValueRange::of(values)?;
+    let (min, max) = (range.min, range.max);
     if min == max {
         return Some(min);
     }
-    let (bins, width) = if integral && max - min < 65536.0 {
+    let (bins, width) = if range.integer_bins() {
         ((max - min) as usize + 1, 1.0)
     } else {
         (256, (max - min) / 256.0)
@@ -287,7 +278,7 @@ fn histogram_mode(values: &[f32]) -> Option<f32> {
         .iter()
         .enumerate()
         .max_by_key(|&(i, &c)| (c, std::cmp::Reverse(i)))?;
-    Some(if width == 1.0 && integral {
+    Some(if range.integer_bins() {
         min + best as f32
     } else {
         min + (best as f32 + 0.5) * width

@@ -107,15 +107,7 @@ impl Dataset {
     /// Opens `dir/dataset.toml`: parses it (unknown keys name the nearest valid key),
     /// validates its values and checks that every listed file exists.
     pub fn open(dir: &Path) -> Result<Self, DatasetError> {
-        let path = dir.join(DATASET_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| DatasetError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let spec = DatasetSpec::from_toml_str(&text).map_err(|e| DatasetError::Spec {
-            path: path.clone(),
-            message: format!("line {}, column {}: {}", e.line, e.column, e.message),
-        })?;
+        let spec = DatasetSpec::read_file(&dir.join(DATASET_FILE))?;
         Self::from_spec(dir, spec)
     }
 

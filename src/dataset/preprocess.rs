@@ -745,7 +745,7 @@ mod tests {
             config.percentiles,
             Some(Percentiles::Pairs(vec![[95.0, 99.8], [50.0, 98.0]]))
         );
-        // Pairs serialize as the plain list they were before `auto`: trial ids keep.
+        // Pairs serialize as a plain list, so configs without `auto` keep their trial ids.
         assert_eq!(
             serde_json::to_value(&config).unwrap()["percentiles"],
             pairs["percentiles"]

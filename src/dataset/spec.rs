@@ -37,6 +37,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::DatasetError;
 use super::preprocess::Percentiles;
 use super::splits::NamedSplit;
 use crate::keys::{KeySchema, TomlError, parse_toml};
@@ -44,8 +45,8 @@ use crate::keys::{KeySchema, TomlError, parse_toml};
 /// The file name every dataset folder carries.
 pub const DATASET_FILE: &str = "dataset.toml";
 
-/// The mask channel names seglab knows, in the project's channel order (DESIGN.md, data model;
-/// docs/published-code.md §1.2: 0 = Golgi, 1 = Nuclei, 2 = Pair).
+/// The mask channel names seglab knows, in the project's channel order (docs/design.md §6;
+/// docs/published-code.md §1: 0 = Golgi, 1 = Nuclei, 2 = Pair).
 pub const MASK_CHANNELS: [&str; 3] = ["golgi", "nuclei", "pair"];
 
 /// The parsed contents of a `dataset.toml`.
@@ -137,6 +138,19 @@ impl DatasetSpec {
     /// with their position). Does not validate values; see [`DatasetSpec::validate`].
     pub fn from_toml_str(text: &str) -> Result<Self, TomlError> {
         parse_toml(text, &Self::key_schema())
+    }
+
+    /// Reads and parses the `dataset.toml` at `path`, without validating values or files: the
+    /// one reader of the file ([`super::Dataset::open`] validates on top of it).
+    pub fn read_file(path: &Path) -> Result<Self, DatasetError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|e| DatasetError::Spec {
+            path: path.to_owned(),
+            message: format!("line {}, column {}: {}", e.line, e.column, e.message),
+        })
     }
 
     /// The spec as TOML text (what the phantom generator writes).

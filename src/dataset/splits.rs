@@ -1,8 +1,8 @@
-//! Cross-validation splits by volume, never by patch (DESIGN.md, data model). A split is a
+//! Cross-validation splits by volume, never by patch (docs/statistics.md, "Folds, seeds and splits"). A split is a
 //! pure function of (volume ids, groups, scheme, seed); it is written once per dataset,
 //! scheme and seed as `splits.json`-style file (nnU-Net's `splits_final.json` layout: a list
 //! of `{"train": [...], "val": [...]}`, plus our `"test"`) and every fold reads it back. A
-//! fold index outside the file is an error, never a fallback (style anchor 6).
+//! fold index outside the file is an error, never a fallback.
 //!
 //! Volumes that share a `group` form one unit: a unit is never split across roles. Schemes
 //! ([`SplitScheme`]):
@@ -261,28 +261,11 @@ pub fn load_or_create_splits(
     read_splits_file(&path, ids, groups)
 }
 
-/// Writes folds in the nnU-Net layout (plus `test`), to a temporary name and then renamed.
+/// Writes folds in the nnU-Net layout (plus `test`), atomically ([`crate::atomic::write_file`]).
 pub fn write_splits_file(path: &Path, folds: &[Fold]) -> Result<(), DatasetError> {
     let entries: Vec<FoldSpec> = folds.iter().map(FoldSpec::from).collect();
     let text = serde_json::to_string_pretty(&entries).expect("folds always serialize");
-    let io = |source| DatasetError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        file_name.unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, text + "\n").map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    Ok(crate::atomic::write_file(path, (text + "\n").as_bytes())?)
 }
 
 /// Reads and validates a splits file against the dataset's volumes: every id must exist, no

@@ -9,23 +9,48 @@
 //! a dtype: a float32 array that holds only integers (range < 65,536) is treated like an
 //! integer array, where skimage would use 256 bins.
 
+/// The range of a slice of finite values, and whether they are all whole numbers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ValueRange {
+    pub min: f32,
+    pub max: f32,
+    pub integral: bool,
+}
+
+impl ValueRange {
+    /// The range of `values`, or `None` for an empty slice or one holding NaN or an infinity.
+    pub fn of(values: &[f32]) -> Option<ValueRange> {
+        if values.is_empty() {
+            return None;
+        }
+        let (mut min, mut max, mut integral) = (f32::INFINITY, f32::NEG_INFINITY, true);
+        for &v in values {
+            if !v.is_finite() {
+                return None;
+            }
+            min = min.min(v);
+            max = max.max(v);
+            integral &= v.fract() == 0.0;
+        }
+        Some(ValueRange { min, max, integral })
+    }
+
+    /// True when a histogram gets one bin per integer value, as skimage builds it for integer
+    /// arrays: whole numbers spanning less than 65,536.
+    pub fn integer_bins(&self) -> bool {
+        self.integral && self.max - self.min < 65536.0
+    }
+}
+
 /// Otsu's threshold of `values`, or `None` for an empty slice or one holding NaN or an
 /// infinity. When all values are equal the threshold is that value (nothing is foreground).
 pub fn otsu_threshold(values: &[f32]) -> Option<f32> {
-    let first = *values.first()?;
-    let (mut min, mut max, mut integral) = (f32::INFINITY, f32::NEG_INFINITY, true);
-    for &v in values {
-        if !v.is_finite() {
-            return None;
-        }
-        min = min.min(v);
-        max = max.max(v);
-        integral &= v.fract() == 0.0;
-    }
+    let range = ValueRange::of(values)?;
+    let (min, max) = (range.min, range.max);
     if min == max {
-        return Some(first);
+        return Some(min);
     }
-    if integral && max - min < 65536.0 {
+    if range.integer_bins() {
         Some(otsu_integer(values, min, max))
     } else {
         Some(otsu_float(values, min, max))

@@ -54,4 +54,6 @@ pub enum ExperimentError {
     Slurm { path: PathBuf, message: String },
     #[error(transparent)]
     Tracking(#[from] crate::tracking::TrackingError),
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
 }

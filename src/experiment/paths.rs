@@ -1,4 +1,4 @@
-//! The one place that builds the paths of a sweep folder (style-anchors.md, seglab rule 5):
+//! The one place that builds the paths of a sweep folder (docs/design.md §1):
 //!
 //! ```text
 //! experiments/<sweep>/
@@ -14,6 +14,9 @@
 //!
 //! A trial's identity is read from its `config.json` or the store, never parsed from these
 //! folder names.
+//!
+//! Reports go to `reports/<sweep>/` ([`report_dir`], laid out by [`ReportPaths`]): `index.md`,
+//! `index.html`, `tables/` and `figures/`.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +30,12 @@ const PREPROCESSING_FILE: &str = "preprocessing.json";
 const SLURM_DIR: &str = "slurm";
 const OVERRIDES_FILE: &str = "overrides.json";
 const RECORD_FILE: &str = "sweep.json";
+/// The table folder every store has (`tracking::Table::Trials`): what marks a store folder.
+const STORE_TRIALS_TABLE: &str = "trials";
+const REPORTS_DIR: &str = "reports";
+const TABLES_DIR: &str = "tables";
+const INDEX_MD: &str = "index.md";
+const INDEX_HTML: &str = "index.html";
 
 /// The folder of one sweep (`experiments/<sweep>/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +46,23 @@ pub struct SweepPaths {
 impl SweepPaths {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         SweepPaths { root: root.into() }
+    }
+
+    /// The sweep and store folders a user names by `dir`: a sweep folder (holding `store/`),
+    /// or a store folder itself (holding the `trials` table), whose parent is then taken as
+    /// the sweep folder. `None` when `dir` is neither. The one resolver of every command that
+    /// reads a sweep's store.
+    pub fn of_sweep_or_store(dir: &Path) -> Option<(SweepPaths, PathBuf)> {
+        let as_sweep = SweepPaths::new(dir);
+        if as_sweep.store().is_dir() {
+            let store = as_sweep.store();
+            Some((as_sweep, store))
+        } else if dir.join(STORE_TRIALS_TABLE).is_dir() {
+            let parent = dir.parent().unwrap_or(Path::new("."));
+            Some((SweepPaths::new(parent), dir.to_path_buf()))
+        } else {
+            None
+        }
     }
 
     /// The sweep folder itself.
@@ -121,6 +147,43 @@ impl SweepPaths {
     }
 }
 
+/// The default report folder of a sweep: `reports/<sweep>/` under `root`.
+pub fn report_dir(root: &Path, sweep: &str) -> PathBuf {
+    root.join(REPORTS_DIR).join(sweep)
+}
+
+/// The files of one report folder (`seglab report`), wherever it lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportPaths {
+    root: PathBuf,
+}
+
+impl ReportPaths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ReportPaths { root: root.into() }
+    }
+
+    /// Every table as `.md`, `.tex` and `.csv`.
+    pub fn tables(&self) -> PathBuf {
+        self.root.join(TABLES_DIR)
+    }
+
+    /// Every figure as `.png` and `.svg`.
+    pub fn figures(&self) -> PathBuf {
+        self.root.join(FIGURES_DIR)
+    }
+
+    /// The report as Markdown.
+    pub fn index_md(&self) -> PathBuf {
+        self.root.join(INDEX_MD)
+    }
+
+    /// The report as one HTML page.
+    pub fn index_html(&self) -> PathBuf {
+        self.root.join(INDEX_HTML)
+    }
+}
+
 const CHECKPOINT_LATEST: &str = "checkpoint_latest";
 const CHECKPOINT_BEST: &str = "checkpoint_best";
 const LOG_FILE: &str = "log.txt";
@@ -134,7 +197,7 @@ impl SweepPaths {
     }
 }
 
-/// The files of one trial folder (stage2-design.md "Paths"), wherever the folder lives: a
+/// The files of one trial folder (docs/design.md §1), wherever the folder lives: a
 /// sweep's `trials/<id>/` or the `--out` folder of `seglab train`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrialPaths {

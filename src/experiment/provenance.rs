@@ -1,4 +1,4 @@
-//! Provenance recorded on every trial event (issue 6): which code ran (git commit, dirty flag
+//! Provenance recorded on every trial event: which code ran (git commit, dirty flag
 //! and a hash of the uncommitted changes, seglab and burn versions), where (host, user,
 //! device) and how (the command line). A sweep rerun on changed code is visible in the store,
 //! and two runs of the same commit with different local edits can be told apart by

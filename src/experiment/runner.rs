@@ -1,4 +1,4 @@
-//! The local sweep runner (issue 6, stage2-design.md "Runner"): [`run_sweep`] runs the pending
+//! The local sweep runner (docs/sweeps.md): [`run_sweep`] runs the pending
 //! trials of a sweep, each in its own worker process (`seglab sweep task SPEC --trial ID`,
 //! isolation from crashes and memory growth), `jobs` at once; [`run_task`] is what a worker
 //! does (also a SLURM array task): one attempt of one trial, written to the store as it goes.

@@ -1,4 +1,4 @@
-//! Sweeps on a SLURM cluster (issue 9; tracking-anchors.md §5): the scheduler the researchers
+//! Sweeps on a SLURM cluster (docs/cluster.md): the scheduler the researchers
 //! already have runs the trials, seglab only writes what it needs.
 //!
 //! [`prepare`] writes into the sweep folder's `slurm/` (see [`SweepPaths::slurm`]):
@@ -266,7 +266,7 @@ pub fn prepare(spec: &SweepSpec, opts: &SlurmOptions) -> Result<Prepared, Experi
         manifest: paths.slurm_manifest(),
         array_script: paths.slurm_array_script(),
         report_script: paths.slurm_report_script(),
-        report_dir: crate::report::default_out_dir(&opts.workdir, &spec.name),
+        report_dir: super::paths::report_dir(&opts.workdir, &spec.name),
     };
     if prepared.tasks == 0 {
         return Ok(prepared);
@@ -449,28 +449,25 @@ pub fn report_script(
     Ok(s)
 }
 
-/// Writes `text` to a temporary file next to `path` and renames it (readers never see half a
-/// file); `executable` sets mode 755.
+/// Writes `text` to `path` atomically ([`crate::atomic::write_file_with`]); `executable` sets
+/// mode 755.
 fn write_atomic(path: &Path, text: &str, executable: bool) -> Result<(), ExperimentError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| ExperimentError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if executable { 0o755 } else { 0o644 })
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic::write_file_with(path, |tmp| {
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(if executable { 0o755 } else { 0o644 })
+                .open(tmp)?;
+            f.write_all(text.as_bytes())
+        })();
+        written.map_err(|source| ExperimentError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// Submits the prepared scripts: the array, then the report job after it (`afterany`), and

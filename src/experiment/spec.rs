@@ -1,4 +1,4 @@
-//! Sweep specs: the `experiments/*.toml` files a researcher writes (DESIGN.md "Sweep spec").
+//! Sweep specs: the `experiments/*.toml` files a researcher writes (docs/sweeps.md).
 //!
 //! ```toml
 //! name = "paper-2class"          # optional; default: the file name without `.toml`
@@ -346,7 +346,7 @@ impl SweepSpec {
         })
     }
 
-    /// The sweep folder: `<spec folder>/<name>/` unless `out` says otherwise (issue 6).
+    /// The sweep folder: `<spec folder>/<name>/` unless `out` says otherwise.
     pub fn sweep_dir(&self, out: Option<&Path>) -> PathBuf {
         match out {
             Some(o) => o.to_path_buf(),

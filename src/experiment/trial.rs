@@ -1,7 +1,7 @@
 //! The trials of a sweep: [`expand`] turns a [`SweepSpec`] into [`Trial`]s, each with its
-//! fully resolved [`TrialConfig`] and a content-hash id (stage2-design.md "Trial").
+//! fully resolved [`TrialConfig`] and a content-hash id (docs/design.md §1).
 //!
-//! Expansion validates everything before the first trial runs (style anchor 4): the dataset
+//! Expansion validates everything before the first trial runs: the dataset
 //! opens and has the spec's classes, the split scheme fits the volumes, every `[[grid]]` key
 //! exists in the config of every model of its block (an unknown key names the nearest valid
 //! one), every `[set]` key exists for at least one trial, and every resolved config
@@ -502,7 +502,7 @@ mod tests {
         // Seed equal to the split seed: split as before the split seed existed, same id.
         assert_eq!(cv_identity_for_seed(&cv, &nested, 0, 0), cv);
         assert_eq!(cv_identity_for_seed(&cv, &nested, 4, 4), cv);
-        // Otherwise the partition differs from what the trial seed used to give.
+        // Otherwise the partition differs from the one the trial seed alone gives.
         let moved = cv_identity_for_seed(&cv, &nested, 0, 1);
         assert_eq!(moved["split_seed"], json!(0));
         // Fixed partitions never depended on the seed.

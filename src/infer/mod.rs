@@ -5,7 +5,7 @@
 //! [`Prediction`].
 //!
 //! [`predict_volume`] is the one prediction path: the CLI's `predict`, the final validation
-//! in training and the evaluation all call it (style anchor 9). This module does not know
+//! in training and the evaluation all call it. This module does not know
 //! any model or tensor type — models implement [`WindowPredictor`] — and it does no file
 //! I/O and no intensity preprocessing (windows are cut from an already preprocessed image).
 

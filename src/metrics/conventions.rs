@@ -5,7 +5,7 @@
 //! Dice is smoothed, which voxels touch, what counts as a matched object, how a surface is
 //! defined. seglab makes each choice a setting with one default, validates it, and copies the
 //! resolved settings plus their plain-language definitions into every [`crate::metrics::Evaluation`]
-//! (tracking-anchors.md §3.3: "declare aggregation and empty-mask conventions").
+//! (docs/design.md §3: state the aggregation and empty-mask conventions).
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,7 +18,7 @@ use crate::volume::Spacing;
 /// What a ratio metric is when both the reference and the prediction are empty.
 ///
 /// nnU-Net sets Dice and IoU to NaN when `tp + fp + fn == 0` and drops them from its `nanmean`
-/// (tracking-anchors.md §3.1); that is the default here. `One` scores a correct "nothing here"
+/// (docs/design.md §3); that is the default here. `One` scores a correct "nothing here"
 /// as perfect, as some challenges do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

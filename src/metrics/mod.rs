@@ -16,7 +16,7 @@
 //! `conventions.rs` (settings and their definitions). The published code computes only
 //! smoothed Dice, precision and recall per channel (docs/published-code.md §7); the
 //! object rules follow the Recycle-GAN nuclei paper and the empty-mask rule nnU-Net
-//! (tracking-anchors.md §3.1).
+//! (docs/design.md §3).
 //!
 //! This module does not read or write files, threshold probabilities, aggregate over volumes,
 //! folds or seeds (that is `report::aggregate`, from the per-case rows), or depend on burn.

@@ -10,7 +10,7 @@
 //!   CycleGAN) or over all channels with a scalar γ, β (`axis=None`, Vox2Vox); ε is added to
 //!   the standard deviation, not the variance.
 //! - [`keras_batch_norm`]: burn's `BatchNorm` with Keras' momentum and ε.
-//! - [`max_pool3d`]: 2×2×2 max pooling (burn has none; reshape trick of rust-dependencies.md §1.4).
+//! - [`max_pool3d`]: 2×2×2 max pooling (burn has none; reshape trick of docs/design.md §4).
 //! - [`Dropout3d`]: inverted dropout whose masks come from a seedable host RNG shared by a
 //!   network, so a trial's randomness does not depend on burn's process-global device RNG.
 
@@ -400,7 +400,7 @@ impl DropoutRng {
     /// One draw from the shared stream keys the call; each chunk of [`MASK_CHUNK`] values
     /// comes from its own stream under that key (`synth::rng::stream`), so the chunks fill in
     /// parallel and the mask does not depend on the thread count. (Drawn one by one from the
-    /// shared stream, the masks were 5 % of a single-thread Vox2Vox training step, all serial.)
+    /// shared stream, the masks take 5 % of a single-thread Vox2Vox training step, all serial.)
     fn mask(&self, n: usize, rate: f64) -> Vec<f32> {
         let keep = 1.0 - rate;
         let scale = (1.0 / keep) as f32;

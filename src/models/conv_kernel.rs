@@ -930,8 +930,8 @@ mod tests {
         Grid::new(&x, 3, 1)
     }
 
-    /// One window of a 16³ layer was a single chunk, so one task and one busy core during
-    /// prediction; now every thread of the pool gets chunks (two each), while a batch with
+    /// One window of a 16³ layer must not be a single chunk (one task, one busy core during
+    /// prediction): every thread of the pool gets chunks (two each), while a batch with
     /// enough tasks keeps the cache-sized chunk and tiny grids keep [`MIN_CHUNK`].
     #[test]
     fn chunks_split_until_every_thread_has_work() {

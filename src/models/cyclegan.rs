@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blocks::{Conv3dLayer, ConvTranspose3dLayer, InstanceNorm3d, Padding, activate};
 use super::init::{InitScheme, SeedStream};
-use super::{ModelError, ScaleSpec, positive};
+use super::{ModelError, ScaleSpec, non_negative_finite, positive, positive_finite};
 
 /// How a generator block combines its output with its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -163,20 +163,8 @@ impl CycleGanConfig {
         positive("model.mask_channels", self.mask_channels)?;
         positive("model.generator_filters", self.generator_filters)?;
         positive("model.discriminator_filters", self.discriminator_filters)?;
-        if !(self.norm_epsilon > 0.0 && self.norm_epsilon.is_finite()) {
-            return Err(ModelError::config(
-                "model.norm_epsilon",
-                "must be > 0",
-                self.norm_epsilon,
-            ));
-        }
-        if !(self.leaky_slope >= 0.0 && self.leaky_slope.is_finite()) {
-            return Err(ModelError::config(
-                "model.leaky_slope",
-                "must be ≥ 0",
-                self.leaky_slope,
-            ));
-        }
+        positive_finite("model.norm_epsilon", self.norm_epsilon)?;
+        non_negative_finite("model.leaky_slope", self.leaky_slope)?;
         Ok(())
     }
 

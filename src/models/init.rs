@@ -3,7 +3,7 @@
 //! zero biases — and [`SeedStream`], the seed derivation every random draw of a trial uses.
 //!
 //! Why not burn's `Initializer`: it also initialises the bias with the weight's distribution
-//! and has no truncated normal (rust-dependencies.md §1.5). Why host-side draws: burn's device
+//! and has no truncated normal (docs/design.md §4). Why host-side draws: burn's device
 //! RNG is process-global on the Flex backend (one mutex for all devices and threads), so two
 //! trainings in one process, or two tests, would interleave their draws. Here every kernel is
 //! drawn from its own ChaCha8 stream seeded from (trial seed, parameter ordinal), so a seed

@@ -119,7 +119,7 @@ impl FromStr for ModelKind {
     }
 }
 
-/// Model size preset (DESIGN.md "Scale is a setting").
+/// Model size preset (docs/design.md §1).
 ///
 /// `paper` is the published widths with 64³ patches (GPU territory: the Vox2Vox generator alone
 /// has 150 M parameters). `cpu-small` keeps every layer of the topology but divides all filter
@@ -271,6 +271,22 @@ pub fn trainable_params<M: Module>(module: &M) -> usize {
 pub(crate) fn positive(field: &str, value: usize) -> Result<(), ModelError> {
     if value == 0 {
         return Err(ModelError::config(field, "must be > 0", value));
+    }
+    Ok(())
+}
+
+/// Checks that a real setting (an epsilon) is finite and > 0.
+pub(crate) fn positive_finite(field: &str, value: f64) -> Result<(), ModelError> {
+    if !(value > 0.0 && value.is_finite()) {
+        return Err(ModelError::config(field, "must be > 0", value));
+    }
+    Ok(())
+}
+
+/// Checks that a real setting (a slope) is finite and ≥ 0.
+pub(crate) fn non_negative_finite(field: &str, value: f64) -> Result<(), ModelError> {
+    if !(value >= 0.0 && value.is_finite()) {
+        return Err(ModelError::config(field, "must be ≥ 0", value));
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::blocks::{
     Conv3dLayer, ConvTranspose3dLayer, Padding, conv_batch_norm_relu, keras_batch_norm, max_pool3d,
 };
 use super::init::{InitScheme, SeedStream};
-use super::{ModelError, ScaleSpec, positive};
+use super::{ModelError, ScaleSpec, positive, positive_finite};
 
 /// Encoder/decoder levels of the published U-Net; patches must be divisible by 2⁴.
 pub const LEVELS: usize = 4;
@@ -118,13 +118,7 @@ impl Unet3dConfig {
                 self.bn_momentum,
             ));
         }
-        if !(self.bn_epsilon > 0.0 && self.bn_epsilon.is_finite()) {
-            return Err(ModelError::config(
-                "model.bn_epsilon",
-                "must be > 0",
-                self.bn_epsilon,
-            ));
-        }
+        positive_finite("model.bn_epsilon", self.bn_epsilon)?;
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use super::blocks::{
     Conv3dLayer, ConvTranspose3dLayer, Dropout3d, DropoutRng, InstanceNorm3d, Padding, activate,
 };
 use super::init::{InitScheme, SeedStream};
-use super::{ModelError, ScaleSpec, positive};
+use super::{ModelError, ScaleSpec, non_negative_finite, positive, positive_finite};
 
 /// Which statistics the Vox2Vox instance norms use (docs/published-code.md §4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -145,20 +145,8 @@ impl Vox2VoxConfig {
         positive("model.out_channels", self.out_channels)?;
         positive("model.generator_filters", self.generator_filters)?;
         positive("model.discriminator_filters", self.discriminator_filters)?;
-        if !(self.norm_epsilon > 0.0 && self.norm_epsilon.is_finite()) {
-            return Err(ModelError::config(
-                "model.norm_epsilon",
-                "must be > 0",
-                self.norm_epsilon,
-            ));
-        }
-        if !(self.leaky_slope >= 0.0 && self.leaky_slope.is_finite()) {
-            return Err(ModelError::config(
-                "model.leaky_slope",
-                "must be ≥ 0",
-                self.leaky_slope,
-            ));
-        }
+        positive_finite("model.norm_epsilon", self.norm_epsilon)?;
+        non_negative_finite("model.leaky_slope", self.leaky_slope)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ModelError::config(
                 "model.dropout",

@@ -2,16 +2,16 @@
 //!
 //! Every table and every plot of a report, and `seglab runs compare`, get their numbers from
 //! [`aggregate`] (mean, std, n) or, for box plots, [`distribution`] (quartiles, whiskers,
-//! outliers). Nothing else in seglab computes a mean of metrics: this is style anchor 11, and
-//! it follows nnU-Net's single metrics function and the reporting practice of
-//! tracking-anchors.md §3.3 (state the aggregation; the choice changes the numbers).
+//! outliers). Nothing else in seglab computes a mean of metrics; this
+//! follows nnU-Net's single metrics function and the reporting practice of
+//! docs/design.md §3 (state the aggregation; the choice changes the numbers).
 //!
 //! Conventions shared by both functions:
 //! - the input is a long frame with a `value` column (f64) and the identity columns the
 //!   aggregation needs (`trial_id`, `fold`);
 //! - a non-finite `value` (NaN, as Dice on an empty reference and empty prediction, or ±inf)
 //!   is excluded from every statistic and counted in `n_nan`, never turned into a number
-//!   (tracking-anchors.md §3.3 and §4 item 10);
+//!   (docs/design.md §3);
 //! - averages are never averaged silently: the two-stage aggregations first take the mean of
 //!   the rows of each unit (a fold, or a trial), then the statistics over units.
 
@@ -22,7 +22,7 @@ use polars::prelude::*;
 
 use super::ReportError;
 
-/// How per-case rows become one mean ± std (tracking-anchors.md §3.3 (a)–(c)).
+/// How per-case rows become one mean ± std (docs/statistics.md, "Means and spreads").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Aggregation {
     /// Mean ± std of fold means: first the mean per fold over that fold's rows (its test
@@ -214,7 +214,7 @@ pub struct Distribution {
     /// The `group_by` columns, then `q1`, `median`, `q3` (linear interpolation, as numpy's
     /// default percentile), `whisker_lo` and `whisker_hi` (the most extreme values within
     /// 1.5 · IQR of the quartiles — Tukey's rule, clipped to the data, unlike plotters'
-    /// `Quartiles`: rust-dependencies.md §3), `n` and `n_nan` (u32). Sorted by the keys.
+    /// `Quartiles`: docs/design.md §4), `n` and `n_nan` (u32). Sorted by the keys.
     pub stats: DataFrame,
     /// The `group_by` columns and `value`: every finite value outside the whiskers.
     pub outliers: DataFrame,

@@ -112,12 +112,7 @@ fn value(text: String, v: f64) -> Cell {
 
 /// The comparisons table of `task` (`comparisons-<slug>`).
 pub(crate) fn comparisons_table(task: &Task, rows: &[ComparisonRow], decimals: usize) -> Table {
-    let col = |label: &str, key: &str, align| ColumnSpec {
-        group: None,
-        label: label.into(),
-        key: key.into(),
-        align,
-    };
+    let col = |label: &str, key: &str, align| ColumnSpec::new(label, key, align);
     let columns = vec![
         col("Metric", "metric", Align::Left),
         col("Class", "class", Align::Left),

@@ -4,15 +4,16 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::input::{ReportInput, u64_column};
 use super::plots::{self, BoxPlot, LearningCurves, SliceFigure, SweepPlot, TimingBars};
-use super::prepare::{Prepared, model_label, model_rank};
+use super::prepare::{Prepared, Task, model_label, model_rank};
 use super::published;
 use super::tables::{self, Rows, Table};
 use super::timing::{self, TimingTable};
 use super::{ReportError, ReportOptions, ReportSummary, html};
+use crate::experiment::paths::ReportPaths;
 
 /// One element of a report section.
 #[derive(Clone, Debug)]
@@ -74,7 +75,7 @@ impl<'a> Builder<'a> {
     }
 
     fn table(&mut self, table: Table) -> Result<(), ReportError> {
-        let dir = self.dir.join("tables");
+        let dir = ReportPaths::new(self.dir).tables();
         for (ext, text) in [
             ("md", tables::render_md(&table)),
             ("tex", tables::render_tex(&table)),
@@ -108,14 +109,28 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Builds the report of `input` into `dir` (which has `tables/` and `figures/`).
+/// What every section of a report reads.
+struct Context<'a> {
+    input: &'a ReportInput,
+    prep: &'a Prepared,
+    options: &'a ReportOptions,
+    figures_dir: PathBuf,
+}
+
+/// Builds the report of `input` into `dir` (which has `tables/` and `figures/`): the sections
+/// in order, then `index.md` and `index.html`.
 pub(crate) fn build_into(
     input: &ReportInput,
     dir: &Path,
     options: &ReportOptions,
 ) -> Result<ReportSummary, ReportError> {
     let prep = Prepared::new(input, options)?;
-    let figures_dir = dir.join("figures");
+    let cx = Context {
+        input,
+        prep: &prep,
+        options,
+        figures_dir: ReportPaths::new(dir).figures(),
+    };
     let mut b = Builder {
         dir,
         sections: Vec::new(),
@@ -125,11 +140,39 @@ pub(crate) fn build_into(
         figure_files: Vec::new(),
     };
     let mut warnings = prep.warnings.clone();
-    let agg = options.aggregation;
+    overview_section(&mut b, &cx, &warnings);
+    published_section(&mut b, &cx)?;
+    results_sections(&mut b, &cx)?;
+    learning_curves_section(&mut b, &cx)?;
+    timing_section(&mut b, &cx)?;
+    slices_section(&mut b, &cx, &mut warnings)?;
+    if let Some(t) = tables::missing_table(&prep.missing) {
+        b.section("Missing and incomplete trials", "missing");
+        b.table(t)?;
+    }
+    write_index(dir, input, b.sections)?;
+    warnings.dedup();
+    Ok(ReportSummary {
+        out_dir: dir.to_owned(),
+        tables: b.table_names,
+        figures: b.figure_files,
+        finished_trials: prep.finished_count(),
+        missing_trials: prep.missing.len(),
+        warnings,
+    })
+}
 
-    // Overview
-    b.section("Overview", "overview");
+/// The overview: trial counts by status, the aggregation, the NaN rule and any warnings.
+fn overview_section(b: &mut Builder, cx: &Context, warnings: &[String]) {
+    let Context {
+        input,
+        prep,
+        options,
+        ..
+    } = cx;
+    let agg = options.aggregation;
     let finished = prep.finished_count();
+    b.section("Overview", "overview");
     let mut status_counts: Vec<(String, usize)> = Vec::new();
     for t in &prep.trials {
         match status_counts.iter_mut().find(|(s, _)| *s == t.status) {
@@ -164,17 +207,26 @@ pub(crate) fn build_into(
             .into(),
     ));
     if !warnings.is_empty() {
-        b.push(Item::List(warnings.clone()));
+        b.push(Item::List(warnings.to_vec()));
     }
+}
 
-    // The published table the sweep reproduces, beside the measured values.
+/// The published table the sweep reproduces, beside the measured values.
+fn published_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
+    let Context {
+        input,
+        prep,
+        options,
+        ..
+    } = cx;
+    let agg = options.aggregation;
     if let Some(table) = options
         .reproduces
         .as_deref()
         .and_then(published::metric_table)
     {
         b.section(&format!("Reproduction of {}", table.source), "published");
-        match published::comparison(input, &prep, table, agg, options.decimals)? {
+        match published::comparison(input, prep, table, agg, options.decimals)? {
             Some(t) => b.table(t)?,
             None => b.push(Item::Para(format!(
                 "The sweep has no trials of the published table's classes ({}).",
@@ -183,7 +235,12 @@ pub(crate) fn build_into(
         }
     }
 
-    // Results per task
+    Ok(())
+}
+
+/// The results of every task (see [`task_results`]).
+fn results_sections(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
+    let options = cx.options;
     let primary = options
         .metrics
         .iter()
@@ -191,107 +248,136 @@ pub(crate) fn build_into(
         .or(options.metrics.first())
         .cloned()
         .unwrap_or_else(|| "dice".into());
-    for task in &prep.tasks {
-        let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
-        b.section(
-            &format!("Results — {}", task.name),
-            &format!("results-{}", task.slug),
-        );
-        let seeds = distinct_count(&prep, &task.key, "seed")?;
-        let folds = distinct_count(&prep, &task.key, "fold")?;
-        let kinds = [
-            (Rows::Configs, true),
-            (
-                Rows::Sweep,
-                prep.swept.get(&task.key).is_some_and(|s| !s.is_empty()),
-            ),
-            (Rows::PerSeed, seeds > 1),
-            (Rows::PerFold, folds > 1),
-        ];
-        for (kind, wanted) in kinds {
-            if !wanted {
-                continue;
-            }
-            if let Some(t) = tables::metric_table(
-                &prep,
-                task,
-                &options.metrics,
-                agg,
-                options.decimals,
-                kind,
-                tables::Inference {
-                    with_ci: options.ci,
-                    comparisons: &comparisons,
-                },
-            )? {
-                b.table(t)?;
-            }
+    for task in &cx.prep.tasks {
+        task_results(b, cx, task, &primary)?;
+    }
+    Ok(())
+}
+
+/// One task's results: metric tables (per configuration, sweep, seed and fold), the box plot
+/// of the primary metric, nested selection, paired comparisons with their forest plot, and
+/// the sweep plots.
+fn task_results(
+    b: &mut Builder,
+    cx: &Context,
+    task: &Task,
+    primary: &str,
+) -> Result<(), ReportError> {
+    let Context {
+        input,
+        prep,
+        options,
+        figures_dir,
+    } = cx;
+    let agg = options.aggregation;
+    let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
+    b.section(
+        &format!("Results — {}", task.name),
+        &format!("results-{}", task.slug),
+    );
+    let seeds = distinct_count(prep, &task.key, "seed")?;
+    let folds = distinct_count(prep, &task.key, "fold")?;
+    let kinds = [
+        (Rows::Configs, true),
+        (
+            Rows::Sweep,
+            prep.swept.get(&task.key).is_some_and(|s| !s.is_empty()),
+        ),
+        (Rows::PerSeed, seeds > 1),
+        (Rows::PerFold, folds > 1),
+    ];
+    for (kind, wanted) in kinds {
+        if !wanted {
+            continue;
         }
-        if let Some(fig) = BoxPlot::build(&prep, task, &primary)? {
-            let name = format!("boxplot-{}-{}", task.slug, super::prepare::slug(&primary));
-            let files = plots::render(&fig, &figures_dir, &name)?;
-            b.figure(
-                fig.title.clone(),
-                format!(
-                    "{} of every test case (one value per trial and test volume), per \
-                     configuration; one panel per class. x axis: {} (unitless). Boxes: \
-                     quartiles (linear interpolation); thick line: median; whiskers: the most \
-                     extreme case within 1.5 × IQR of the box (Tukey); circles: cases beyond \
-                     the whiskers. Labels give the number of cases n and excluded NaN cases.",
-                    super::prepare::metric_label(&primary),
-                    super::prepare::metric_label(&primary)
-                ),
-                files,
-            );
-        }
-        if let Some(t) = super::selection::selection_table(input, task, &primary, options.decimals)?
-        {
+        if let Some(t) = tables::metric_table(
+            prep,
+            task,
+            &options.metrics,
+            agg,
+            options.decimals,
+            kind,
+            tables::Inference {
+                with_ci: options.ci,
+                comparisons: &comparisons,
+            },
+        )? {
             b.table(t)?;
         }
-        if !comparisons.is_empty() {
-            b.table(super::comparisons::comparisons_table(
-                task,
-                &comparisons,
-                options.decimals,
-            ))?;
-        }
-        if let Some(fig) = super::comparisons::forest_plot(task, &primary, &comparisons) {
-            let name = format!("forest-{}-{}", task.slug, super::prepare::slug(&primary));
-            let files = plots::render(&fig, &figures_dir, &name)?;
+    }
+    if let Some(fig) = BoxPlot::build(prep, task, primary)? {
+        let name = format!("boxplot-{}-{}", task.slug, super::prepare::slug(primary));
+        let files = plots::render(&fig, figures_dir, &name)?;
+        b.figure(
+            fig.title.clone(),
+            format!(
+                "{} of every test case (one value per trial and test volume), per \
+                 configuration; one panel per class. x axis: {} (unitless). Boxes: \
+                 quartiles (linear interpolation); thick line: median; whiskers: the most \
+                 extreme case within 1.5 × IQR of the box (Tukey); circles: cases beyond \
+                 the whiskers. Labels give the number of cases n and excluded NaN cases.",
+                super::prepare::metric_label(primary),
+                super::prepare::metric_label(primary)
+            ),
+            files,
+        );
+    }
+    if let Some(t) = super::selection::selection_table(input, task, primary, options.decimals)? {
+        b.table(t)?;
+    }
+    if !comparisons.is_empty() {
+        b.table(super::comparisons::comparisons_table(
+            task,
+            &comparisons,
+            options.decimals,
+        ))?;
+    }
+    if let Some(fig) = super::comparisons::forest_plot(task, primary, &comparisons) {
+        let name = format!("forest-{}-{}", task.slug, super::prepare::slug(primary));
+        let files = plots::render(&fig, figures_dir, &name)?;
+        b.figure(
+            fig.title.clone(),
+            format!(
+                "Paired differences A − B in {} between configurations, one row per class \
+                 and pair, on the test cases both have (paired unit: {}). Point: mean \
+                 difference; bar: 95 % percentile bootstrap interval resampling cases \
+                 within folds; vertical line: no difference. The comparisons table gives \
+                 n and the p-values.",
+                super::prepare::metric_label(primary),
+                super::paired::CASE_UNIT
+            ),
+            files,
+        );
+    }
+    for key in prep.swept.get(&task.key).cloned().unwrap_or_default() {
+        if let Some(fig) = SweepPlot::build(prep, task, &key, &options.metrics, agg)? {
+            let name = format!("sweep-{}-{}", task.slug, super::prepare::slug(&key));
+            let files = plots::render(&fig, figures_dir, &name)?;
             b.figure(
                 fig.title.clone(),
                 format!(
-                    "Paired differences A − B in {} between configurations, one row per class \
-                     and pair, on the test cases both have (paired unit: {}). Point: mean \
-                     difference; bar: 95 % percentile bootstrap interval resampling cases \
-                     within folds; vertical line: no difference. The comparisons table gives \
-                     n and the p-values.",
-                    super::prepare::metric_label(&primary),
-                    super::paired::CASE_UNIT
+                    "Metrics versus the swept `{key}`, one panel per metric and class, one \
+                     line per model. x axis: the value of `{key}` as configured; y axis: \
+                     the metric (unitless). Points: {}; error bars: ± one std (none where \
+                     a single unit remains).",
+                    agg.describe()
                 ),
                 files,
             );
         }
-        for key in prep.swept.get(&task.key).cloned().unwrap_or_default() {
-            if let Some(fig) = SweepPlot::build(&prep, task, &key, &options.metrics, agg)? {
-                let name = format!("sweep-{}-{}", task.slug, super::prepare::slug(&key));
-                let files = plots::render(&fig, &figures_dir, &name)?;
-                b.figure(
-                    fig.title.clone(),
-                    format!(
-                        "Metrics versus the swept `{key}`, one panel per metric and class, one \
-                         line per model. x axis: the value of `{key}` as configured; y axis: \
-                         the metric (unitless). Points: {}; error bars: ± one std (none where \
-                         a single unit remains).",
-                        agg.describe()
-                    ),
-                    files,
-                );
-            }
-        }
     }
+    Ok(())
+}
 
-    // Learning curves
+/// Learning curves: one figure per task and model.
+fn learning_curves_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
+    let Context {
+        prep,
+        options,
+        figures_dir,
+        ..
+    } = cx;
+    let agg = options.aggregation;
     if prep.curves.height() > 0 {
         b.section("Learning curves", "learning-curves");
         for task in &prep.tasks {
@@ -304,13 +390,13 @@ pub(crate) fn build_into(
                 .collect();
             models.sort_by_key(|m| model_rank(m));
             for model in models {
-                if let Some(fig) = LearningCurves::build(&prep, task, &model, agg)? {
+                if let Some(fig) = LearningCurves::build(prep, task, &model, agg)? {
                     let name = format!(
                         "learning-curves-{}-{}",
                         task.slug,
                         super::prepare::slug(&model)
                     );
-                    let files = plots::render(&fig, &figures_dir, &name)?;
+                    let files = plots::render(&fig, figures_dir, &name)?;
                     b.figure(
                         fig.title.clone(),
                         format!(
@@ -331,10 +417,21 @@ pub(crate) fn build_into(
         }
     }
 
-    // Timing
+    Ok(())
+}
+
+/// The timing breakdown of every task: the table in the thesis' layout, the published one
+/// beside it when reproduced, and the stacked bars.
+fn timing_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
+    let Context {
+        input,
+        prep,
+        options,
+        figures_dir,
+    } = cx;
     let mut timing_done = false;
     for task in &prep.tasks {
-        let (rows, notes) = timing::timing_rows(input, &prep, task)?;
+        let (rows, notes) = timing::timing_rows(input, prep, task)?;
         if rows.is_empty() {
             continue;
         }
@@ -378,7 +475,7 @@ pub(crate) fn build_into(
         }
         let bars = TimingBars::new(format!("Where the hours go — {}", task.name), &table);
         let name = format!("timing-{}", task.slug);
-        let files = plots::render(&bars, &figures_dir, &name)?;
+        let files = plots::render(&bars, figures_dir, &name)?;
         b.figure(
             bars.title.clone(),
             format!(
@@ -391,7 +488,18 @@ pub(crate) fn build_into(
         );
     }
 
-    // Slice overlays
+    Ok(())
+}
+
+/// Slice overlays of the test volumes; a figure that cannot be drawn becomes a warning.
+fn slices_section(
+    b: &mut Builder,
+    cx: &Context,
+    warnings: &mut Vec<String>,
+) -> Result<(), ReportError> {
+    let Context {
+        input, figures_dir, ..
+    } = cx;
     if !input.slices.is_empty() {
         b.section("Slice overlays", "slices");
         for set in &input.slices {
@@ -404,7 +512,7 @@ pub(crate) fn build_into(
                 }
             };
             let name = format!("slices-{}", super::prepare::slug(&set.name));
-            let file = plots::render_png(&fig, &figures_dir, &name)?;
+            let file = plots::render_png(&fig, figures_dir, &name)?;
             let [nz, ny, nx] = set.image.spatial();
             b.figure(
                 format!("Test volume {}, slice z = {}", set.name, fig.z()),
@@ -423,12 +531,11 @@ pub(crate) fn build_into(
         }
     }
 
-    // Missing trials
-    if let Some(t) = tables::missing_table(&prep.missing) {
-        b.section("Missing and incomplete trials", "missing");
-        b.table(t)?;
-    }
+    Ok(())
+}
 
+/// Writes `index.md` and `index.html` of the report in `dir`.
+fn write_index(dir: &Path, input: &ReportInput, sections: Vec<Section>) -> Result<(), ReportError> {
     let doc = Doc {
         title: format!("Report: {}", input.sweep),
         intro: format!(
@@ -438,23 +545,15 @@ pub(crate) fn build_into(
             env!("CARGO_PKG_VERSION"),
             input.sweep
         ),
-        sections: b.sections,
+        sections,
     };
     let md = render_index_md(&doc);
-    let path = dir.join("index.md");
+    let path = ReportPaths::new(dir).index_md();
     std::fs::write(&path, md).map_err(ReportError::io(&path))?;
     let page = html::render_page(&doc);
-    let path = dir.join("index.html");
+    let path = ReportPaths::new(dir).index_html();
     std::fs::write(&path, page).map_err(ReportError::io(&path))?;
-    warnings.dedup();
-    Ok(ReportSummary {
-        out_dir: dir.to_owned(),
-        tables: b.table_names,
-        figures: b.figure_files,
-        finished_trials: finished,
-        missing_trials: prep.missing.len(),
-        warnings,
-    })
+    Ok(())
 }
 
 fn distinct_count(prep: &Prepared, task: &str, column: &str) -> Result<usize, ReportError> {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::ReportError;
+use super::aggregate::require_columns;
 use crate::dataset::{DATASET_FILE, DatasetSpec};
 use crate::experiment::paths::SweepPaths;
 use crate::tracking::{Canonical, Store};
@@ -220,16 +221,9 @@ fn slice_set(
     }))
 }
 
-/// Reads `<dir>/dataset.toml`.
-///
-/// Interim: the dataset module will own loading (with validation); this parses only.
+/// Reads `<dir>/dataset.toml` (parsing only, no validation of the volumes).
 pub fn read_dataset_spec(dir: &Path) -> Result<DatasetSpec, ReportError> {
-    let path = dir.join(DATASET_FILE);
-    let text = std::fs::read_to_string(&path).map_err(ReportError::io(&path))?;
-    toml::from_str(&text).map_err(|e| ReportError::Store {
-        path,
-        message: e.to_string(),
-    })
+    DatasetSpec::read_file(&dir.join(DATASET_FILE)).map_err(|e| ReportError::Input(e.to_string()))
 }
 
 fn find_dataset(
@@ -271,6 +265,57 @@ fn find_dataset(
             .join(", ")
     ));
     None
+}
+
+/// Typed reads of the columns of one input table, with errors that name the table: built by
+/// [`Columns::require`], which checks every needed column once.
+pub(crate) struct Columns<'a> {
+    frame: &'a DataFrame,
+    what: &'static str,
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of `frame` (the table `what`), after checking it has every one of `needed`.
+    pub fn require(
+        frame: &'a DataFrame,
+        needed: &[&str],
+        what: &'static str,
+    ) -> Result<Self, ReportError> {
+        require_columns(frame, needed, what)?;
+        Ok(Columns { frame, what })
+    }
+
+    /// A polars error while reading this table.
+    pub fn error(&self, source: PolarsError) -> ReportError {
+        ReportError::Polars {
+            what: self.what,
+            source,
+        }
+    }
+
+    /// A column as strings (see [`string_column`]).
+    pub fn str(&self, name: &str) -> Result<Vec<Option<String>>, ReportError> {
+        string_column(self.frame, name).map_err(|e| self.error(e))
+    }
+
+    /// A column as strings, all null when the table has no such column (stores written before
+    /// it existed).
+    pub fn optional_str(&self, name: &str) -> Result<Vec<Option<String>>, ReportError> {
+        match self.frame.column(name) {
+            Ok(_) => self.str(name),
+            Err(_) => Ok(vec![None; self.frame.height()]),
+        }
+    }
+
+    /// A column as unsigned integers (see [`u64_column`]).
+    pub fn u64(&self, name: &str) -> Result<Vec<Option<u64>>, ReportError> {
+        u64_column(self.frame, name).map_err(|e| self.error(e))
+    }
+
+    /// A column as floats (see [`f64_column`]).
+    pub fn f64(&self, name: &str) -> Result<Vec<Option<f64>>, ReportError> {
+        f64_column(self.frame, name).map_err(|e| self.error(e))
+    }
 }
 
 /// A string column as `Option<String>` values (any dtype is cast to string).

@@ -7,8 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use polars::prelude::*;
 
 use super::ReportError;
-use super::aggregate::require_columns;
-use super::input::{f64_column, string_column, u64_column};
+use super::input::Columns;
 use crate::stats::bootstrap::{DEFAULT_RESAMPLES, stratified_mean_ci};
 
 /// Seed of the bootstrap streams (one stream per cell, all seeded alike).
@@ -22,20 +21,16 @@ pub(crate) type CellKey = (String, String, String);
 pub(crate) fn case_mean_intervals(
     cases: &DataFrame,
 ) -> Result<HashMap<CellKey, (f64, f64)>, ReportError> {
-    require_columns(
+    let cols = Columns::require(
         cases,
         &["config", "fold", "class", "metric", "value"],
         "results",
     )?;
-    let polars = |source| ReportError::Polars {
-        what: "results",
-        source,
-    };
-    let config = string_column(cases, "config").map_err(polars)?;
-    let fold = u64_column(cases, "fold").map_err(polars)?;
-    let class = string_column(cases, "class").map_err(polars)?;
-    let metric = string_column(cases, "metric").map_err(polars)?;
-    let value = f64_column(cases, "value").map_err(polars)?;
+    let config = cols.str("config")?;
+    let fold = cols.u64("fold")?;
+    let class = cols.str("class")?;
+    let metric = cols.str("metric")?;
+    let value = cols.f64("value")?;
     let mut strata: BTreeMap<CellKey, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for i in 0..cases.height() {
         let (Some(cf), Some(cl), Some(m), Some(v)) = (&config[i], &class[i], &metric[i], value[i])

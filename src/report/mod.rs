@@ -7,14 +7,14 @@
 //! place, so a failed report never leaves a half-written folder that looks complete.
 //!
 //! Principal types: [`Aggregation`] and [`aggregate`] (the one aggregation function behind
-//! every table and plot, style anchor 11), [`tables::Table`] (one table model rendered as
+//! every table and plot), [`tables::Table`] (one table model rendered as
 //! Markdown, LaTeX/booktabs, CSV and HTML), [`timing::TimingTable`] (the thesis' Table 5.7
 //! layout), [`ReportOptions`] and [`ReportSummary`].
 //!
 //! What this module does not do: it computes no metrics (`metrics/` writes per-case rows),
 //! never writes to the store, and never averages averages: every number comes from per-case
 //! rows through [`aggregate`], with the aggregation stated in the caption
-//! (tracking-anchors.md §3.3). Missing, failed and running trials are listed, not dropped in
+//! (docs/design.md §3). Missing, failed and running trials are listed, not dropped in
 //! silence; non-finite metric values are excluded from means and counted.
 
 pub mod aggregate;
@@ -65,6 +65,8 @@ pub enum ReportError {
     Plot { figure: String, message: String },
     #[error("{0}")]
     Input(String),
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
 }
 
 impl ReportError {
@@ -123,85 +125,21 @@ pub struct ReportSummary {
 }
 
 /// Builds the report of `input` and writes it to `out_dir` (replacing an earlier report
-/// there only once the new one is complete).
+/// there only once the new one is complete; [`crate::atomic::build_folder`]).
 pub fn write_report(
     input: &ReportInput,
     out_dir: &Path,
     options: &ReportOptions,
 ) -> Result<ReportSummary, ReportError> {
-    let staging = staging_dir(out_dir)?;
-    let result = index::build_into(input, &staging, options);
-    match result {
-        Ok(mut summary) => {
-            publish(&staging, out_dir)?;
-            summary.out_dir = out_dir.to_owned();
-            Ok(summary)
+    let mut summary = crate::atomic::build_folder(out_dir, true, |staging| {
+        let layout = crate::experiment::paths::ReportPaths::new(staging);
+        for dir in [layout.tables(), layout.figures()] {
+            std::fs::create_dir_all(&dir).map_err(ReportError::io(&dir))?;
         }
-        Err(err) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(err)
-        }
-    }
-}
-
-/// The default report folder of a sweep: `reports/<sweep>/` under `root`.
-///
-/// Interim: run paths are to be built in one place (`experiment/paths.rs`, style anchor 5);
-/// this moves there when that module lands.
-pub fn default_out_dir(root: &Path, sweep: &str) -> PathBuf {
-    root.join("reports").join(sweep)
-}
-
-/// A fresh hidden folder next to `out_dir`, on the same filesystem so the final rename is
-/// atomic.
-fn staging_dir(out_dir: &Path) -> Result<PathBuf, ReportError> {
-    let parent = match out_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(ReportError::io(&parent))?;
-    let name = out_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "report".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let staging = parent.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-    for sub in ["", "tables", "figures"] {
-        let dir = staging.join(sub);
-        std::fs::create_dir_all(&dir).map_err(ReportError::io(&dir))?;
-    }
-    Ok(staging)
-}
-
-/// Moves the finished `staging` folder to `out_dir`. An existing report is first renamed
-/// aside and removed only after the new one is in place.
-fn publish(staging: &Path, out_dir: &Path) -> Result<(), ReportError> {
-    let old = if out_dir.exists() {
-        let mut aside = staging.as_os_str().to_owned();
-        aside.push(".old");
-        let aside = PathBuf::from(aside);
-        std::fs::rename(out_dir, &aside).map_err(ReportError::io(out_dir))?;
-        Some(aside)
-    } else {
-        None
-    };
-    if let Err(source) = std::fs::rename(staging, out_dir) {
-        if let Some(aside) = &old {
-            let _ = std::fs::rename(aside, out_dir);
-        }
-        let _ = std::fs::remove_dir_all(staging);
-        return Err(ReportError::Io {
-            path: out_dir.to_owned(),
-            source,
-        });
-    }
-    if let Some(aside) = old {
-        std::fs::remove_dir_all(&aside).map_err(ReportError::io(&aside))?;
-    }
-    Ok(())
+        index::build_into(input, staging, options)
+    })?;
+    summary.out_dir = out_dir.to_owned();
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -209,18 +147,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn publish_replaces_an_existing_report_only_when_complete() {
+    fn a_new_report_replaces_an_existing_one_only_when_complete() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("reports/sweep");
         std::fs::create_dir_all(&out).unwrap();
-        std::fs::write(out.join("index.md"), "old").unwrap();
-        let staging = staging_dir(&out).unwrap();
-        std::fs::write(staging.join("index.md"), "new").unwrap();
-        publish(&staging, &out).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(out.join("index.md")).unwrap(),
-            "new"
-        );
+        std::fs::write(out.join("old.md"), "old").unwrap();
+        write_report(&fixture::small_sweep(), &out, &ReportOptions::default()).unwrap();
+        assert!(out.join("index.md").exists());
+        assert!(!out.join("old.md").exists());
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path().join("reports"))
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -21,8 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use polars::prelude::*;
 
 use super::ReportError;
-use super::aggregate::require_columns;
-use super::input::{f64_column, string_column, u64_column};
+use super::input::{Columns, string_column};
 use super::prepare::model_rank;
 use crate::stats::paired::FoldSizes;
 use crate::stats::{PairedSettings, TTest, WilcoxonMethod, compare_paired, holm_adjust};
@@ -211,31 +210,21 @@ pub(crate) fn arm_order(info: &BTreeMap<String, TrialInfo>) -> Vec<String> {
 
 /// Finished trials by id: arm label, split key, seed, fold sizes.
 pub(crate) fn trial_info(trials: &DataFrame) -> Result<BTreeMap<String, TrialInfo>, ReportError> {
-    require_columns(
+    let cols = Columns::require(
         trials,
         &["trial_id", "status", "model", "fold", "seed"],
         "trials",
     )?;
-    let polars = |source| ReportError::Polars {
-        what: "trials",
-        source,
-    };
-    let ids = string_column(trials, "trial_id").map_err(polars)?;
-    let status = string_column(trials, "status").map_err(polars)?;
-    let model = string_column(trials, "model").map_err(polars)?;
-    let fold = u64_column(trials, "fold").map_err(polars)?;
-    let seed = u64_column(trials, "seed").map_err(polars)?;
-    let optional = |name: &str| -> Result<Vec<Option<String>>, ReportError> {
-        match trials.column(name) {
-            Ok(_) => string_column(trials, name).map_err(polars),
-            Err(_) => Ok(vec![None; trials.height()]),
-        }
-    };
-    let split_id = optional("split_id")?;
-    let split_json = optional("split_json")?;
+    let ids = cols.str("trial_id")?;
+    let status = cols.str("status")?;
+    let model = cols.str("model")?;
+    let fold = cols.u64("fold")?;
+    let seed = cols.u64("seed")?;
+    let split_id = cols.optional_str("split_id")?;
+    let split_json = cols.optional_str("split_json")?;
     // The task counts as a configuration key: a model trained on two tasks is two arms.
-    let mut params = vec![("classes".to_string(), optional("classes")?)];
-    params.extend(param_columns(trials).map_err(polars)?);
+    let mut params = vec![("classes".to_string(), cols.optional_str("classes")?)];
+    params.extend(param_columns(trials).map_err(|e| cols.error(e))?);
     let varying = varying_keys(&model, &status, &params);
     let mut out = BTreeMap::new();
     for i in 0..trials.height() {
@@ -323,20 +312,16 @@ fn case_values(
     info: &BTreeMap<String, TrialInfo>,
     metrics: &[String],
 ) -> Result<Vec<((String, String), BTreeMap<String, BTreeMap<CaseKey, f64>>)>, ReportError> {
-    require_columns(
+    let cols = Columns::require(
         results,
         &["trial_id", "volume", "class", "metric", "value"],
         "results",
     )?;
-    let polars = |source| ReportError::Polars {
-        what: "results",
-        source,
-    };
-    let ids = string_column(results, "trial_id").map_err(polars)?;
-    let volume = string_column(results, "volume").map_err(polars)?;
-    let class = string_column(results, "class").map_err(polars)?;
-    let metric = string_column(results, "metric").map_err(polars)?;
-    let value = f64_column(results, "value").map_err(polars)?;
+    let ids = cols.str("trial_id")?;
+    let volume = cols.str("volume")?;
+    let class = cols.str("class")?;
+    let metric = cols.str("metric")?;
+    let value = cols.f64("value")?;
     let mut out: BTreeMap<_, BTreeMap<String, BTreeMap<CaseKey, f64>>> = BTreeMap::new();
     for i in 0..results.height() {
         let (Some(id), Some(vol), Some(c), Some(m)) = (&ids[i], &volume[i], &class[i], &metric[i])

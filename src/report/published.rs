@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::ReportError;
 use super::aggregate::{Aggregation, aggregate, polars_error};
 use super::input::{ReportInput, f64_column, string_column, trial_configs, u64_column};
-use super::prepare::{Prepared, class_label, metric_label};
+use super::prepare::Prepared;
 use super::tables::{Align, Cell, ColumnSpec, Row, Stat, Table};
 use super::timing::{TimingRow, duration};
 
@@ -165,27 +165,12 @@ pub(crate) fn comparison(
     };
     let configs = trial_configs(input)?;
     let mut columns = vec![
-        ColumnSpec {
-            group: None,
-            label: "Model".into(),
-            key: "model".into(),
-            align: Align::Left,
-        },
-        ColumnSpec {
-            group: None,
-            label: String::new(),
-            key: "source".into(),
-            align: Align::Left,
-        },
+        ColumnSpec::new("Model", "model", Align::Left),
+        ColumnSpec::new("", "source", Align::Left),
     ];
     for m in METRICS {
         for c in &table.classes {
-            columns.push(ColumnSpec {
-                group: Some(metric_label(m)),
-                label: class_label(c),
-                key: format!("{m}_{c}"),
-                align: Align::Right,
-            });
+            columns.push(ColumnSpec::metric_class(m, c, Align::Right));
         }
     }
     let mut rows = Vec::new();
@@ -342,27 +327,10 @@ fn signed(v: Option<f64>, decimals: usize) -> Cell {
 pub(crate) fn timing_comparison(table: &TimingTable, measured: &[TimingRow]) -> Table {
     let include_testing = table.test_volumes > 0;
     let mut columns = vec![
-        ColumnSpec {
-            group: None,
-            label: "Model".into(),
-            key: "model".into(),
-            align: Align::Left,
-        },
-        ColumnSpec {
-            group: None,
-            label: String::new(),
-            key: "source".into(),
-            align: Align::Left,
-        },
+        ColumnSpec::new("Model", "model", Align::Left),
+        ColumnSpec::new("", "source", Align::Left),
     ];
-    let mut add = |label: &str, key: &str| {
-        columns.push(ColumnSpec {
-            group: None,
-            label: label.into(),
-            key: key.into(),
-            align: Align::Right,
-        })
-    };
+    let mut add = |label: &str, key: &str| columns.push(ColumnSpec::new(label, key, Align::Right));
     add("Annotation per volume", "annotation_per_volume_h");
     add("Annotated training volumes", "annotated_train_volumes");
     add("Synthetic masks", "synth_h");

@@ -16,10 +16,8 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 
 use super::ReportError;
-use super::aggregate::require_columns;
 use super::comparisons::{arm_label, task_trials};
-use super::input::ReportInput;
-use super::input::{f64_column, string_column};
+use super::input::{Columns, ReportInput};
 use super::paired::{TrialInfo, arm_order, trial_info};
 use super::prepare::{Task, class_label, metric_label, model_label};
 use super::tables::{Align, Cell, ColumnSpec, Row, Table};
@@ -103,15 +101,11 @@ fn mean(v: &[f64]) -> f64 {
 
 /// The best finite value of `metric` on the `val` split over each trial's epochs.
 fn best_validation(epochs: &DataFrame, metric: &str) -> Result<BTreeMap<String, f64>, ReportError> {
-    require_columns(epochs, &["trial_id", "split", "metric", "value"], "epochs")?;
-    let polars = |source| ReportError::Polars {
-        what: "epochs",
-        source,
-    };
-    let ids = string_column(epochs, "trial_id").map_err(polars)?;
-    let split = string_column(epochs, "split").map_err(polars)?;
-    let name = string_column(epochs, "metric").map_err(polars)?;
-    let value = f64_column(epochs, "value").map_err(polars)?;
+    let cols = Columns::require(epochs, &["trial_id", "split", "metric", "value"], "epochs")?;
+    let ids = cols.str("trial_id")?;
+    let split = cols.str("split")?;
+    let name = cols.str("metric")?;
+    let value = cols.f64("value")?;
     let mut best: BTreeMap<String, f64> = BTreeMap::new();
     for i in 0..epochs.height() {
         let (Some(id), Some("val"), Some(m), Some(v)) =
@@ -136,19 +130,15 @@ pub fn selected_test_scores(
     metric: &str,
 ) -> Result<Vec<BTreeMap<String, f64>>, ReportError> {
     let info = trial_info(trials)?;
-    require_columns(
+    let cols = Columns::require(
         results,
         &["trial_id", "class", "metric", "value"],
         "results",
     )?;
-    let polars = |source| ReportError::Polars {
-        what: "results",
-        source,
-    };
-    let ids = string_column(results, "trial_id").map_err(polars)?;
-    let class = string_column(results, "class").map_err(polars)?;
-    let name = string_column(results, "metric").map_err(polars)?;
-    let value = f64_column(results, "value").map_err(polars)?;
+    let ids = cols.str("trial_id")?;
+    let class = cols.str("class")?;
+    let name = cols.str("metric")?;
+    let value = cols.f64("value")?;
     let chosen_trial = |c: &FoldChoice, t: &TrialInfo| {
         t.model == c.model && t.fold == c.fold && t.split == c.split && t.arm == c.chosen
     };
@@ -174,15 +164,9 @@ pub fn selected_test_scores(
 /// The selection metric of the task's trials (`cv.select_metric`), None without nested
 /// selection.
 fn select_metric(trials: &DataFrame) -> Result<Option<String>, ReportError> {
-    if trials.column("select_metric").is_err() {
-        return Ok(None);
-    }
-    let polars = |source| ReportError::Polars {
-        what: "trials",
-        source,
-    };
-    Ok(string_column(trials, "select_metric")
-        .map_err(polars)?
+    let cols = Columns::require(trials, &[], "trials")?;
+    Ok(cols
+        .optional_str("select_metric")?
         .into_iter()
         .flatten()
         .next())
@@ -205,12 +189,7 @@ pub(crate) fn selection_table(
         return Ok(None);
     }
     let scores = selected_test_scores(&choices, &trials, &input.results, metric)?;
-    let col = |label: String, key: String, align| ColumnSpec {
-        group: None,
-        label,
-        key,
-        align,
-    };
+    let col = |label: String, key: String, align| ColumnSpec::new(label, key, align);
     let mut columns = vec![
         col("Model".into(), "model".into(), Align::Left),
         col("Outer fold".into(), "fold".into(), Align::Right),

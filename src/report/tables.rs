@@ -42,6 +42,29 @@ pub struct ColumnSpec {
     pub align: Align,
 }
 
+impl ColumnSpec {
+    /// A column without a group header.
+    pub fn new(label: impl Into<String>, key: impl Into<String>, align: Align) -> Self {
+        ColumnSpec {
+            group: None,
+            label: label.into(),
+            key: key.into(),
+            align,
+        }
+    }
+
+    /// The column of one metric and class (`<metric>_<class>`), under the metric's group
+    /// header.
+    pub fn metric_class(metric: &str, class: &str, align: Align) -> Self {
+        ColumnSpec {
+            group: Some(metric_label(metric)),
+            label: class_label(class),
+            key: format!("{metric}_{class}"),
+            align,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Align {
     Left,
@@ -563,21 +586,7 @@ pub(crate) fn metric_table(
     if cases.height() == 0 {
         return Ok(None);
     }
-    let present: Vec<String> = metrics
-        .iter()
-        .filter(|m| {
-            cases
-                .column("metric")
-                .ok()
-                .and_then(|c| {
-                    c.str()
-                        .ok()
-                        .map(|s| s.iter().any(|v| v == Some(m.as_str())))
-                })
-                .unwrap_or(false)
-        })
-        .cloned()
-        .collect();
+    let present = present_metrics(&cases, metrics);
     if present.is_empty() {
         return Ok(None);
     }
@@ -611,56 +620,19 @@ pub(crate) fn metric_table(
         return Ok(None);
     }
 
-    // columns
-    let mut columns = vec![ColumnSpec {
-        group: None,
-        label: "Model".into(),
-        key: "model".into(),
-        align: Align::Left,
-    }];
-    if rows_kind == Rows::Sweep {
-        for k in &swept {
-            columns.push(ColumnSpec {
-                group: None,
-                label: k.clone(),
-                key: k.clone(),
-                align: Align::Right,
-            });
-        }
-    }
-    if let Some(k) = extra_key {
-        columns.push(ColumnSpec {
-            group: None,
-            label: if k == "fold" { "Fold" } else { "Seed" }.into(),
-            key: k.into(),
-            align: Align::Right,
-        });
-    }
-    columns.push(ColumnSpec {
-        group: None,
-        label: "n".into(),
-        key: "n".into(),
-        align: Align::Right,
-    });
-    columns.push(ColumnSpec {
-        group: None,
-        label: "Trials".into(),
-        key: "trials".into(),
-        align: Align::Right,
-    });
-    let first_stat = columns.len();
-    for m in &present {
-        for c in &task.classes {
-            columns.push(ColumnSpec {
-                group: Some(metric_label(m)),
-                label: class_label(c),
-                key: format!("{m}_{c}"),
-                align: Align::Center,
-            });
-        }
-    }
+    let columns = metric_columns(rows_kind, &swept, extra_key, &present, &task.classes);
+    let first_stat = columns.len() - present.len() * task.classes.len();
 
-    // rows
+    let row_builder = MetricRows {
+        rows_kind,
+        extra_key,
+        swept: &swept,
+        present: &present,
+        classes: &task.classes,
+        lookup: &lookup,
+        intervals: &intervals,
+        decimals,
+    };
     let mut rows = Vec::new();
     for (ci, config) in configs.iter().enumerate() {
         let units: Vec<Option<String>> = match extra_key {
@@ -668,75 +640,7 @@ pub(crate) fn metric_table(
             Some(_) => lookup.units(&config.label).into_iter().map(Some).collect(),
         };
         for (ui, unit) in units.iter().enumerate() {
-            // the sweep table shows the swept values in their own columns
-            let label = if rows_kind == Rows::Sweep {
-                model_label(&config.model)
-            } else {
-                config.label.clone()
-            };
-            let mut cells = vec![Cell::Text(if ui == 0 || extra_key.is_none() {
-                label
-            } else {
-                String::new()
-            })];
-            if rows_kind == Rows::Sweep {
-                for k in &swept {
-                    let v = config
-                        .params
-                        .iter()
-                        .find(|(key, _)| key == k)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_else(|| "–".into());
-                    cells.push(Cell::Text(v));
-                }
-            }
-            if let Some(u) = unit {
-                cells.push(Cell::Text(u.clone()));
-            }
-            let mut stat_cells = Vec::new();
-            for m in &present {
-                for c in &task.classes {
-                    let s = lookup.get(&config.label, unit.as_deref(), c, m);
-                    stat_cells.push(Cell::Stat(Stat {
-                        mean: s.and_then(|s| s.mean),
-                        std: s.and_then(|s| s.std),
-                        n: s.map(|s| s.n).unwrap_or(0),
-                        n_nan: s.map(|s| s.n_nan).unwrap_or(0),
-                        decimals: if higher_is_better(m) { decimals } else { 2 },
-                        best: false,
-                        show_n: false,
-                        ci: intervals
-                            .get(&(config.label.clone(), c.clone(), m.clone()))
-                            .copied(),
-                        differs_from_best: false,
-                    }));
-                }
-            }
-            // the row's n: the most common count; cells that differ show their own
-            let row_n = most_common(stat_cells.iter().filter_map(|c| match c {
-                Cell::Stat(s) if s.mean.is_some() => Some(s.n),
-                _ => None,
-            }));
-            let row_trials = lookup.trials(&config.label, unit.as_deref());
-            for cell in &mut stat_cells {
-                if let Cell::Stat(s) = cell {
-                    s.show_n = s.mean.is_some() && Some(s.n) != row_n;
-                }
-            }
-            let n = row_n.unwrap_or(0);
-            cells.push(Cell::Value {
-                text: n.to_string(),
-                value: Some(f64::from(n)),
-            });
-            cells.push(Cell::Value {
-                text: row_trials.to_string(),
-                value: Some(f64::from(row_trials)),
-            });
-            cells.extend(stat_cells);
-            rows.push(Row {
-                cells,
-                rule_above: extra_key.is_some() && ui == 0 && ci > 0,
-            });
+            rows.push(row_builder.row(config, unit.as_deref(), ci, ui));
         }
     }
     if matches!(rows_kind, Rows::Configs | Rows::Sweep) && rows.len() > 1 {
@@ -751,6 +655,174 @@ pub(crate) fn metric_table(
     let marked = rows_kind == Rows::Configs
         && mark_differences(&mut rows, first_stat, &configs, &present, task, comparisons);
 
+    let (name, title, caption) =
+        metric_caption(rows_kind, task, &swept, aggregation, marked, with_ci);
+    let notes = nan_note(&rows).into_iter().collect();
+    Ok(Some(Table {
+        name,
+        title,
+        caption,
+        columns,
+        rows,
+        notes,
+    }))
+}
+
+/// The requested metrics that occur in `cases`, in the requested order.
+fn present_metrics(cases: &DataFrame, metrics: &[String]) -> Vec<String> {
+    metrics
+        .iter()
+        .filter(|m| {
+            cases
+                .column("metric")
+                .ok()
+                .and_then(|c| {
+                    c.str()
+                        .ok()
+                        .map(|s| s.iter().any(|v| v == Some(m.as_str())))
+                })
+                .unwrap_or(false)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The columns of a metric table: the model, the swept keys (sweep table), the fold or seed
+/// (per-unit tables), n, trials, then one statistic column per metric and class.
+fn metric_columns(
+    rows_kind: Rows,
+    swept: &[String],
+    extra_key: Option<&str>,
+    present: &[String],
+    classes: &[String],
+) -> Vec<ColumnSpec> {
+    let mut columns = vec![ColumnSpec::new("Model", "model", Align::Left)];
+    if rows_kind == Rows::Sweep {
+        for k in swept {
+            columns.push(ColumnSpec::new(k.clone(), k.clone(), Align::Right));
+        }
+    }
+    if let Some(k) = extra_key {
+        columns.push(ColumnSpec::new(
+            if k == "fold" { "Fold" } else { "Seed" },
+            k,
+            Align::Right,
+        ));
+    }
+    columns.push(ColumnSpec::new("n", "n", Align::Right));
+    columns.push(ColumnSpec::new("Trials", "trials", Align::Right));
+    for m in present {
+        for c in classes {
+            columns.push(ColumnSpec::metric_class(m, c, Align::Center));
+        }
+    }
+
+    columns
+}
+
+/// What every row of one metric table is built from.
+struct MetricRows<'a> {
+    rows_kind: Rows,
+    extra_key: Option<&'a str>,
+    swept: &'a [String],
+    present: &'a [String],
+    classes: &'a [String],
+    lookup: &'a StatLookup,
+    intervals: &'a HashMap<super::intervals::CellKey, (f64, f64)>,
+    decimals: usize,
+}
+
+impl MetricRows<'_> {
+    /// The row of `config` (the `ci`-th) for `unit` (its `ui`-th fold or seed, or None).
+    fn row(&self, config: &Config, unit: Option<&str>, ci: usize, ui: usize) -> Row {
+        let (rows_kind, extra_key, lookup) = (self.rows_kind, self.extra_key, self.lookup);
+        // the sweep table shows the swept values in their own columns
+        let label = if rows_kind == Rows::Sweep {
+            model_label(&config.model)
+        } else {
+            config.label.clone()
+        };
+        let mut cells = vec![Cell::Text(if ui == 0 || extra_key.is_none() {
+            label
+        } else {
+            String::new()
+        })];
+        if rows_kind == Rows::Sweep {
+            for k in self.swept {
+                let v = config
+                    .params
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| "–".into());
+                cells.push(Cell::Text(v));
+            }
+        }
+        if let Some(u) = unit {
+            cells.push(Cell::Text(u.to_string()));
+        }
+        let mut stat_cells = Vec::new();
+        for m in self.present {
+            for c in self.classes {
+                let s = lookup.get(&config.label, unit, c, m);
+                stat_cells.push(Cell::Stat(Stat {
+                    mean: s.and_then(|s| s.mean),
+                    std: s.and_then(|s| s.std),
+                    n: s.map(|s| s.n).unwrap_or(0),
+                    n_nan: s.map(|s| s.n_nan).unwrap_or(0),
+                    decimals: if higher_is_better(m) {
+                        self.decimals
+                    } else {
+                        2
+                    },
+                    best: false,
+                    show_n: false,
+                    ci: self
+                        .intervals
+                        .get(&(config.label.clone(), c.clone(), m.clone()))
+                        .copied(),
+                    differs_from_best: false,
+                }));
+            }
+        }
+        // the row's n: the most common count; cells that differ show their own
+        let row_n = most_common(stat_cells.iter().filter_map(|c| match c {
+            Cell::Stat(s) if s.mean.is_some() => Some(s.n),
+            _ => None,
+        }));
+        let row_trials = lookup.trials(&config.label, unit);
+        for cell in &mut stat_cells {
+            if let Cell::Stat(s) = cell {
+                s.show_n = s.mean.is_some() && Some(s.n) != row_n;
+            }
+        }
+        let n = row_n.unwrap_or(0);
+        cells.push(Cell::Value {
+            text: n.to_string(),
+            value: Some(f64::from(n)),
+        });
+        cells.push(Cell::Value {
+            text: row_trials.to_string(),
+            value: Some(f64::from(row_trials)),
+        });
+        cells.extend(stat_cells);
+        Row {
+            cells,
+            rule_above: extra_key.is_some() && ui == 0 && ci > 0,
+        }
+    }
+}
+
+/// The name, title and caption of a metric table; the caption states the aggregation and,
+/// where they appear, the significance marks and the confidence intervals.
+fn metric_caption(
+    rows_kind: Rows,
+    task: &Task,
+    swept: &[String],
+    aggregation: Aggregation,
+    marked: bool,
+    with_ci: bool,
+) -> (String, String, String) {
     let (name, title, caption) = match rows_kind {
         Rows::Configs => (
             format!("comparison-{}", task.slug),
@@ -808,7 +880,11 @@ pub(crate) fn metric_table(
     } else {
         caption
     };
-    let mut notes = Vec::new();
+    (name, title, caption)
+}
+
+/// The note on non-finite case values behind the table's cells, if there are any.
+fn nan_note(rows: &[Row]) -> Option<String> {
     let nan_total: u32 = rows
         .iter()
         .flat_map(|r| &r.cells)
@@ -817,20 +893,12 @@ pub(crate) fn metric_table(
             _ => None,
         })
         .sum();
-    if nan_total > 0 {
-        notes.push(format!(
+    (nan_total > 0).then(|| {
+        format!(
             "NaN: {nan_total} case value(s) were not finite (e.g. precision of an empty \
              prediction) and are excluded from the means; \"k NaN\" marks the cells."
-        ));
-    }
-    Ok(Some(Table {
-        name,
-        title,
-        caption,
-        columns,
-        rows,
-        notes,
-    }))
+        )
+    })
 }
 
 fn most_common(values: impl Iterator<Item = u32>) -> Option<u32> {
@@ -1026,12 +1094,7 @@ pub(crate) fn missing_table(missing: &[Missing]) -> Option<Table> {
     if missing.is_empty() {
         return None;
     }
-    let col = |label: &str, key: &str, align| ColumnSpec {
-        group: None,
-        label: label.into(),
-        key: key.into(),
-        align,
-    };
+    let col = |label: &str, key: &str, align| ColumnSpec::new(label, key, align);
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "–".into());
     Some(Table {
         name: "missing-trials".into(),
@@ -1091,12 +1154,7 @@ mod tests {
             title: "Title".into(),
             caption: "Mean ± std over folds.".into(),
             columns: vec![
-                ColumnSpec {
-                    group: None,
-                    label: "Model".into(),
-                    key: "model".into(),
-                    align: Align::Left,
-                },
+                ColumnSpec::new("Model", "model", Align::Left),
                 ColumnSpec {
                     group: Some("Dice".into()),
                     label: "Nuclei".into(),

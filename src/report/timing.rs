@@ -196,19 +196,13 @@ impl TimingTable {
 
     /// The table: one column per model, one row per quantity.
     pub fn to_table(&self, name: &str, title: &str, caption: &str) -> Table {
-        let mut columns = vec![ColumnSpec {
-            group: None,
-            label: String::new(),
-            key: "quantity".into(),
-            align: Align::Left,
-        }];
+        let mut columns = vec![ColumnSpec::new("", "quantity", Align::Left)];
         for r in &self.rows {
-            columns.push(ColumnSpec {
-                group: None,
-                label: r.model.clone(),
-                key: super::prepare::slug(&r.model),
-                align: Align::Left,
-            });
+            columns.push(ColumnSpec::new(
+                r.model.clone(),
+                super::prepare::slug(&r.model),
+                Align::Left,
+            ));
         }
         let d = self.decimals;
         let mut rows = Vec::new();
@@ -376,64 +370,10 @@ pub(crate) fn timing_rows(
     if input.timings.height() == 0 {
         return Ok((Vec::new(), notes));
     }
-    require_columns(&input.timings, &["trial_id", "phase", "seconds"], "timings")?;
-    let e = polars_error("timings");
-    let ids = string_column(&input.timings, "trial_id").map_err(&e)?;
-    let phases = string_column(&input.timings, "phase").map_err(&e)?;
-    let seconds = f64_column(&input.timings, "seconds").map_err(&e)?;
-    let mut per_trial: HashMap<String, BTreeMap<String, f64>> = HashMap::new();
-    let mut unknown: HashSet<String> = HashSet::new();
-    for i in 0..ids.len() {
-        let (Some(id), Some(phase)) = (&ids[i], &phases[i]) else {
-            continue;
-        };
-        let known = phase == SYNTH_PHASE
-            || TRAIN_PHASES.contains(&phase.as_str())
-            || TEST_PHASES.contains(&phase.as_str());
-        if !known {
-            unknown.insert(phase.clone());
-        }
-        let s = seconds[i].filter(|s| s.is_finite()).unwrap_or(0.0);
-        *per_trial
-            .entry(id.clone())
-            .or_default()
-            .entry(phase.clone())
-            .or_default() += s;
-    }
-    if !unknown.is_empty() {
-        let mut u: Vec<_> = unknown.into_iter().collect();
-        u.sort();
-        notes.push(format!("Phases not counted: {}.", u.join(", ")));
-    }
-
-    // test volumes per trial, from the per-case rows
-    let cases = &prep.cases;
-    let case_ids = string_column(cases, "trial_id").map_err(&e)?;
-    let case_vols = string_column(cases, "volume").map_err(&e)?;
-    let mut test_volumes: HashMap<String, Vec<String>> = HashMap::new();
-    for (id, vol) in case_ids.into_iter().zip(case_vols) {
-        if let (Some(id), Some(vol)) = (id, vol) {
-            let list = test_volumes.entry(id).or_default();
-            if !list.contains(&vol) {
-                list.push(vol);
-            }
-        }
-    }
-
-    let annotated: Vec<(String, Option<f64>)> = match &input.dataset {
-        Some(spec) => spec
-            .volumes
-            .iter()
-            .filter(|v| v.mask.is_some())
-            .map(|v| {
-                (
-                    v.id.clone(),
-                    v.annotation_hours.or(spec.annotation_hours_per_volume),
-                )
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let (per_trial, unknown_note) = phase_seconds(&input.timings)?;
+    notes.extend(unknown_note);
+    let test_volumes = test_volumes_of(&prep.cases)?;
+    let annotated = annotated_volumes(input);
     let configs = trial_configs(input)?;
     let validation_volumes = trial_validation_volumes(input)?;
     let mut label_reading: BTreeSet<String> = BTreeSet::new();
@@ -547,6 +487,89 @@ pub(crate) fn timing_rows(
                 .into(),
         );
     }
+    Ok((summarise(rows, &ranks)?, notes))
+}
+
+/// Seconds per trial and phase of the `timings` rows (non-finite values count as 0), and a
+/// note naming the phases the breakdown does not count.
+#[allow(clippy::type_complexity)]
+fn phase_seconds(
+    timings: &DataFrame,
+) -> Result<(HashMap<String, BTreeMap<String, f64>>, Option<String>), ReportError> {
+    require_columns(timings, &["trial_id", "phase", "seconds"], "timings")?;
+    let e = polars_error("timings");
+    let ids = string_column(timings, "trial_id").map_err(&e)?;
+    let phases = string_column(timings, "phase").map_err(&e)?;
+    let seconds = f64_column(timings, "seconds").map_err(&e)?;
+    let mut per_trial: HashMap<String, BTreeMap<String, f64>> = HashMap::new();
+    let mut unknown: HashSet<String> = HashSet::new();
+    for i in 0..ids.len() {
+        let (Some(id), Some(phase)) = (&ids[i], &phases[i]) else {
+            continue;
+        };
+        let known = phase == SYNTH_PHASE
+            || TRAIN_PHASES.contains(&phase.as_str())
+            || TEST_PHASES.contains(&phase.as_str());
+        if !known {
+            unknown.insert(phase.clone());
+        }
+        let s = seconds[i].filter(|s| s.is_finite()).unwrap_or(0.0);
+        *per_trial
+            .entry(id.clone())
+            .or_default()
+            .entry(phase.clone())
+            .or_default() += s;
+    }
+    let note = (!unknown.is_empty()).then(|| {
+        let mut u: Vec<_> = unknown.into_iter().collect();
+        u.sort();
+        format!("Phases not counted: {}.", u.join(", "))
+    });
+    Ok((per_trial, note))
+}
+
+/// The test volumes of each trial, from the per-case rows.
+fn test_volumes_of(cases: &DataFrame) -> Result<HashMap<String, Vec<String>>, ReportError> {
+    let e = polars_error("timings");
+    let case_ids = string_column(cases, "trial_id").map_err(&e)?;
+    let case_vols = string_column(cases, "volume").map_err(&e)?;
+    let mut test_volumes: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, vol) in case_ids.into_iter().zip(case_vols) {
+        if let (Some(id), Some(vol)) = (id, vol) {
+            let list = test_volumes.entry(id).or_default();
+            if !list.contains(&vol) {
+                list.push(vol);
+            }
+        }
+    }
+    Ok(test_volumes)
+}
+
+/// The annotated volumes of the dataset with their annotation hours, where known.
+fn annotated_volumes(input: &ReportInput) -> Vec<(String, Option<f64>)> {
+    match &input.dataset {
+        Some(spec) => spec
+            .volumes
+            .iter()
+            .filter(|v| v.mask.is_some())
+            .map(|v| {
+                (
+                    v.id.clone(),
+                    v.annotation_hours.or(spec.annotation_hours_per_volume),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// One row per configuration: the mean of every quantity over its trials, in the order of
+/// `ranks` (a configuration's model rank).
+fn summarise(
+    rows: QuantityRows,
+    ranks: &HashMap<String, (usize, String)>,
+) -> Result<Vec<TimingRow>, ReportError> {
+    let e = polars_error("timings");
     let n = rows.trial.len();
     let frame = DataFrame::new(
         n,
@@ -579,7 +602,7 @@ pub(crate) fn timing_rows(
             (means[i].unwrap_or(0.0), trials[i].unwrap_or(0) as u32),
         );
     }
-    let out = by_model
+    Ok(by_model
         .into_iter()
         .map(|((_, label), q)| {
             let get = |k: &str| q.get(k).map(|v| v.0).unwrap_or(0.0);
@@ -602,8 +625,7 @@ pub(crate) fn timing_rows(
                 n_trials: q.get("train").map(|v| v.1).unwrap_or(0),
             }
         })
-        .collect();
-    Ok((out, notes))
+        .collect())
 }
 
 /// Whether a trial reads annotated validation masks to choose its checkpoint (every

@@ -63,18 +63,14 @@ pub struct LikeVolume {
 }
 
 /// Reads a dataset's `dataset.toml` (a file or the folder holding it) and the shape of every
-/// image. Kept small on purpose: the dataset loader of `dataset/` will replace it.
+/// image.
 pub fn read_like(dataset: &Path) -> Result<(DatasetSpec, Vec<LikeVolume>), SynthError> {
     let file = if dataset.is_dir() {
         dataset.join(DATASET_FILE)
     } else {
         dataset.to_owned()
     };
-    let text = std::fs::read_to_string(&file).map_err(|e| SynthError::io(&file, e))?;
-    let spec: DatasetSpec = toml::from_str(&text).map_err(|e| SynthError::ConfigFile {
-        path: file.clone(),
-        message: e.to_string(),
-    })?;
+    let spec = DatasetSpec::read_file(&file)?;
     let root = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let root = std::path::absolute(&root).map_err(|e| SynthError::io(&root, e))?;
     if spec.volumes.is_empty() {
@@ -114,6 +110,26 @@ struct Provenance<'a, C: Serialize> {
 }
 
 const VOLUME_SEEDS: &str = "volume i (0-based) uses seglab::synth::rng::volume_seed(seed, i)";
+
+/// Writes the provenance of a generated folder to `path` (TOML): the command, seglab's
+/// version, the seed, how per-volume seeds follow from it, and the generator's settings.
+fn write_provenance<C: Serialize>(
+    path: &Path,
+    generator: &str,
+    seed: u64,
+    config: &C,
+) -> Result<(), SynthError> {
+    write_toml(
+        path,
+        &Provenance {
+            generator,
+            seglab_version: env!("CARGO_PKG_VERSION"),
+            seed,
+            volume_seeds: VOLUME_SEEDS,
+            config,
+        },
+    )
+}
 
 /// What [`write_masks_like`] produced.
 #[derive(Clone, Debug, Serialize)]
@@ -184,16 +200,7 @@ pub fn write_masks_like(
             volumes: entries,
         };
         write_toml(&tmp.join(DATASET_FILE), &out_spec)?;
-        write_toml(
-            &tmp.join("synth.toml"),
-            &Provenance {
-                generator: "seglab synth masks",
-                seglab_version: env!("CARGO_PKG_VERSION"),
-                seed,
-                volume_seeds: VOLUME_SEEDS,
-                config,
-            },
-        )?;
+        write_provenance(&tmp.join("synth.toml"), "seglab synth masks", seed, config)?;
         let json = serde_json::to_string_pretty(&reports).expect("reports serialise");
         write_text(&tmp.join("synth-report.json"), &json)?;
         Ok(reports)
@@ -295,15 +302,11 @@ pub fn write_phantom_dataset(
                 .collect(),
         };
         write_toml(&tmp.join(DATASET_FILE), &spec)?;
-        write_toml(
+        write_provenance(
             &tmp.join("phantom.toml"),
-            &Provenance {
-                generator: "seglab synth phantom",
-                seglab_version: env!("CARGO_PKG_VERSION"),
-                seed,
-                volume_seeds: VOLUME_SEEDS,
-                config,
-            },
+            "seglab synth phantom",
+            seed,
+            config,
         )?;
         write_text(
             &tmp.join("README.md"),
@@ -392,15 +395,11 @@ pub fn write_published_phantom(
                 Ok(p.report)
             })
             .collect::<Result<Vec<_>, SynthError>>()?;
-        write_toml(
+        write_provenance(
             &tmp.join("phantom.toml"),
-            &Provenance {
-                generator: "seglab synth phantom --preset published",
-                seglab_version: env!("CARGO_PKG_VERSION"),
-                seed,
-                volume_seeds: VOLUME_SEEDS,
-                config,
-            },
+            "seglab synth phantom --preset published",
+            seed,
+            config,
         )?;
         write_text(
             &tmp.join("README.md"),

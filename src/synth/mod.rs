@@ -53,6 +53,8 @@ pub enum SynthError {
     Tiff(#[from] crate::volume::TiffError),
     #[error(transparent)]
     Write(#[from] crate::atomic::WriteError),
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
     /// A dataset folder or file that is not what the command expects.
     #[error("{}: {message}", path.display())]
     Input { path: PathBuf, message: String },

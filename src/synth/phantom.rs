@@ -24,7 +24,7 @@ use crate::volume::{AnyVolume, DType, Volume};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PhantomPreset {
-    /// Calibrated to be about as hard as the real retina crops (DESIGN.md: per-channel Otsu
+    /// Calibrated to be about as hard as the real retina crops (docs/design.md §6: per-channel Otsu
     /// Dice ≈ 0.55–0.75 on nuclei and 0.3–0.5 on Golgi).
     #[default]
     Retina,
@@ -686,35 +686,69 @@ struct Layout {
     unplaced: usize,
 }
 
+/// The field a phantom's cells are laid out in: the voxel grid, its extent (x, y, z) in
+/// voxels and its area in units of 100 × 100 voxels (densities are per such area).
+struct Field {
+    grid: Grid,
+    shape: [usize; 3],
+    fx: f64,
+    fy: f64,
+    fz: f64,
+    area: f64,
+}
+
+/// Lays out the cells of a phantom: vessels, nuclei (beside the vessels or free), Golgi
+/// clusters beside their nuclei and lone ones, then dust. One random stream, drawn in that
+/// order.
 fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
-    let grid = Grid { shape };
     let [nz, ny, nx] = shape;
     let (fx, fy, fz) = (nx as f64, ny as f64, nz as f64);
-    let area = fx * fy / 1e4;
+    let field = Field {
+        grid: Grid { shape },
+        shape,
+        fx,
+        fy,
+        fz,
+        area: fx * fy / 1e4,
+    };
     let mut rng = stream(seed, &[tag::LAYOUT]);
-    let c = &cfg.cells;
+    let vessels = draw_vessels(cfg, &field, &mut rng);
+    let (nuclei, nucleus_list, unplaced_nuclei) = place_nuclei(cfg, &field, &vessels, &mut rng);
+    let (golgi, clusters, unplaced_golgi) =
+        place_golgi(cfg, &field, &nuclei, &nucleus_list, &mut rng);
+    let (dust, unplaced_dust) = place_dust(cfg, &field, &golgi, &mut rng);
+    Layout {
+        nuclei,
+        golgi,
+        nucleus_list,
+        clusters,
+        dust,
+        unplaced: unplaced_nuclei + unplaced_golgi + unplaced_dust,
+    }
+}
 
-    // Vessels: quadratic Bézier curves from one side of the field to the opposite one.
-    let vessels: Vec<Vessel> = (0..c.vessels.sample(&mut rng))
+/// Vessels: quadratic Bézier curves from one side of the field to the opposite one.
+fn draw_vessels(
+    cfg: &PhantomConfig,
+    field: &Field,
+    rng: &mut rand::rngs::ChaCha8Rng,
+) -> Vec<Vessel> {
+    let c = &cfg.cells;
+    let Field { fx, fy, fz, .. } = *field;
+    (0..c.vessels.sample(rng))
         .map(|_| {
             let depth = |rng: &mut rand::rngs::ChaCha8Rng| rng.random_range(0.3..0.7) * fz;
             let horizontal = rng.random_bool(0.5);
             let (a, b) = (rng.random_range(0.0..1.0), rng.random_range(0.0..1.0));
             let (p0, p2) = if horizontal {
-                (
-                    [-10.0, a * fy, depth(&mut rng)],
-                    [fx + 10.0, b * fy, depth(&mut rng)],
-                )
+                ([-10.0, a * fy, depth(rng)], [fx + 10.0, b * fy, depth(rng)])
             } else {
-                (
-                    [a * fx, -10.0, depth(&mut rng)],
-                    [b * fx, fy + 10.0, depth(&mut rng)],
-                )
+                ([a * fx, -10.0, depth(rng)], [b * fx, fy + 10.0, depth(rng)])
             };
             let p1 = [
                 rng.random_range(0.2..0.8) * fx,
                 rng.random_range(0.2..0.8) * fy,
-                depth(&mut rng),
+                depth(rng),
             ];
             let flow = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
             Vessel {
@@ -722,22 +756,36 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
                 flow,
             }
         })
-        .collect();
+        .collect()
+}
 
+/// Nuclei: each drawn (on a vessel or free) until it does not touch another one, at most
+/// `max_attempts` times. Returns the label volume (nucleus index + 1), the nuclei and how
+/// many could not be placed.
+fn place_nuclei(
+    cfg: &PhantomConfig,
+    field: &Field,
+    vessels: &[Vessel],
+    rng: &mut rand::rngs::ChaCha8Rng,
+) -> (Vec<u16>, Vec<Nucleus>, usize) {
+    let c = &cfg.cells;
+    let Field {
+        fx, fy, fz, area, ..
+    } = *field;
+    let grid = &field.grid;
     let mut nuclei = vec![0u16; grid.len()];
-    let mut golgi = vec![0u16; grid.len()];
     let mut nucleus_list: Vec<Nucleus> = Vec::new();
     let mut unplaced = 0;
 
-    let wanted = (c.density.sample(&mut rng) * area).round() as usize;
+    let wanted = (c.density.sample(rng) * area).round() as usize;
     for _ in 0..wanted {
         let mut placed = false;
         for _ in 0..c.max_attempts {
             let on_vessel = !vessels.is_empty() && rng.random_bool(c.on_vessel);
             let axes = [
-                c.long_axis.sample(&mut rng),
-                c.mid_axis.sample(&mut rng),
-                c.short_axis.sample(&mut rng),
+                c.long_axis.sample(rng),
+                c.mid_axis.sample(rng),
+                c.short_axis.sample(rng),
             ];
             let (centre, rotation, upstream) = if on_vessel {
                 let v = &vessels[rng.random_range(0..vessels.len())];
@@ -746,7 +794,7 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
                 let (n1, n2) = orthonormal(tangent);
                 let phi = rng.random_range(0.0..TAU);
                 let radial: Vec3 = std::array::from_fn(|d| phi.cos() * n1[d] + phi.sin() * n2[d]);
-                let r = c.vessel_radius.sample(&mut rng);
+                let r = c.vessel_radius.sample(rng);
                 let p = v.point(t);
                 let centre = std::array::from_fn(|d| p[d] + r * radial[d]);
                 let mid = normalise(cross(radial, tangent));
@@ -777,10 +825,10 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
             };
             let bumps: Vec<(Vec3, f64, f64, f64)> = (0..5)
                 .map(|_| {
-                    let dir = normalise([gauss(&mut rng), gauss(&mut rng), gauss(&mut rng)]);
+                    let dir = normalise([gauss(rng), gauss(rng), gauss(rng)]);
                     let freq = rng.random_range(1.5..3.5);
                     let phase = rng.random_range(0.0..TAU);
-                    let amp = (c.irregularity * gauss(&mut rng) / 5f64.sqrt())
+                    let amp = (c.irregularity * gauss(rng) / 5f64.sqrt())
                         .clamp(-c.irregularity, c.irregularity);
                     (dir, freq, phase, amp)
                 })
@@ -819,7 +867,32 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
         }
     }
 
-    // Golgi clusters beside their nuclei.
+    (nuclei, nucleus_list, unplaced)
+}
+
+/// Golgi clusters beside their nuclei (upstream on a vessel with probability `polarity`),
+/// then lone clusters outside every nucleus; rasterised so that Golgi is never inside a
+/// nucleus. Returns the label volume (cluster index + 1), the clusters and how many lone
+/// clusters could not be placed.
+fn place_golgi(
+    cfg: &PhantomConfig,
+    field: &Field,
+    nuclei: &[u16],
+    nucleus_list: &[Nucleus],
+    rng: &mut rand::rngs::ChaCha8Rng,
+) -> (Vec<u16>, Vec<Cluster>, usize) {
+    let c = &cfg.cells;
+    let Field {
+        fx,
+        fy,
+        fz,
+        area,
+        shape,
+        ..
+    } = *field;
+    let grid = &field.grid;
+    let mut golgi = vec![0u16; grid.len()];
+    let mut unplaced = 0;
     let g = &cfg.golgi;
     let mut clusters: Vec<Cluster> = Vec::new();
     let make_blobs = |rng: &mut rand::rngs::ChaCha8Rng, centre: Vec3, d: Vec3| {
@@ -851,20 +924,20 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
         }
         let d = match n.upstream {
             Some(up) if rng.random_bool(g.polarity) => {
-                let jitter = random_direction(&mut rng);
+                let jitter = random_direction(rng);
                 normalise(std::array::from_fn(|i| up[i] + 0.35 * jitter[i]))
             }
-            _ => random_direction(&mut rng),
+            _ => random_direction(rng),
         };
-        let dist = n.surface_distance(d) + g.gap.sample(&mut rng);
+        let dist = n.surface_distance(d) + g.gap.sample(rng);
         let centre = std::array::from_fn(|i| n.centre[i] + dist * d[i]);
-        let blobs = make_blobs(&mut rng, centre, d);
+        let blobs = make_blobs(rng, centre, d);
         clusters.push(Cluster {
             blobs,
             nucleus: Some(idx),
         });
     }
-    let lone = (g.lone_density.sample(&mut rng) * area).round() as usize;
+    let lone = (g.lone_density.sample(rng) * area).round() as usize;
     for _ in 0..lone {
         let mut placed = false;
         for _ in 0..c.max_attempts {
@@ -877,8 +950,8 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
             if i.is_some_and(|i| nuclei[i] != 0) {
                 continue;
             }
-            let d = random_direction(&mut rng);
-            let blobs = make_blobs(&mut rng, centre, d);
+            let d = random_direction(rng);
+            let blobs = make_blobs(rng, centre, d);
             clusters.push(Cluster {
                 blobs,
                 nucleus: None,
@@ -902,10 +975,26 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
         }
     }
 
-    // Dust: anywhere, but clear of every Golgi voxel.
+    (golgi, clusters, unplaced)
+}
+
+/// Dust: anywhere, but clear of every Golgi voxel. Returns the dust particles (centre,
+/// radius) and how many could not be placed.
+fn place_dust(
+    cfg: &PhantomConfig,
+    field: &Field,
+    golgi: &[u16],
+    rng: &mut rand::rngs::ChaCha8Rng,
+) -> (Vec<(Vec3, f64)>, usize) {
+    let c = &cfg.cells;
+    let Field {
+        fx, fy, fz, area, ..
+    } = *field;
+    let grid = &field.grid;
+    let mut unplaced = 0;
     let dd = &cfg.dust;
     let mut dust = Vec::new();
-    let wanted = (dd.density.sample(&mut rng) * area).round() as usize;
+    let wanted = (dd.density.sample(rng) * area).round() as usize;
     for _ in 0..wanted {
         let mut placed = false;
         for _ in 0..c.max_attempts {
@@ -914,7 +1003,7 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
                 rng.random_range(0.0..fy),
                 rng.random_range(0.0..fz),
             ];
-            let r = dd.radius.sample(&mut rng);
+            let r = dd.radius.sample(rng);
             let reach = r + dd.min_distance;
             let mut clash = false;
             grid.for_box(centre, reach + 1.0, |i, p| {
@@ -934,14 +1023,7 @@ fn layout(cfg: &PhantomConfig, shape: [usize; 3], seed: u64) -> Layout {
         }
     }
 
-    Layout {
-        nuclei,
-        golgi,
-        nucleus_list,
-        clusters,
-        dust,
-        unplaced,
-    }
+    (dust, unplaced)
 }
 
 fn voxel_index(shape: [usize; 3], p: Vec3) -> Option<usize> {

@@ -436,11 +436,7 @@ pub fn preview_rows(
             });
         }
         let file = input.join(DATASET_FILE);
-        let text = std::fs::read_to_string(&file).map_err(|e| SynthError::io(&file, e))?;
-        let spec: DatasetSpec = toml::from_str(&text).map_err(|e| SynthError::ConfigFile {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
+        let spec = DatasetSpec::read_file(&file)?;
         let mut rows = Vec::new();
         for entry in spec.volumes.iter().take(max_volumes.max(1)) {
             let image_path = input.join(&entry.image);

@@ -110,7 +110,7 @@ pub enum TrackingError {
     #[error("MLflow URI {uri:?}: {message}")]
     MlflowUri { uri: String, message: String },
     /// MLflow params are immutable; a different value for a logged param is refused before it is
-    /// sent (tracking-anchors.md §1.4).
+    /// sent (docs/design.md §5).
     #[error(
         "MLflow run {run_id}: param {key:?} is {logged:?} on the server but {wanted:?} in the store; params cannot change"
     )]

@@ -10,7 +10,7 @@ use polars::prelude::*;
 use super::frame::{self, Cols};
 use super::{Result, TrackingError};
 
-/// The four tables of a store (DESIGN.md "Store").
+/// The four tables of a store (docs/store.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Trials,
@@ -497,173 +497,95 @@ pub(crate) trait Row: Sized {
     fn to_frame(rows: &[Self]) -> Result<DataFrame>;
 }
 
-impl Row for EpochRow {
-    const TABLE: Table = Table::Epochs;
-    fn trial_id(&self) -> &str {
-        &self.trial_id
-    }
-    fn attempt(&self) -> u32 {
-        self.attempt
-    }
-    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
-        let mut c = Cols::default();
-        c.push(
-            "trial_id",
-            rows.iter().map(|r| r.trial_id.as_str()).collect::<Vec<_>>(),
-        );
-        c.push(
-            "attempt",
-            rows.iter().map(|r| r.attempt).collect::<Vec<_>>(),
-        );
-        c.push("epoch", rows.iter().map(|r| r.epoch).collect::<Vec<_>>());
-        c.push(
-            "split",
-            rows.iter().map(|r| r.split.as_str()).collect::<Vec<_>>(),
-        );
-        c.push(
-            "metric",
-            rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>(),
-        );
-        c.push("value", rows.iter().map(|r| r.value).collect::<Vec<_>>());
-        c.push("wall_s", rows.iter().map(|r| r.wall_s).collect::<Vec<_>>());
-        c.finish(rows.len())
-    }
+/// A column of a long row and its cell: `str` (String, null reads as ""), `u32` (null reads as
+/// 0) or `f64` (null reads as NaN, never as a number).
+macro_rules! cell_to_column {
+    (str, $v:expr) => {
+        $v.as_str()
+    };
+    ($kind:ident, $v:expr) => {
+        $v
+    };
 }
 
-impl EpochRow {
-    /// Reads rows back from an `epochs` frame.
-    pub fn from_frame(df: &DataFrame) -> Result<Vec<EpochRow>> {
-        let r = frame::Reader::new(df);
-        let (t, a, e, s, m, v, w) = (
-            r.str("trial_id")?,
-            r.u32("attempt")?,
-            r.u32("epoch")?,
-            r.str("split")?,
-            r.str("metric")?,
-            r.f64("value")?,
-            r.f64("wall_s")?,
-        );
-        Ok((0..df.height())
-            .map(|i| EpochRow {
-                trial_id: t.get(i).unwrap_or_default().to_string(),
-                attempt: a.get(i).unwrap_or_default(),
-                epoch: e.get(i).unwrap_or_default(),
-                split: s.get(i).unwrap_or_default().to_string(),
-                metric: m.get(i).unwrap_or_default().to_string(),
-                value: v.get(i).unwrap_or(f64::NAN),
-                wall_s: w.get(i).unwrap_or(f64::NAN),
-            })
-            .collect())
-    }
+macro_rules! cell_from_column {
+    (str, $v:expr) => {
+        $v.unwrap_or_default().to_string()
+    };
+    (u32, $v:expr) => {
+        $v.unwrap_or_default()
+    };
+    (f64, $v:expr) => {
+        $v.unwrap_or(f64::NAN)
+    };
 }
 
-impl Row for ResultRow {
-    const TABLE: Table = Table::Results;
-    fn trial_id(&self) -> &str {
-        &self.trial_id
-    }
-    fn attempt(&self) -> u32 {
-        self.attempt
-    }
-    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
-        let mut c = Cols::default();
-        c.push(
-            "trial_id",
-            rows.iter().map(|r| r.trial_id.as_str()).collect::<Vec<_>>(),
-        );
-        c.push(
-            "attempt",
-            rows.iter().map(|r| r.attempt).collect::<Vec<_>>(),
-        );
-        c.push(
-            "volume",
-            rows.iter().map(|r| r.volume.as_str()).collect::<Vec<_>>(),
-        );
-        c.push(
-            "class",
-            rows.iter().map(|r| r.class.as_str()).collect::<Vec<_>>(),
-        );
-        c.push(
-            "metric",
-            rows.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>(),
-        );
-        c.push("value", rows.iter().map(|r| r.value).collect::<Vec<_>>());
-        c.finish(rows.len())
-    }
+/// The frame conversions of a long row type: [`Row`] (to a frame, columns in field order) and
+/// `from_frame` (any column order). The fields are listed with their column kind.
+macro_rules! long_row {
+    ($row:ident, $table:expr, [$($field:ident: $kind:ident),* $(,)?]) => {
+        impl Row for $row {
+            const TABLE: Table = $table;
+            fn trial_id(&self) -> &str {
+                &self.trial_id
+            }
+            fn attempt(&self) -> u32 {
+                self.attempt
+            }
+            fn to_frame(rows: &[Self]) -> Result<DataFrame> {
+                let mut cols = Cols::default();
+                $(cols.push(
+                    stringify!($field),
+                    rows.iter().map(|r| cell_to_column!($kind, r.$field)).collect::<Vec<_>>(),
+                );)*
+                cols.finish(rows.len())
+            }
+        }
+
+        impl $row {
+            /// Reads rows back from a frame of the row's table.
+            pub fn from_frame(df: &DataFrame) -> Result<Vec<$row>> {
+                let r = frame::Reader::new(df);
+                $(let $field = r.$kind(stringify!($field))?;)*
+                Ok((0..df.height())
+                    .map(|i| $row {
+                        $($field: cell_from_column!($kind, $field.get(i)),)*
+                    })
+                    .collect())
+            }
+        }
+    };
 }
 
-impl ResultRow {
-    /// Reads rows back from a `results` frame.
-    pub fn from_frame(df: &DataFrame) -> Result<Vec<ResultRow>> {
-        let r = frame::Reader::new(df);
-        let (t, a, vol, c, m, v) = (
-            r.str("trial_id")?,
-            r.u32("attempt")?,
-            r.str("volume")?,
-            r.str("class")?,
-            r.str("metric")?,
-            r.f64("value")?,
-        );
-        Ok((0..df.height())
-            .map(|i| ResultRow {
-                trial_id: t.get(i).unwrap_or_default().to_string(),
-                attempt: a.get(i).unwrap_or_default(),
-                volume: vol.get(i).unwrap_or_default().to_string(),
-                class: c.get(i).unwrap_or_default().to_string(),
-                metric: m.get(i).unwrap_or_default().to_string(),
-                value: v.get(i).unwrap_or(f64::NAN),
-            })
-            .collect())
-    }
-}
+long_row!(
+    EpochRow,
+    Table::Epochs,
+    [
+        trial_id: str,
+        attempt: u32,
+        epoch: u32,
+        split: str,
+        metric: str,
+        value: f64,
+        wall_s: f64,
+    ]
+);
 
-impl Row for TimingRow {
-    const TABLE: Table = Table::Timings;
-    fn trial_id(&self) -> &str {
-        &self.trial_id
-    }
-    fn attempt(&self) -> u32 {
-        self.attempt
-    }
-    fn to_frame(rows: &[Self]) -> Result<DataFrame> {
-        let mut c = Cols::default();
-        c.push(
-            "trial_id",
-            rows.iter().map(|r| r.trial_id.as_str()).collect::<Vec<_>>(),
-        );
-        c.push(
-            "attempt",
-            rows.iter().map(|r| r.attempt).collect::<Vec<_>>(),
-        );
-        c.push(
-            "phase",
-            rows.iter().map(|r| r.phase.as_str()).collect::<Vec<_>>(),
-        );
-        c.push(
-            "seconds",
-            rows.iter().map(|r| r.seconds).collect::<Vec<_>>(),
-        );
-        c.finish(rows.len())
-    }
-}
+long_row!(
+    ResultRow,
+    Table::Results,
+    [
+        trial_id: str,
+        attempt: u32,
+        volume: str,
+        class: str,
+        metric: str,
+        value: f64,
+    ]
+);
 
-impl TimingRow {
-    /// Reads rows back from a `timings` frame.
-    pub fn from_frame(df: &DataFrame) -> Result<Vec<TimingRow>> {
-        let r = frame::Reader::new(df);
-        let (t, a, p, s) = (
-            r.str("trial_id")?,
-            r.u32("attempt")?,
-            r.str("phase")?,
-            r.f64("seconds")?,
-        );
-        Ok((0..df.height())
-            .map(|i| TimingRow {
-                trial_id: t.get(i).unwrap_or_default().to_string(),
-                attempt: a.get(i).unwrap_or_default(),
-                phase: p.get(i).unwrap_or_default().to_string(),
-                seconds: s.get(i).unwrap_or(f64::NAN),
-            })
-            .collect())
-    }
-}
+long_row!(
+    TimingRow,
+    Table::Timings,
+    [trial_id: str, attempt: u32, phase: str, seconds: f64]
+);

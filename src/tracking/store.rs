@@ -6,7 +6,7 @@
 //! with a no-replace rename (or a hard link where that is missing), which fails instead of
 //! overwriting when another writer took that name first; the next sequence number is tried
 //! then. Readers only list names that do not start
-//! with `.`, so a half-written part is never visible (DESIGN.md principle 4, "Nothing is lost").
+//! with `.`, so a half-written part is never visible (docs/design.md §2).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -609,8 +609,8 @@ const ROW_GROUP_ROWS: usize = 512 * 512;
 /// numeric column, and first estimates each such column's number of distinct values with a
 /// 16,384-register HyperLogLog, even for a one-row part. A sweep writes thousands of small
 /// parts (one trials part per status event, one results part per trial), and that estimate
-/// plus the dictionary building were the largest cost of writing them (DESIGN.md "Performance
-/// budgets": 1 million metric rows written and aggregated in under 2 s). Parts below
+/// plus the dictionary building are the largest cost of writing them (docs/design.md §2:
+/// 1 million metric rows written and aggregated in under 2 s). Parts below
 /// [`DICTIONARY_MIN_ROWS`] rows are therefore plain-encoded: Snappy still shrinks their
 /// repeated ids and names. Readers see the same columns and types either way: the encoding is
 /// a property of each column chunk that every Parquet reader handles, and parts written by

@@ -139,40 +139,18 @@ pub(crate) fn check_compatible(
     Ok(())
 }
 
-/// Writes one checkpoint directory atomically.
+/// Writes the files of one checkpoint into a folder that [`crate::atomic::build_folder`]
+/// stages (see [`super::Trainer::save_checkpoint`]).
 pub(crate) struct CheckpointWriter {
-    dir: PathBuf,
-    partial: PathBuf,
-}
-
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(suffix);
-    dir.with_file_name(name)
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    folder: PathBuf,
 }
 
 impl CheckpointWriter {
-    /// Starts writing the checkpoint `dir` (in `<dir>.partial`, removing a stale one).
-    pub(crate) fn begin(dir: &Path) -> Result<Self, TrainError> {
-        let partial = sibling(dir, ".partial");
-        if partial.exists() {
-            fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    /// Writes into `folder`, which exists and is empty.
+    pub(crate) fn new(folder: &Path) -> Self {
+        Self {
+            folder: folder.to_path_buf(),
         }
-        fs::create_dir_all(&partial).map_err(io(&partial))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            partial,
-        })
     }
 
     /// Saves the weights (and batch-norm statistics) of `module` as `<name>.bpk`.
@@ -183,7 +161,7 @@ impl CheckpointWriter {
     /// step holds statistics one step old and a resumed run diverges from an uninterrupted one.
     /// (The record of `valid()` itself is not saved: it has dropout switched off.)
     pub(crate) fn module<M: Module>(&self, name: &str, module: &M) -> Result<(), TrainError> {
-        let path = self.partial.join(format!("{name}.bpk"));
+        let path = self.folder.join(format!("{name}.bpk"));
         drop(module.valid());
         module
             .clone()
@@ -200,30 +178,21 @@ impl CheckpointWriter {
         name: &str,
         optimizer: &ModuleOptimizer,
     ) -> Result<(), TrainError> {
-        let path = self.partial.join(format!("opt_{name}.bpk"));
+        let path = self.folder.join(format!("opt_{name}.bpk"));
         optimizer.save(&path).map_err(|e| TrainError::Checkpoint {
             path,
             message: e.to_string(),
         })
     }
 
-    /// Writes `state.json` and moves the checkpoint into place, replacing an older one.
+    /// Writes `state.json`, the last file of a checkpoint.
     pub(crate) fn finish(self, info: &CheckpointInfo) -> Result<(), TrainError> {
-        let state = self.partial.join(STATE_FILE);
+        let state = self.folder.join(STATE_FILE);
         let json = serde_json::to_string_pretty(info).expect("checkpoint header serialises");
-        fs::write(&state, json).map_err(io(&state))?;
-        let old = sibling(&self.dir, ".old");
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
-        if self.dir.exists() {
-            fs::rename(&self.dir, &old).map_err(io(&self.dir))?;
-        }
-        fs::rename(&self.partial, &self.dir).map_err(io(&self.partial))?;
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
-        Ok(())
+        fs::write(&state, json).map_err(|source| TrainError::Io {
+            path: state.clone(),
+            source,
+        })
     }
 }
 

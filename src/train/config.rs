@@ -1,6 +1,5 @@
-//! The fully resolved configuration of one trial ([`TrialConfig`], stage2-design.md
-//! "TrialConfig"), its dotted-key overrides, its canonical JSON, and the interface between
-//! a trial and whoever records it ([`TrialContext`], [`TrialSink`], [`StopFlag`],
+//! The fully resolved configuration of one trial ([`TrialConfig`]), its dotted-key overrides,
+//! its canonical JSON, and the interface between a trial and whoever records it ([`TrialContext`], [`TrialSink`], [`StopFlag`],
 //! [`TrialOutcome`]).
 //!
 //! Every section reuses the config type of the module it belongs to: `data.preprocess` is
@@ -152,7 +151,7 @@ impl Selection {
     }
 }
 
-/// Collapse detection (issue 4: "the segmenter gives the same output for different inputs").
+/// Collapse detection (the segmenter gives the same output for different inputs).
 /// After each epoch the driver predicts the validation patches; when the mean absolute
 /// difference between the predictions of different patches is below `threshold` while their
 /// inputs differ, the epoch counts as collapsed; `patience` consecutive collapsed epochs stop
@@ -356,7 +355,7 @@ pub enum MaskSource {
     Annotated,
 }
 
-/// The fully resolved configuration of one trial (stage2-design.md). Build it with
+/// The fully resolved configuration of one trial (docs/design.md §1). Build it with
 /// [`TrialConfig::resolve`], change it with [`TrialConfig::apply_overrides`], store it with
 /// [`TrialConfig::canonical_json`] and read it back with [`TrialConfig::from_json`].
 /// Two configs are equal when their JSON trees are.
@@ -1219,7 +1218,7 @@ impl TrialSink for MemorySink {
     }
 }
 
-/// Everything one trial run needs (stage2-design.md "Running one trial").
+/// Everything one trial run needs (docs/training.md).
 #[derive(Clone, Debug)]
 pub struct TrialContext {
     /// The trial id (rows carry it) and the attempt number (1 for the first run).

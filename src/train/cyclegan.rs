@@ -493,8 +493,8 @@ impl Trainer for CycleGanTrainer {
         &self.device
     }
 
-    fn save_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
-        let w = CheckpointWriter::begin(dir)?;
+    fn write_checkpoint(&self, folder: &Path) -> Result<(), TrainError> {
+        let w = CheckpointWriter::new(folder);
         w.module("g_ab", &self.g_ab)?;
         w.module("g_ba", &self.g_ba)?;
         w.module("d_a", &self.d_a)?;

@@ -1,4 +1,4 @@
-//! The one epoch driver of seglab (style anchor 7): every trainer ([`Trainer`]) is fitted by
+//! The one epoch driver of seglab: every trainer ([`Trainer`]) is fitted by
 //! [`fit`], which owns the epoch loop, validation, early stopping, model selection, collapse
 //! detection, checkpoints, resume and the per-epoch rows.
 //!
@@ -946,15 +946,6 @@ fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
         / n as f64
 }
 
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut name = dir
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(suffix);
-    dir.with_file_name(name)
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
@@ -963,28 +954,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 }
 
 /// Writes the trainer's checkpoint and the driver state into `dir`, replacing it only once
-/// both are complete.
+/// both are complete (one staging folder for both: [`crate::atomic::build_folder`]).
 fn save(trainer: &dyn Trainer, dir: &Path, state: &DriverState) -> Result<(), TrainError> {
-    let staging = sibling(dir, ".staging");
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
-    }
-    trainer.save_checkpoint(&staging)?;
-    let file = staging.join(DRIVER_STATE_FILE);
-    let json = serde_json::to_string_pretty(state).expect("driver state serialises");
-    fs::write(&file, json).map_err(io_err(&file))?;
-    let old = sibling(dir, ".replaced");
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(io_err(&old))?;
-    }
-    if dir.exists() {
-        fs::rename(dir, &old).map_err(io_err(dir))?;
-    }
-    fs::rename(&staging, dir).map_err(io_err(&staging))?;
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(io_err(&old))?;
-    }
-    Ok(())
+    crate::atomic::build_folder(dir, true, |folder| {
+        trainer.write_checkpoint(folder)?;
+        let file = folder.join(DRIVER_STATE_FILE);
+        let json = serde_json::to_string_pretty(state).expect("driver state serialises");
+        fs::write(&file, json).map_err(io_err(&file))
+    })
 }
 
 /// Reads `driver.json` of a checkpoint directory.

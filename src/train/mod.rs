@@ -84,6 +84,8 @@ pub enum TrainError {
     /// The sink (store, MLflow mirror, CSV files) could not record rows.
     #[error("recording rows: {0}")]
     Sink(String),
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
 }
 
 /// One mini-batch on the trainer's device.
@@ -243,9 +245,15 @@ pub trait Trainer {
     /// The autodiff device the trainer trains on; batches must live there.
     fn device(&self) -> &Device;
 
-    /// Writes the complete training state to the directory `dir` (atomically: written beside
-    /// it and renamed into place).
-    fn save_checkpoint(&self, dir: &std::path::Path) -> Result<(), TrainError>;
+    /// Writes the complete training state into the empty folder `folder` (not atomically:
+    /// callers build `folder` through [`crate::atomic::build_folder`]).
+    fn write_checkpoint(&self, folder: &std::path::Path) -> Result<(), TrainError>;
+
+    /// Writes the complete training state to the directory `dir`, atomically: built beside it
+    /// and renamed into place, replacing an older checkpoint only once complete.
+    fn save_checkpoint(&self, dir: &std::path::Path) -> Result<(), TrainError> {
+        crate::atomic::build_folder(dir, true, |folder| self.write_checkpoint(folder))
+    }
 
     /// Restores the state written by [`Trainer::save_checkpoint`] into this trainer (built
     /// with the same configuration).

@@ -1,4 +1,4 @@
-//! One trial end to end (stage2-design.md "Running one trial"):
+//! One trial end to end (docs/training.md):
 //!
 //! 1. load the dataset, make or read the split (`dataset::splits`), preprocess the volumes
 //!    of the fold (timing `preprocess`; the resolved percentiles, and the floors an `auto`
@@ -23,8 +23,8 @@ use std::time::Instant;
 use burn::tensor::Device;
 
 use super::config::{
-    MaskSource, ModelSettings, StopFlag, StopReason, TrialConfig, TrialContext, TrialOutcome,
-    TrialSink, TrialSummary,
+    Learned, MaskSource, ModelSettings, StopFlag, StopReason, TrialConfig, TrialContext,
+    TrialOutcome, TrialSink, TrialSummary,
 };
 use super::driver::{FitData, FitEnd, FitOptions, TrainerWindows, fit};
 use super::{
@@ -127,7 +127,7 @@ pub fn run_trial(
     cfg.validate()?;
     let paths = TrialPaths::new(&ctx.trial_dir);
     create_dir(paths.dir())?;
-    write_atomic(&paths.config(), cfg.canonical_json().as_bytes())?;
+    crate::atomic::write_file(&paths.config(), cfg.canonical_json().as_bytes())?;
     let log_path = paths.log();
     let mut log_file = fs::OpenOptions::new()
         .create(true)
@@ -152,6 +152,82 @@ pub fn run_trial(
 
     // 1. Dataset, split, preprocessing.
     let t = Instant::now();
+    let fold = prepare_fold(ctx, &paths, &mut log)?;
+    timings.push(("preprocess", t.elapsed().as_secs_f64()));
+    log(&format!(
+        "fold {}: {} train, {} val, {} test volumes",
+        ctx.fold,
+        fold.split.train.len(),
+        fold.split.val.len(),
+        fold.split.test.len()
+    ));
+
+    // 2.–4. The mask domain, patches, fit.
+    let trained = match cfg.learned() {
+        Some(l) => {
+            let run = TrainingRun {
+                ctx,
+                learned: l,
+                paths: &paths,
+                fold: &fold,
+            };
+            match run.train(sink, stop, &mut log, &mut timings)? {
+                Fitted::Trained(trained) => trained,
+                Fitted::Ended(outcome) => return Ok(outcome),
+            }
+        }
+        None => Trained {
+            trainer: None,
+            thresholds: None,
+            epochs: 0,
+            best_epoch: None,
+            stop: StopReason::NoTraining,
+        },
+    };
+
+    // 5. Predict the test volumes; 6. evaluate them.
+    let (predict_s, evaluate_s) =
+        predict_and_evaluate(ctx, &paths, &fold.test, &trained, sink, &mut log)?;
+    timings.push(("predict", predict_s));
+    timings.push(("evaluate", evaluate_s));
+    let rows: Vec<TimingRow> = timings
+        .iter()
+        .map(|&(phase, seconds)| TimingRow {
+            trial_id: ctx.trial_id.clone(),
+            attempt: ctx.attempt,
+            phase: phase.to_string(),
+            seconds,
+        })
+        .collect();
+    sink.timings(&rows)?;
+    log("finished");
+    Ok(TrialOutcome::Finished(TrialSummary {
+        epochs: trained.epochs,
+        best_epoch: trained.best_epoch,
+        stop: trained.stop,
+        test_volumes: fold.test.iter().map(|v| v.id.clone()).collect(),
+    }))
+}
+
+/// The volumes of a trial's fold, preprocessed, and what the model reads them as.
+struct PreparedFold {
+    split: Fold,
+    /// The dataset's image channel names plus the blank channels added for the model.
+    image_names: Vec<String>,
+    train: Vec<FoldVolume>,
+    val: Vec<FoldVolume>,
+    test: Vec<FoldVolume>,
+}
+
+/// Step 1: opens the dataset, reads or makes the split, resolves and records the
+/// preprocessing, and loads the fold's volumes (training and validation ones only for
+/// learned models).
+fn prepare_fold(
+    ctx: &TrialContext,
+    paths: &TrialPaths,
+    log: &mut dyn FnMut(&str),
+) -> Result<PreparedFold, TrainError> {
+    let cfg = &ctx.config;
     let dataset = Dataset::open(&ctx.dataset)?;
     let folds = match &ctx.scheme {
         SplitScheme::Named(name) => dataset.named_folds(name)?,
@@ -193,7 +269,7 @@ pub fn run_trial(
         "percentiles": pre.pairs(),
         "auto_floors": floors,
     });
-    write_atomic(
+    crate::atomic::write_file(
         &paths.preprocessing(),
         serde_json::to_string_pretty(&record)
             .unwrap_or_default()
@@ -227,25 +303,129 @@ pub fn run_trial(
     };
     let test = load(&fold.test)?;
     let trained = cfg.model != ModelKind::Threshold;
-    let (train_vols, val_vols) = if trained {
+    let (train, val) = if trained {
         (load(&fold.train)?, load(&fold.val)?)
     } else {
         (Vec::new(), Vec::new())
     };
-    timings.push(("preprocess", t.elapsed().as_secs_f64()));
-    log(&format!(
-        "fold {}: {} train, {} val, {} test volumes",
-        ctx.fold,
-        fold.train.len(),
-        fold.val.len(),
-        fold.test.len()
-    ));
+    let mut image_names = spec.image_channels.clone();
+    image_names.extend((0..blank).map(|_| BLANK_CHANNEL.to_string()));
+    Ok(PreparedFold {
+        split: fold,
+        image_names,
+        train,
+        val,
+        test,
+    })
+}
 
-    // The per-class thresholds calibrated for the trained weights (`train.calibrate_threshold`).
-    let mut thresholds: Option<Vec<f32>> = None;
-    let (trainer, summary_epochs, best_epoch, stop_reason) = if let Some(l) = cfg.learned() {
-        // 2. The CycleGAN's mask domain: synthetic masks, or the annotated ones.
-        let synthetic = match &cfg.settings {
+/// A fitted model and what the fit says about it.
+struct Trained {
+    /// None for the threshold baseline.
+    trainer: Option<Box<dyn Trainer>>,
+    /// The per-class thresholds calibrated for the trained weights
+    /// (`train.calibrate_threshold`).
+    thresholds: Option<Vec<f32>>,
+    epochs: u32,
+    best_epoch: Option<u32>,
+    stop: StopReason,
+}
+
+/// How the training of a trial ended.
+enum Fitted {
+    Trained(Trained),
+    /// The fit ended before its last epoch (stop flag, time budget, pruning); the latest
+    /// checkpoint holds the state.
+    Ended(TrialOutcome),
+}
+
+/// Steps 2–4 of a learned model's trial.
+struct TrainingRun<'a> {
+    ctx: &'a TrialContext,
+    learned: &'a Learned,
+    paths: &'a TrialPaths,
+    fold: &'a PreparedFold,
+}
+
+impl TrainingRun<'_> {
+    fn train(
+        &self,
+        sink: &mut dyn TrialSink,
+        stop: &StopFlag,
+        log: &mut dyn FnMut(&str),
+        timings: &mut Vec<(&'static str, f64)>,
+    ) -> Result<Fitted, TrainError> {
+        let synthetic = self.mask_domain(timings)?;
+        let t = Instant::now();
+        let sets = self.patch_sets(synthetic)?;
+        timings.push(("patches", t.elapsed().as_secs_f64()));
+        let (ctx, l, cfg) = (self.ctx, self.learned, &self.ctx.config);
+        let mut trainer = build_trainer(cfg, &self.fold.image_names, ctx.seed, &ctx.device)?;
+        let report = fit(
+            trainer.as_mut(),
+            &FitData {
+                train: &sets.train,
+                synthetic: sets.synthetic.as_ref(),
+                val: sets.val.as_ref(),
+                val_volumes: &sets.val_volumes,
+            },
+            &FitOptions {
+                driver: &l.driver,
+                patches: &l.patches,
+                classes: &cfg.classes,
+                infer: &l.infer,
+                seed: ctx.seed,
+                trial_id: &ctx.trial_id,
+                attempt: ctx.attempt,
+                checkpoint_latest: self.paths.checkpoint_latest(),
+                checkpoint_best: self.paths.checkpoint_best(),
+                resume: ctx.resume,
+                augment: &l.augment,
+                image_fill: cfg.preprocess.scale.apply(0.0),
+            },
+            sink,
+            stop,
+            log,
+        )?;
+        timings.push(("train", report.state.train_s));
+        timings.push(("validate", report.state.validate_s));
+        let epoch = report.state.epochs_done;
+        let reason = match report.end {
+            FitEnd::Interrupted => return Ok(Fitted::Ended(TrialOutcome::Interrupted { epoch })),
+            FitEnd::TimedOut => return Ok(Fitted::Ended(TrialOutcome::TimedOut { epoch })),
+            FitEnd::Pruned(d) => return Ok(Fitted::Ended(TrialOutcome::Pruned(d))),
+            FitEnd::Stopped(reason) => reason,
+        };
+        // The epoch whose weights the trainer holds.
+        let epoch = if l.driver.restore_best {
+            report.state.best_epoch
+        } else {
+            Some(report.state.epochs_done)
+        };
+        let thresholds = epoch.and_then(|e| report.state.calibrated_thresholds(e));
+        if let (Some(t), Some(e)) = (&thresholds, epoch) {
+            log(&format!(
+                "thresholds calibrated on the validation volumes after epoch {e}: {}",
+                describe_thresholds(&cfg.classes, t)
+            ));
+        }
+        Ok(Fitted::Trained(Trained {
+            trainer: Some(trainer),
+            thresholds,
+            epochs: report.state.epochs_done,
+            best_epoch: epoch,
+            stop: reason,
+        }))
+    }
+
+    /// Step 2: the CycleGAN's mask domain: synthetic masks (written to the trial folder), or
+    /// the annotated ones; None for the supervised models.
+    fn mask_domain(
+        &self,
+        timings: &mut Vec<(&'static str, f64)>,
+    ) -> Result<Option<Vec<PatchVolume>>, TrainError> {
+        let ctx = self.ctx;
+        Ok(match &ctx.config.settings {
             ModelSettings::CycleGan {
                 synth,
                 masks: MaskSource::Synthetic,
@@ -253,10 +433,13 @@ pub fn run_trial(
             } => {
                 let t = Instant::now();
                 let mut out = Vec::new();
-                for (i, v) in train_vols.iter().enumerate() {
+                for (i, v) in self.fold.train.iter().enumerate() {
                     let seed = synthetic_mask_seed(ctx.seed, i);
                     let m = generate_masks(synth, v.image.spatial(), seed)?;
-                    write_mask_file(&paths.synth_masks().join(format!("{}.tif", v.id)), &m.mask)?;
+                    write_mask_file(
+                        &self.paths.synth_masks().join(format!("{}.tif", v.id)),
+                        &m.mask,
+                    )?;
                     out.push(PatchVolume {
                         id: v.id.clone(),
                         image: m.mask.map(f32::from),
@@ -269,12 +452,16 @@ pub fn run_trial(
             ModelSettings::CycleGan {
                 masks: MaskSource::Annotated,
                 ..
-            } => Some(annotated_mask_domain(&train_vols)?),
+            } => Some(annotated_mask_domain(&self.fold.train)?),
             _ => None,
-        };
+        })
+    }
 
-        // 3. Patches.
-        let t = Instant::now();
+    /// Step 3: the patch sets of the fit. The CycleGAN (unpaired, `synthetic` is its mask
+    /// domain) never sees the ground truth of its training images.
+    fn patch_sets(&self, synthetic: Option<Vec<PatchVolume>>) -> Result<FitSets, TrainError> {
+        let l = self.learned;
+        let (train_vols, val_vols) = (&self.fold.train, &self.fold.val);
         let size = [l.patches.size; 3];
         let unpaired = synthetic.is_some();
         let to_patch = |v: &FoldVolume, with_mask: bool| PatchVolume {
@@ -285,11 +472,10 @@ pub fn run_trial(
         if train_vols.is_empty() {
             return Err(TrainError::Setting(format!(
                 "fold {} has no training volumes",
-                ctx.fold
+                self.ctx.fold
             )));
         }
-        // CycleGAN never sees the ground truth of its training images.
-        let train_set = PatchSet::new(
+        let train = PatchSet::new(
             train_vols.iter().map(|v| to_patch(v, !unpaired)).collect(),
             size,
         )?;
@@ -299,7 +485,7 @@ pub fn run_trial(
         } else {
             Vec::new()
         };
-        let val_set = if val_vols.is_empty() {
+        let val = if val_vols.is_empty() {
             None
         } else {
             Some(PatchSet::new(
@@ -307,86 +493,47 @@ pub fn run_trial(
                 size,
             )?)
         };
-        let synth_set = synthetic.map(|s| PatchSet::new(s, size)).transpose()?;
-        timings.push(("patches", t.elapsed().as_secs_f64()));
+        let synthetic = synthetic.map(|s| PatchSet::new(s, size)).transpose()?;
+        Ok(FitSets {
+            train,
+            synthetic,
+            val,
+            val_volumes,
+        })
+    }
+}
 
-        // 4. Fit.
-        let mut image_names = spec.image_channels.clone();
-        image_names.extend((0..blank).map(|_| BLANK_CHANNEL.to_string()));
-        let mut trainer = build_trainer(cfg, &image_names, ctx.seed, &ctx.device)?;
-        let report = fit(
-            trainer.as_mut(),
-            &FitData {
-                train: &train_set,
-                synthetic: synth_set.as_ref(),
-                val: val_set.as_ref(),
-                val_volumes: &val_volumes,
-            },
-            &FitOptions {
-                driver: &l.driver,
-                patches: &l.patches,
-                classes: &cfg.classes,
-                infer: &l.infer,
-                seed: ctx.seed,
-                trial_id: &ctx.trial_id,
-                attempt: ctx.attempt,
-                checkpoint_latest: paths.checkpoint_latest(),
-                checkpoint_best: paths.checkpoint_best(),
-                resume: ctx.resume,
-                augment: &l.augment,
-                image_fill: cfg.preprocess.scale.apply(0.0),
-            },
-            sink,
-            stop,
-            &mut log,
-        )?;
-        timings.push(("train", report.state.train_s));
-        timings.push(("validate", report.state.validate_s));
-        match report.end {
-            FitEnd::Interrupted => {
-                return Ok(TrialOutcome::Interrupted {
-                    epoch: report.state.epochs_done,
-                });
-            }
-            FitEnd::TimedOut => {
-                return Ok(TrialOutcome::TimedOut {
-                    epoch: report.state.epochs_done,
-                });
-            }
-            FitEnd::Pruned(d) => return Ok(TrialOutcome::Pruned(d)),
-            FitEnd::Stopped(reason) => {
-                // The epoch whose weights the trainer holds now.
-                let epoch = if l.driver.restore_best {
-                    report.state.best_epoch
-                } else {
-                    Some(report.state.epochs_done)
-                };
-                thresholds = epoch.and_then(|e| report.state.calibrated_thresholds(e));
-                if let (Some(t), Some(e)) = (&thresholds, epoch) {
-                    log(&format!(
-                        "thresholds calibrated on the validation volumes after epoch {e}: {}",
-                        describe_thresholds(&cfg.classes, t)
-                    ));
-                }
-                (Some(trainer), report.state.epochs_done, epoch, reason)
-            }
-        }
-    } else {
-        (None, 0, None, StopReason::NoTraining)
-    };
+/// The patch sets a fit reads (see [`FitData`]).
+struct FitSets {
+    train: PatchSet,
+    synthetic: Option<PatchSet>,
+    val: Option<PatchSet>,
+    val_volumes: Vec<PatchVolume>,
+}
 
-    // 5. Predict the test volumes; 6. evaluate them.
+/// Steps 5 and 6: predicts every test volume (the trained model, or Otsu's threshold for the
+/// baseline), writes the mask, and evaluates it where there is ground truth. Returns the
+/// seconds spent predicting and evaluating.
+fn predict_and_evaluate(
+    ctx: &TrialContext,
+    paths: &TrialPaths,
+    test: &[FoldVolume],
+    trained: &Trained,
+    sink: &mut dyn TrialSink,
+    log: &mut dyn FnMut(&str),
+) -> Result<(f64, f64), TrainError> {
+    let cfg = &ctx.config;
     let (mut predict_s, mut evaluate_s) = (0.0, 0.0);
-    for v in &test {
+    for v in test {
         let t = Instant::now();
-        let mask = match (&trainer, cfg.learned()) {
+        let mask = match (&trained.trainer, cfg.learned()) {
             (Some(tr), Some(l)) => {
                 let mut windows = TrainerWindows {
                     trainer: tr.as_ref(),
                     out_channels: cfg.classes.len(),
                 };
                 let pred = predict_volume(&mut windows, &v.image, &l.infer)?;
-                match &thresholds {
+                match &trained.thresholds {
                     Some(t) => pred.mask_at(t)?,
                     None => pred.mask,
                 }
@@ -422,25 +569,7 @@ pub fn run_trial(
         }
         evaluate_s += t.elapsed().as_secs_f64();
     }
-    timings.push(("predict", predict_s));
-    timings.push(("evaluate", evaluate_s));
-    let rows: Vec<TimingRow> = timings
-        .iter()
-        .map(|&(phase, seconds)| TimingRow {
-            trial_id: ctx.trial_id.clone(),
-            attempt: ctx.attempt,
-            phase: phase.to_string(),
-            seconds,
-        })
-        .collect();
-    sink.timings(&rows)?;
-    log("finished");
-    Ok(TrialOutcome::Finished(TrialSummary {
-        epochs: summary_epochs,
-        best_epoch,
-        stop: stop_reason,
-        test_volumes: test.iter().map(|v| v.id.clone()).collect(),
-    }))
+    Ok((predict_s, evaluate_s))
 }
 
 /// `golgi 0.50, nuclei 0.85`.
@@ -664,13 +793,4 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 
 fn create_dir(dir: &Path) -> Result<(), TrainError> {
     fs::create_dir_all(dir).map_err(io_err(dir))
-}
-
-/// Writes `bytes` to a temporary sibling, then renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
 }

@@ -135,8 +135,8 @@ impl Trainer for Unet3dTrainer {
         &self.device
     }
 
-    fn save_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
-        let w = CheckpointWriter::begin(dir)?;
+    fn write_checkpoint(&self, folder: &Path) -> Result<(), TrainError> {
+        let w = CheckpointWriter::new(folder);
         w.module("unet3d", &self.model)?;
         w.optimizer("unet3d", &self.optim)?;
         w.finish(&self.info())

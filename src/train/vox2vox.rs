@@ -251,8 +251,8 @@ impl Trainer for Vox2VoxTrainer {
         &self.device
     }
 
-    fn save_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
-        let w = CheckpointWriter::begin(dir)?;
+    fn write_checkpoint(&self, folder: &Path) -> Result<(), TrainError> {
+        let w = CheckpointWriter::new(folder);
         w.module("generator", &self.generator)?;
         w.module("discriminator", &self.discriminator)?;
         w.optimizer("generator", &self.opt_g)?;

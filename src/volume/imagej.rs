@@ -1,7 +1,7 @@
 //! ImageJ hyperstack metadata: parsing and formatting the `ImageDescription` text that ImageJ
 //! (and tifffile with `imagej=True`) writes into the first page of a TIFF file.
 //!
-//! No maintained crate reads this format (rust-dependencies.md §4), so it is hand-written here.
+//! No maintained crate reads this format (docs/design.md §4), so it is hand-written here.
 //! The text is a list of `key=value` lines that starts with `ImageJ=<version>`; the keys that
 //! matter for volumes are `images`, `channels`, `slices`, `frames`, `spacing` and `unit`. Pages
 //! are stored channel-fastest, then slice, then frame (ImageJ's XYCZT order). Values that

@@ -5,7 +5,7 @@
 //! within 1.5 · IQR of the box (Tukey), and every case beyond them is drawn as a point. The
 //! numbers come from [`distribution`](crate::report::aggregate::distribution); plotters'
 //! `Quartiles` is not used because its whiskers are not clipped to the data
-//! (rust-dependencies.md §3).
+//! (docs/design.md §4).
 
 use plotters::coord::Shift;
 use plotters::prelude::*;

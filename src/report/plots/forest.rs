@@ -46,16 +46,7 @@ impl Figure for ForestPlot {
         let (title, body) = area.split_vertically(50);
         title.titled(&self.title, text(TITLE)).map_err(err)?;
         let k = self.rows.len();
-        let label_w = self
-            .rows
-            .iter()
-            .map(|(l, _)| area.estimate_text_size(l, &text(TICK)).map(|s| s.0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?
-            .into_iter()
-            .max()
-            .unwrap_or(80)
-            + 24;
+        let label_w = style::label_column_width(area, self.rows.iter().map(|(l, _)| l.as_str()))?;
         let (lo, hi) = self.x_range();
         let mut chart = ChartBuilder::on(&body)
             .margin(12)

@@ -5,7 +5,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::style::{self, Figure, LABEL, TICK, TITLE, err, text};
+use super::style::{self, Figure, LABEL, TICK, TITLE, band_extent, err, text};
 use crate::report::ReportError;
 use crate::report::aggregate::{Aggregation, aggregate, polars_error};
 use crate::report::input::{f64_column, string_column, u64_column};
@@ -174,18 +174,10 @@ fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     area: &DrawingArea<DB, Shift>,
 ) -> Result<(), String> {
-    let all = panel.curves.iter().flat_map(|c| &c.points);
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, m, s) in all {
-        let s = s.unwrap_or(0.0);
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(m - s);
-        y1 = y1.max(m + s);
-    }
-    if x0 > x1 {
+    let Some((x0, mut x1, y0, y1)) = band_extent(panel.curves.iter().flat_map(|c| &c.points))
+    else {
         return Ok(());
-    }
+    };
     if x1 - x0 < 1.0 {
         x1 = x0 + 1.0;
     }

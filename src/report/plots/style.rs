@@ -3,7 +3,7 @@
 //!
 //! Text is drawn with DejaVu Sans compiled into the binary (`assets/fonts/`, Bitstream Vera
 //! licence) through plotters' `ab_glyph` feature, so PNGs look the same on every machine and
-//! no system font library is needed (rust-dependencies.md §3). SVGs name the same family with
+//! no system font library is needed (docs/design.md §4). SVGs name the same family with
 //! a `sans-serif` fallback.
 
 use std::path::Path;
@@ -86,6 +86,38 @@ pub trait Figure {
     fn size(&self) -> (u32, u32);
     /// Draws the figure on `area` (already filled white).
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// The extent of points `(x, mean, std)` with their ±std band: `(x0, x1, y0, y1)`, or `None`
+/// without points. A missing std counts as 0.
+pub fn band_extent<'a>(
+    points: impl Iterator<Item = &'a (f64, f64, Option<f64>)>,
+) -> Option<(f64, f64, f64, f64)> {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, m, s) in points {
+        let s = s.unwrap_or(0.0);
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(m - s);
+        y1 = y1.max(m + s);
+    }
+    (x0 <= x1).then_some((x0, x1, y0, y1))
+}
+
+/// The width of a label column: the widest of `labels` in tick text, plus a margin (80 plus the
+/// margin without labels).
+pub fn label_column_width<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    labels: impl Iterator<Item = &'a str>,
+) -> Result<u32, String> {
+    let widest = labels
+        .map(|l| area.estimate_text_size(l, &text(TICK)).map(|s| s.0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?
+        .into_iter()
+        .max()
+        .unwrap_or(80);
+    Ok(widest + 24)
 }
 
 /// Formats a drawing error.

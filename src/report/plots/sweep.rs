@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::*;
 
-use super::style::{self, Figure, LABEL, TICK, TITLE, err, text};
+use super::style::{self, Figure, LABEL, TICK, TITLE, band_extent, err, text};
 use crate::report::ReportError;
 use crate::report::aggregate::{Aggregation, aggregate, polars_error};
 use crate::report::input::{f64_column, string_column};
@@ -221,18 +221,10 @@ impl SweepPlot {
         panel: &SweepPanel,
         area: &DrawingArea<DB, Shift>,
     ) -> Result<(), String> {
-        let pts = panel.series.iter().flat_map(|s| &s.points);
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, m, s) in pts {
-            let s = s.unwrap_or(0.0);
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(m - s);
-            y1 = y1.max(m + s);
-        }
-        if x0 > x1 {
+        let Some((x0, x1, y0, y1)) = band_extent(panel.series.iter().flat_map(|s| &s.points))
+        else {
             return Ok(());
-        }
+        };
         let xpad = ((x1 - x0) * 0.08).max(0.5);
         let ypad = ((y1 - y0) * 0.1).max(0.005);
         let categories = self.categories.clone();

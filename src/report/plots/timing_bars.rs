@@ -85,16 +85,7 @@ impl Figure for TimingBars {
             .map(|r| self.total(r))
             .fold(0.0f64, f64::max)
             .max(1e-6);
-        let label_w = self
-            .rows
-            .iter()
-            .map(|r| area.estimate_text_size(&r.model, &text(TICK)).map(|s| s.0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?
-            .into_iter()
-            .max()
-            .unwrap_or(80)
-            + 24;
+        let label_w = style::label_column_width(area, self.rows.iter().map(|r| r.model.as_str()))?;
         let mut chart = ChartBuilder::on(&body)
             .margin(12)
             .x_label_area_size(48)

@@ -1,7 +1,7 @@
 //! A small blocking REST client for an MLflow tracking server (2.x and 3.x), written against
-//! the facts of tracking-anchors.md §1: JSON bodies for POST, query parameters for GET,
-//! millisecond times, log-batch limits (§1.4), non-finite metric values as strings, and retries
-//! with backoff only on 408/429/5xx and connection errors (§1.5).
+//! the facts of docs/design.md §5: JSON bodies for POST, query parameters for GET,
+//! millisecond times, log-batch limits, non-finite metric values as strings, and retries
+//! with backoff only on 408/429/5xx and connection errors.
 //!
 //! All HTTP of the project goes through [`MlflowClient::call`], so the transport (ureq, plain
 //! HTTP) could be swapped in one place.
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::tracking::{Result, TrackingError};
 
-/// log-batch limits of MLflow (`mlflow/utils/validation.py`, tracking-anchors.md §1.4).
+/// log-batch limits of MLflow (`mlflow/utils/validation.py`, docs/design.md §5).
 pub const MAX_METRICS_PER_BATCH: usize = 1000;
 pub const MAX_PARAMS_PER_BATCH: usize = 100;
 pub const MAX_TAGS_PER_BATCH: usize = 100;
@@ -441,7 +441,7 @@ impl MlflowClient {
         id_field(&v, "experiment_id").ok_or_else(|| self.unexpected(path, &v))
     }
 
-    /// Get-or-create, safe against parallel workers (tracking-anchors.md §1.3): look up, create
+    /// Get-or-create, safe against parallel workers (docs/design.md §5): look up, create
     /// when absent, and look up again when another worker created it in between.
     pub fn get_or_create_experiment(&self, name: &str) -> Result<Experiment> {
         let exp = match self.experiment_by_name(name)? {

@@ -2,7 +2,7 @@
 //! live mirror ([`super::MlflowMirror`]) so that both write exactly the same runs.
 //!
 //! One MLflow run per trial *attempt*, nested under one parent run per sweep
-//! (`mlflow.parentRunId`, tracking-anchors.md §1.3). A run is found again by its tags
+//! (`mlflow.parentRunId`, docs/design.md §5). A run is found again by its tags
 //! `seglab.sweep`, `seglab.kind` (sweep / trial), `seglab.trial_id` and `seglab.attempt`; the
 //! attempt the canonical view counts carries `seglab.chosen = true`. Metric keys:
 //!
@@ -115,7 +115,7 @@ pub fn trial_params(ev: &TrialEvent) -> Vec<Param> {
         .collect()
 }
 
-/// Provenance and bookkeeping tags of a trial attempt (tracking-anchors.md §1.6 and §6.2: git
+/// Provenance and bookkeeping tags of a trial attempt (docs/design.md §5: git
 /// commit, user and source set by the client; the dirty flag and diff hash as own tags).
 pub fn trial_tags(ev: &TrialEvent, parent_run_id: &str, chosen: bool) -> Vec<Tag> {
     let mut tags = attempt_identity(ev, parent_run_id);

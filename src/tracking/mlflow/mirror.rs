@@ -1,6 +1,6 @@
 //! [`MlflowMirror`]: the live mirror a running sweep feeds event by event.
 //!
-//! The mirror never fails the sweep (tracking-anchors.md §6.1: the store is the source of truth
+//! The mirror never fails the sweep (docs/design.md §5: the store is the source of truth
 //! and MLflow an asynchronous mirror). A request that fails after its quick retries is logged
 //! as a warning; when the server is unreachable the mirror stops trying for a while
 //! ([`MlflowMirror::PAUSE_WHEN_DOWN`]), so a dead server costs the sweep seconds, not minutes,

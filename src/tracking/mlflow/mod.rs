@@ -1,5 +1,5 @@
 //! The MLflow mirror of the store: a REST client ([`MlflowClient`], limits and retry rules of
-//! tracking-anchors.md §1), the idempotent replay of a store ([`sync_store`], behind
+//! docs/design.md §5), the idempotent replay of a store ([`sync_store`], behind
 //! `seglab mlflow sync`) and the live mirror a running sweep feeds ([`MlflowMirror`]). Both
 //! write the same runs through [`mapping`]: one parent run per sweep, one nested run per trial
 //! attempt. Nothing here reads MLflow back into the store: the store is the source of truth.

@@ -1,6 +1,6 @@
 //! `seglab mlflow sync`: replays a store into MLflow, idempotently.
 //!
-//! The store is the source of truth (tracking-anchors.md §6.1). For every trial attempt the
+//! The store is the source of truth (docs/design.md §5). For every trial attempt the
 //! replay works out what MLflow should hold (params, tags, metric points, status, artifacts; see
 //! [`super::mapping`]), finds the attempt's run by its tags or creates it, and sends only what is
 //! missing: params not yet logged (a different logged value is an error, never overwritten),

@@ -34,6 +34,15 @@ impl TiffError {
     }
 }
 
+impl From<crate::atomic::WriteError> for TiffError {
+    fn from(e: crate::atomic::WriteError) -> Self {
+        TiffError {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
+
 /// Compression of written pages. All four are read back by ImageJ and tifffile.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,6 +1,6 @@
 //! Reading TIFF stacks into (C, Z, Y, X) volumes, with the voxel values tifffile returns.
 //!
-//! Axis rules (DESIGN.md "Data model"; the foundation issue, part 2):
+//! Axis rules (docs/volumes.md):
 //! - ImageJ files: `channels=` → C, `slices=` → Z, pages channel-fastest then z; `frames` > 1
 //!   is refused (time series are not volumes).
 //! - Multi-sample pages (RGB chunky, planar): the samples per pixel → C, pages → Z.

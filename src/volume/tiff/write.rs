@@ -1,6 +1,6 @@
 //! Writing ImageJ-compatible hyperstacks.
 //!
-//! Layout (DESIGN.md "Data model": output is ImageJ hyperstacks): one grayscale page per
+//! Layout (docs/design.md §6: output is ImageJ hyperstacks): one grayscale page per
 //! (z, c), channel fastest then z, the ImageJ description in the first page, X/YResolution in
 //! pixels per µm. Uncompressed pixel data is one contiguous block because ImageJ reads an
 //! uncompressed stack from the first page's offset alone, ignoring the other pages; compressed
@@ -8,10 +8,9 @@
 //! a temporary name in the target folder and renamed, so a crash never leaves a partial file.
 
 use std::borrow::Cow;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use rayon::prelude::*;
 use tiff::encoder::compression::{CompressionAlgorithm, Deflate, DeflateLevel, Lzw, Packbits};
@@ -426,47 +425,28 @@ fn rational_approximation(v: f64) -> (u32, u32) {
 }
 
 /// Runs `write` on a buffered temporary file next to `path`, flushes and syncs it, then
-/// renames it to `path`. On any error the temporary file is removed and `path` is untouched.
+/// renames it to `path` ([`crate::atomic::write_file_with`]). On any error the temporary file
+/// is removed and `path` is untouched.
 fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 ) -> Result<(), TiffError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let Some(name) = path.file_name() else {
-        return Err(TiffError::new(path, "not a file path"));
-    };
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = folder.join(format!(
-        ".{}.{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| TiffError::new(path, format!("cannot create {}: {e}", tmp.display())))?;
-    let result = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        write(&mut w)?;
-        w.flush()?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        TiffError::new(path, format!("cannot write: {e}"))
+    crate::atomic::write_file_with(path, |tmp| {
+        let written = (|| {
+            let file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            write(&mut w)?;
+            w.flush()?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()
+        })();
+        written.map_err(|e| TiffError::new(path, format!("cannot write: {e}")))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn rational_approximation_is_exact_for_simple_and_close_for_others() {
