@@ -168,8 +168,8 @@ impl Preflight {
             .collect();
         (!lines.is_empty()).then(|| {
             format!(
-                "synthetic-mask check: the CycleGAN's synthetic masks are not as dense as the \
-                 annotated ones:\n{}\nsynth.pairs counts objects per volume (the published 45–69 \
+                "synthetic-mask check: the CycleGAN's synthetic masks are far denser or sparser \
+                 than the annotated ones:\n{}\nsynth.pairs counts objects per volume (the published 45–69 \
                  are per published crop): scale it with the volumes' Y·X area, or set synth.* \
                  to the data's object sizes (docs/cyclegan.md)",
                 lines.join("\n")
@@ -223,6 +223,9 @@ fn check_dataset(
     let mut chosen: Vec<(usize, Option<Vec<AutoFloor>>)> = Vec::new();
     let mut folds_by_seed = BTreeMap::new();
     let mut synthetic: Vec<Option<Vec<SynthFigure>>> = Vec::new();
+    // Measured once per (mask settings, classes, training volumes), with the first such
+    // trial's seed: the seeds of a sweep draw other masks of the same density.
+    let mut measured: BTreeMap<String, Option<Vec<SynthFigure>>> = BTreeMap::new();
     for t in trials {
         let auto = t.config.preprocess.is_auto(&dataset.spec().preprocess);
         let synth = synthetic_check::synthetic_settings(&t.config);
@@ -240,7 +243,19 @@ fn check_dataset(
         };
         synthetic.push(match (synth, fold) {
             (Some(synth), Some(fold)) => {
-                synthetic_check::measure(dataset, synth, &t.config.classes, &fold.train, t.seed)?
+                let key = serde_json::json!([synth, t.config.classes, fold.train]).to_string();
+                match measured.entry(key) {
+                    Entry::Occupied(e) => e.get().clone(),
+                    Entry::Vacant(e) => e
+                        .insert(synthetic_check::measure(
+                            dataset,
+                            synth,
+                            &t.config.classes,
+                            &fold.train,
+                            t.seed,
+                        )?)
+                        .clone(),
+                }
             }
             _ => None,
         });
