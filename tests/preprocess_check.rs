@@ -6,21 +6,12 @@
 //! the data get a warning.
 
 mod util;
+use util::text;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use seglab::tracking::{Store, Table, TrialEvent};
 use serde_json::Value;
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Three 24 × 64 × 64 retina-phantom volumes with about seven times the cell density, made
 /// by the CLI as a user would: nuclei fill 15–25 % of each volume.

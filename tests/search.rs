@@ -3,6 +3,7 @@
 //! new keys left as they were.
 
 mod util;
+use util::{plan_ids, text};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -16,28 +17,8 @@ fn spec(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn sweep(args: &[&str]) -> Output {
     util::run_seglab(&[&["sweep"], args].concat())
-}
-
-/// The trial ids of `sweep plan`'s table, in order.
-fn plan_ids(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|w| w.len() == 12 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string)
-        .collect()
 }
 
 const HEAD: &str = "dataset = \"../data\"\nclasses = [\"golgi\", \"nuclei\"]\nscale = \"cpu-small\"\n\

@@ -6,6 +6,7 @@
 //! and a report, and a task sent USR1 requeues itself, resumes and loses or doubles no row.
 
 mod util;
+use util::text;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -34,15 +35,6 @@ fn spec(dir: &Path, name: &str, models: &str, epochs: u32) -> PathBuf {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, body).unwrap();
     path
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Runs `seglab ARGS` in `cwd` with `env` set.

@@ -4,6 +4,7 @@
 //! uninterrupted run.
 
 mod util;
+use util::{plan_ids, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,15 +35,6 @@ fn head(models: &str) -> String {
         "dataset = \"../data\"\nclasses = [\"golgi\", \"nuclei\"]\nscale = \"cpu-small\"\n\
          models = [{models}]\n{}[cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n",
         util::ALLOW_CLIPPING
-    )
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
     )
 }
 
@@ -105,15 +97,6 @@ fn spec_errors_exit_2_and_name_file_key_and_nearest_key() {
 }
 
 /// The trial ids of `sweep plan`'s table.
-fn plan_ids(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|w| w.len() == 12 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn plan_expands_every_grid_block_with_stable_ids() {

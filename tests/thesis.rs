@@ -4,6 +4,7 @@
 //! `--dataset`, its report holding the published table beside the measured one.
 
 mod util;
+use util::text;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -13,15 +14,6 @@ use seglab::report::published;
 
 /// The smallest scale at which every crop keeps Y and X ≥ 32 (Crop4: 257 × 0.125 = 32).
 const SCALE: &str = "0.125";
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn ok(args: &[&str]) -> Output {
     let o = util::run_seglab(args);
