@@ -16,8 +16,8 @@
 //! the same function: the tests below check values and gradients against burn's convolution
 //! and against finite differences; the choice only changes speed.
 
-use super::conv_kernel;
 use super::phases::{self, KernelUse, PhaseLayout};
+use super::{conv_kernel, conv_split};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose3d as burn_conv_transpose3d, conv3d as burn_conv3d};
@@ -243,6 +243,16 @@ pub fn conv_transpose3d(
     let (before, after) = crop;
     let size = [d, h, w].map(|m| (m - 1) * s + k - before - after);
     if path != ConvPath::Kernel || !conv_kernel::supports(&x, kk, kk - 1) {
+        if conv_split::needed(&x, d * h * w) {
+            let y = conv_split::conv_transpose3d_in_slabs(x, weight, bias, s);
+            return y.slice([
+                0..n,
+                0..cout,
+                before..before + size[0],
+                before..before + size[1],
+                before..before + size[2],
+            ]);
+        }
         // burn crops `padding` voxels on both sides; the remainder by slicing.
         let sym = before.min(after);
         let y = burn_conv_transpose3d(
@@ -282,7 +292,8 @@ pub fn conv_transpose3d(
 }
 
 /// burn's conv3d with asymmetric padding: the common part inside the convolution, the
-/// remainder as explicit zeros.
+/// remainder as explicit zeros. In training on a GPU backend, in slabs when a sample's output
+/// is too large for burn's weight gradient ([`conv_split`]).
 fn burn_conv(
     x: Tensor<5>,
     weight: Tensor<5>,
@@ -290,6 +301,16 @@ fn burn_conv(
     stride: usize,
     pads: [(usize, usize); 3],
 ) -> Tensor<5> {
+    let k = weight.dims()[2];
+    let [_, _, d, h, w] = x.dims();
+    let out: usize = [(d, pads[0]), (h, pads[1]), (w, pads[2])]
+        .iter()
+        .map(|&(n, (b, a))| (n + b + a - k) / stride + 1)
+        .product();
+    if conv_split::needed(&x, out) {
+        let x = x.pad(pads, PadMode::Constant(0.0));
+        return conv_split::conv3d_in_slabs(x, weight, bias, stride);
+    }
     let sym = pads.map(|(b, a)| b.min(a));
     let extra: [(usize, usize); 3] =
         std::array::from_fn(|i| (pads[i].0 - sym[i], pads[i].1 - sym[i]));

@@ -25,6 +25,7 @@ pub mod activation_kernel;
 pub mod blocks;
 pub mod conv;
 pub mod conv_kernel;
+pub mod conv_split;
 pub mod cyclegan;
 pub mod init;
 pub mod norm_act_kernel;
