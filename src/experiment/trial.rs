@@ -101,6 +101,7 @@ impl Trial {
             host: prov.host.clone(),
             device: device.to_string(),
             device_name: String::new(),
+            compute_path: String::new(),
             seglab_version: prov.seglab_version.clone(),
             burn_version: prov.burn_version.clone(),
             command: prov.command.clone(),
