@@ -7,7 +7,9 @@
 //!   transposed convolutions;
 //! - [`ComputePath::Burn`]: burn's `conv3d` and `conv_transpose3d`, the path of every other
 //!   backend (wgpu, CUDA), of convolutions the kernels do not take, and the reference the
-//!   tests below compare the kernels with (values and gradients, and finite differences).
+//!   tests below compare the kernels with (values and gradients, and finite differences). In
+//!   training on lavapipe it runs in slabs ([`conv_split`]: llvmpipe's loop limit cuts burn's
+//!   weight gradients short).
 //!
 //! [`conv_transpose3d_blocks`] is the U-Net's 2³ stride-2 upsampling on every backend: its
 //! blocks do not overlap, so it is one matrix product.
@@ -17,6 +19,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose3d as burn_conv_transpose3d, conv3d as burn_conv3d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 
+use super::conv_split;
 use crate::kernels;
 pub use crate::kernels::ComputePath;
 
@@ -87,6 +90,16 @@ pub fn conv_transpose3d(
     let s = stride;
     let (before, after) = crop;
     let size = [d, h, w].map(|m| (m - 1) * s + k - before - after);
+    if conv_split::needed(&x, d * h * w) {
+        let y = conv_split::conv_transpose3d_in_slabs(x, weight, bias, s);
+        return y.slice([
+            0..n,
+            0..cout,
+            before..before + size[0],
+            before..before + size[1],
+            before..before + size[2],
+        ]);
+    }
     // burn crops `padding` voxels on both sides; the remainder by slicing.
     let sym = before.min(after);
     let y = burn_conv_transpose3d(
@@ -106,7 +119,8 @@ pub fn conv_transpose3d(
 }
 
 /// burn's conv3d with asymmetric padding: the common part inside the convolution, the
-/// remainder as explicit zeros.
+/// remainder as explicit zeros. In training on a GPU backend, in slabs when a sample's output
+/// is too large for burn's weight gradient ([`conv_split`]).
 fn burn_conv(
     x: Tensor<5>,
     weight: Tensor<5>,
@@ -114,6 +128,16 @@ fn burn_conv(
     stride: usize,
     pads: [(usize, usize); 3],
 ) -> Tensor<5> {
+    let k = weight.dims()[2];
+    let [_, _, d, h, w] = x.dims();
+    let out: usize = [(d, pads[0]), (h, pads[1]), (w, pads[2])]
+        .iter()
+        .map(|&(n, (b, a))| (n + b + a - k) / stride + 1)
+        .product();
+    if conv_split::needed(&x, out) {
+        let x = x.pad(pads, PadMode::Constant(0.0));
+        return conv_split::conv3d_in_slabs(x, weight, bias, stride);
+    }
     let sym = pads.map(|(b, a)| b.min(a));
     let extra: [(usize, usize); 3] =
         std::array::from_fn(|i| (pads[i].0 - sym[i], pads[i].1 - sym[i]));

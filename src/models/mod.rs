@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod blocks;
 pub mod conv;
+pub mod conv_split;
 pub mod cyclegan;
 pub mod init;
 #[cfg(test)]
