@@ -1,9 +1,10 @@
 //! LeakyReLU without a norm before it, as one backend operation for the CPU (flex) backend
 //! with a handwritten backward pass: the first block of Vox2Vox's generator and of both
-//! discriminators (docs/published-code.md §4.1, §5.1). burn composes it from a comparison, a product and a masked select, each a pass over
-//! the activation, and as many again for the gradient (2–3 % of a Vox2Vox `cpu-small` step);
-//! here the forward pass and the backward pass are one parallel pass each. The slope is
-//! positive, so the output has the sign of the input and the backward pass needs only `x`.
+//! discriminators (docs/published-code.md §4.1, §5.1). burn composes it from a comparison, a
+//! product and a masked select, each a pass over the activation, and as many again for the
+//! gradient (2–3 % of a Vox2Vox `cpu-small` step); here the forward pass and the backward pass
+//! are one parallel pass each. The slope is positive, so the output has the sign of the input
+//! and the backward pass needs only `x`.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

@@ -15,10 +15,11 @@
 //! Each entry serves a Flex device only and leaves every other device to burn: the model code
 //! (`models::conv`, `models::blocks`) asks [`ComputePath::of`] and, where an entry has one,
 //! its `*_supported` check, and calls burn's operation where either says no; [`FusedAdam`]
-//! asks the same itself and delegates to burn's `Adam`. burn's operations are the reference: they run on every GPU backend, the
-//! tests compare every kernel with them (values and gradients), and `SEGLAB_KERNELS=burn`
-//! selects them on the CPU too ([`ComputePath::selected`]). The path a trial ran on is
-//! recorded in the store's `trials.compute_path` column.
+//! asks the same itself and delegates to burn's `Adam`. burn's operations are the reference:
+//! they run on every GPU backend, the tests compare every kernel with them (values and
+//! gradients), and `SEGLAB_KERNELS=burn` selects them on the CPU too
+//! ([`ComputePath::selected`]). The path a trial ran on is recorded in the store's
+//! `trials.compute_path` column.
 //!
 //! No model, layer or training logic lives here: only the operations.
 
