@@ -1,18 +1,17 @@
-//! Speed of seglab's 3D convolution paths (burn's native conv3d, the shifted-GEMM and im2col
-//! forms of `models::conv` and the default `models::conv_kernel`) on the layer shapes that
-//! dominate the networks: forward on a plain device and forward + backward (input and weight
+//! Speed of seglab's two 3D convolution paths (burn's native conv3d and the default CPU kernel
+//! of `kernels::conv`) on the layer shapes that dominate the networks: forward on a plain device and forward + backward (input and weight
 //! gradients) on an autodiff device. Shapes are batch×channels×size×kernel (channels in = out).
 //!
 //! ```sh
 //! cargo bench --profile dev --bench conv
 //! SEGLAB_BENCH_CONV=4x32x32x3,4x32x64x3 cargo bench --profile dev --bench conv  # batch×ch×n×k
-//! SEGLAB_BENCH_PATHS=kernel cargo bench --profile dev --bench conv  # only these paths
+//! SEGLAB_BENCH_PATHS=kernels cargo bench --profile dev --bench conv  # only these paths
 //! ```
 
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use seglab::models::conv::{ConvPath, conv3d};
+use seglab::models::conv::{ComputePath, conv3d};
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -30,10 +29,10 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let shapes = std::env::var("SEGLAB_BENCH_CONV")
         .unwrap_or_else(|_| "4x4x32x3,2x16x64x3,4x32x64x3".into());
-    let paths: Vec<ConvPath> = std::env::var("SEGLAB_BENCH_PATHS")
-        .unwrap_or_else(|_| "burn,gemm,im2col,kernel".into())
+    let paths: Vec<ComputePath> = std::env::var("SEGLAB_BENCH_PATHS")
+        .unwrap_or_else(|_| "burn,kernels".into())
         .split(',')
-        .map(|p| ConvPath::parse(p).expect("SEGLAB_BENCH_PATHS: burn|gemm|im2col|hybrid|kernel"))
+        .map(|p| ComputePath::parse(p).expect("SEGLAB_BENCH_PATHS: burn|kernels"))
         .collect();
     let dev = Device::flex();
     println!("conv3d paths, {} threads", rayon::current_num_threads());
@@ -54,7 +53,7 @@ fn main() {
             Some(b.clone()),
             1,
             pads,
-            ConvPath::Burn,
+            ComputePath::Burn,
         );
         let yb = conv3d(
             x.clone(),
@@ -62,7 +61,7 @@ fn main() {
             Some(b.clone()),
             1,
             pads,
-            ConvPath::ShiftedGemm,
+            ComputePath::Kernels,
         );
         let diff = (ya - yb).abs().max().into_scalar::<f32>();
         for path in paths.iter().copied() {

@@ -53,6 +53,7 @@ fn event(i: usize) -> TrialEvent {
         host: "node".into(),
         device: "cpu".into(),
         device_name: "cpu".into(),
+        compute_path: "kernels".into(),
         seglab_version: "0.1.0".into(),
         burn_version: "0.22.1".into(),
         command: "seglab sweep run".into(),

@@ -4,8 +4,7 @@
 //! §4), so seglab never asks for it.
 //!
 //! Every model, trainer, sliding-window prediction and checkpoint runs the same code on every
-//! backend. The hand-written kernels (`models/conv_kernel.rs`, `models/norm_act_kernel.rs`,
-//! `models/activation_kernel.rs`, `train/adam.rs`) are an optimisation of the CPU backend
+//! backend. The hand-written kernels (`src/kernels/`) are an optimisation of the CPU backend
 //! (burn's Flex) only: each checks for a Flex device and otherwise leaves the operation to
 //! burn. docs/gpu.md says how to build and run each backend.
 

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod dataset;
 pub mod experiment;
 pub mod infer;
+pub mod kernels;
 pub mod keys;
 pub mod metrics;
 pub mod models;

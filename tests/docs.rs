@@ -1,6 +1,8 @@
 //! The documentation stays true to the repository: every relative link in the README and in
-//! `docs/` resolves (file and heading), and every `seglab` command in their shell blocks names
-//! real subcommands and flags of the command-line interface.
+//! `docs/` resolves (file and heading), every `seglab` command in their shell blocks names
+//! real subcommands and flags of the command-line interface, and every section a source
+//! comment cites ("§5.4", "docs/design.md §2", "§6 step 3") is a heading of the page it
+//! names, with that step or item.
 
 use std::path::{Path, PathBuf};
 
@@ -227,5 +229,198 @@ fn anchors_follow_github() {
     assert_eq!(
         anchor("Results on the published-scale phantom"),
         "results-on-the-published-scale-phantom"
+    );
+}
+
+/// The sections of a page that cites them as §N.M: the number after `§` in each heading, with
+/// the numbered list items (`1.`, `2.`, …) of the section's own text.
+fn sections(page: &Path) -> Vec<(String, Vec<u32>)> {
+    let text = std::fs::read_to_string(page).expect("readable page");
+    let mut found: Vec<(String, Vec<u32>)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            if let Some((_, rest)) = line.split_once('§') {
+                let number = rest.split_whitespace().next().unwrap_or("");
+                found.push((number.to_string(), Vec::new()));
+            }
+        } else if let (Some((_, items)), Some((n, _))) = (found.last_mut(), line.split_once(". "))
+            && let Ok(n) = n.parse::<u32>()
+        {
+            items.push(n);
+        }
+    }
+    found
+}
+
+/// A `§` citation in a source file: the document it names, the section and the step or item
+/// numbers after it.
+#[derive(Debug, PartialEq)]
+struct Citation {
+    document: Cited,
+    section: String,
+    items: Vec<u32>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Cited {
+    /// docs/published-code.md: named, or bare `§N.M` (the source's convention).
+    PublishedCode,
+    /// docs/design.md.
+    Design,
+    /// The thesis or the paper (shared/papers/), cited by their own numbers.
+    Papers,
+}
+
+/// The `§` citations of a text. The document is the word before the `§` (on the line, or at the
+/// end of the line before): `design.md`, `thesis` or `paper`, or followed by "of the thesis";
+/// anything else cites docs/published-code.md.
+fn citations(text: &str) -> Vec<Citation> {
+    let mut found = Vec::new();
+    let mut previous_line = "";
+    for line in text.lines() {
+        let mut rest = line;
+        let mut before_len = 0;
+        while let Some(at) = rest.find('§') {
+            let before = &line[..before_len + at];
+            let after = &rest[at + '§'.len_utf8()..];
+            let section: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let section = section.trim_end_matches('.').to_string();
+            let tail = &after[section.len()..];
+            rest = tail;
+            before_len = line.len() - rest.len();
+            if section.is_empty() {
+                continue; // §II-C: the paper's roman numerals
+            }
+            let words: Vec<&str> = before
+                .trim_start()
+                .trim_start_matches(['/', '!', '#'])
+                .split_whitespace()
+                .collect();
+            let word = words
+                .last()
+                .copied()
+                .or_else(|| previous_line.split_whitespace().last())
+                .unwrap_or("")
+                .trim_matches(|c: char| !c.is_alphanumeric() && c != '.');
+            let document = if word.ends_with("design.md") {
+                Cited::Design
+            } else if word == "thesis" || word == "paper" || tail.starts_with(" of the thesis") {
+                Cited::Papers
+            } else {
+                Cited::PublishedCode
+            };
+            let items = [" step ", " item "]
+                .iter()
+                .find_map(|kind| tail.strip_prefix(kind))
+                .map(|numbers| {
+                    numbers
+                        .split(|c: char| !c.is_ascii_digit() && c != '/')
+                        .next()
+                        .unwrap_or("")
+                        .split('/')
+                        .filter_map(|n| n.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            found.push(Citation {
+                document,
+                section,
+                items,
+            });
+        }
+        previous_line = line;
+    }
+    found
+}
+
+/// Every `.rs` and `.md` file below `dir`.
+fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable folder") {
+        let path = entry.expect("readable entry").path();
+        if path.is_dir() {
+            source_files(&path, out);
+        } else if path
+            .extension()
+            .is_some_and(|ext| ext == "rs" || ext == "md")
+        {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_cited_section_is_a_heading_of_its_page() {
+    let published = sections(&repo().join("docs/published-code.md"));
+    let design = sections(&repo().join("docs/design.md"));
+    let mut files = Vec::new();
+    source_files(&repo().join("src"), &mut files);
+    files.sort();
+    let (mut checked, mut missing) = (0, Vec::new());
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        for citation in citations(&text) {
+            let page = match citation.document {
+                Cited::PublishedCode => ("docs/published-code.md", &published),
+                Cited::Design => ("docs/design.md", &design),
+                Cited::Papers => continue,
+            };
+            checked += 1;
+            let section = page.1.iter().find(|(n, _)| *n == citation.section);
+            let absent: Vec<&u32> = match section {
+                None => {
+                    missing.push(format!(
+                        "{}: §{} is not a heading of {}",
+                        file.display(),
+                        citation.section,
+                        page.0
+                    ));
+                    continue;
+                }
+                Some((_, items)) => citation
+                    .items
+                    .iter()
+                    .filter(|n| !items.contains(n))
+                    .collect(),
+            };
+            if !absent.is_empty() {
+                missing.push(format!(
+                    "{}: §{} of {} has no step or item {absent:?}",
+                    file.display(),
+                    citation.section,
+                    page.0
+                ));
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} citations found in src/");
+    assert!(
+        missing.is_empty(),
+        "citations of sections that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn citations_name_their_document_section_and_steps() {
+    let text = "//! docs/published-code.md §5.4\n/// (§5.4 step 5/7), thesis §5.3.1, see\n\
+                //! docs/design.md\n//! §4; §6 step 3; §5.3.3 of the thesis; paper §II-C";
+    let cited = |document, section: &str, items: &[u32]| Citation {
+        document,
+        section: section.to_string(),
+        items: items.to_vec(),
+    };
+    assert_eq!(
+        citations(text),
+        vec![
+            cited(Cited::PublishedCode, "5.4", &[]),
+            cited(Cited::PublishedCode, "5.4", &[5, 7]),
+            cited(Cited::Papers, "5.3.1", &[]),
+            cited(Cited::Design, "4", &[]),
+            cited(Cited::PublishedCode, "6", &[3]),
+            cited(Cited::Papers, "5.3.3", &[]),
+        ]
     );
 }

@@ -18,7 +18,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
 use seglab::infer::{MergeMode, SlidingWindowConfig, predict_volume};
-use seglab::models::conv::{ConvPath, conv_transpose3d, conv3d};
+use seglab::models::conv::{ComputePath, conv_transpose3d, conv3d};
 use seglab::models::{CycleGanConfig, ModelScale, ScaleSpec, Unet3dConfig, Vox2VoxConfig};
 use seglab::preset::Preset;
 use seglab::train::driver::TrainerWindows;
@@ -334,27 +334,27 @@ fn convolution_weight_gradients_match_cpu_at_patch_size() {
         (
             "3³ 'same', 32³",
             [[2, 2, 32, 32, 32], [2, 2, 3, 3, 3]],
-            &|x, w| conv3d(x, w, None, 1, [(1, 1); 3], ConvPath::Burn),
+            &|x, w| conv3d(x, w, None, 1, [(1, 1); 3], ComputePath::Burn),
         ),
         (
             "7³ 'same' (CycleGAN stem), 32³",
             [[2, 2, 32, 32, 32], [1, 2, 7, 7, 7]],
-            &|x, w| conv3d(x, w, None, 1, [(3, 3); 3], ConvPath::Burn),
+            &|x, w| conv3d(x, w, None, 1, [(3, 3); 3], ComputePath::Burn),
         ),
         (
             "4³ stride 2 (Vox2Vox, discriminators), 64³",
             [[2, 1, 64, 64, 64], [2, 1, 4, 4, 4]],
-            &|x, w| conv3d(x, w, None, 2, [(1, 1); 3], ConvPath::Burn),
+            &|x, w| conv3d(x, w, None, 2, [(1, 1); 3], ComputePath::Burn),
         ),
         (
             "transposed 3³ stride 2 (CycleGAN), 32³ → 64³",
             [[2, 2, 32, 32, 32], [2, 1, 3, 3, 3]],
-            &|x, w| conv_transpose3d(x, w, None, 2, (0, 1), ConvPath::Burn),
+            &|x, w| conv_transpose3d(x, w, None, 2, (0, 1), ComputePath::Burn),
         ),
         (
             "transposed 4³ stride 2 (Vox2Vox), 32³ → 64³",
             [[2, 2, 32, 32, 32], [2, 1, 4, 4, 4]],
-            &|x, w| conv_transpose3d(x, w, None, 2, (1, 1), ConvPath::Burn),
+            &|x, w| conv_transpose3d(x, w, None, 2, (1, 1), ComputePath::Burn),
         ),
     ];
     for (what, shapes, f) in cases {

@@ -553,6 +553,36 @@ fn a_corrupt_part_is_named_in_the_error() {
     );
 }
 
+/// A `trials` part written before the `compute_path` column (here: the column dropped from a
+/// part) reads back with an empty compute path beside the parts that have it.
+#[test]
+fn trials_parts_without_the_compute_path_column_stay_readable() {
+    let dir = util::temp_dir();
+    let store = new_store(dir.path());
+    store
+        .write_trial_event(&start_event("t1", 1, "unet3d", 0, 0))
+        .unwrap();
+    let part = store.parts(Table::Trials).unwrap()[0].clone();
+    use polars_io::SerReader;
+    let mut df = polars_io::parquet::read::ParquetReader::new(std::fs::File::open(&part).unwrap())
+        .finish()
+        .unwrap()
+        .drop("compute_path")
+        .unwrap();
+    df.with_column(Column::new("trial_id".into(), ["t0"]))
+        .unwrap();
+    let old = store.table_dir(Table::Trials).join("t0-a1-000000.parquet");
+    polars_io::parquet::write::ParquetWriter::new(std::fs::File::create(&old).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let events = TrialEvent::from_frame(&store.read(Table::Trials).unwrap()).unwrap();
+    let path = |id: &str| {
+        let e = events.iter().find(|e| e.trial_id == id).unwrap();
+        e.compute_path.clone()
+    };
+    assert_eq!((path("t0").as_str(), path("t1").as_str()), ("", "kernels"));
+}
+
 #[test]
 fn bad_names_and_missing_stores_are_refused() {
     let dir = util::temp_dir();

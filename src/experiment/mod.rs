@@ -10,7 +10,7 @@
 //! This module does not train or evaluate (that is `train::run_trial`), and it writes the store
 //! and the MLflow mirror only through `tracking`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub mod filter;
 pub mod overrides;
@@ -56,4 +56,20 @@ pub enum ExperimentError {
     Tracking(#[from] crate::tracking::TrackingError),
     #[error(transparent)]
     Write(#[from] crate::atomic::WriteError),
+}
+
+/// The JSON record at `path` (a file seglab writes into a sweep folder), or None when there is
+/// none; `invalid` makes the error of a file that does not parse as one.
+pub(crate) fn read_json_record<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    invalid: impl FnOnce(serde_json::Error) -> ExperimentError,
+) -> Result<Option<T>, ExperimentError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map(Some).map_err(invalid)
 }

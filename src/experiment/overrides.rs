@@ -204,19 +204,10 @@ pub fn resolve(
 }
 
 fn read(file: &Path) -> Result<Option<SpecOverrides>, ExperimentError> {
-    if !file.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(file).map_err(|source| ExperimentError::Io {
+    super::read_json_record(file, |e| ExperimentError::Spec {
         path: file.to_owned(),
-        source,
-    })?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| ExperimentError::Spec {
-            path: file.to_owned(),
-            message: format!("not a record of --set/--dataset overrides: {e}"),
-        })
+        message: format!("not a record of --set/--dataset overrides: {e}"),
+    })
 }
 
 #[cfg(test)]

@@ -769,6 +769,7 @@ pub fn run_task(
     running.preprocess_check = Preflight::stored(&opts.sweep_dir, &trial.trial_id);
     if let Ok(d) = &device {
         running.device_name = crate::backend::device_name(d);
+        running.compute_path = crate::kernels::ComputePath::on(d).name().to_string();
     }
     store.write_trial_event(&running)?;
     let mut mirror = match &opts.mlflow_uri {

@@ -158,7 +158,7 @@ impl SearchSpec {
             Some(v) => return Err(format!("search.seed: expected an integer ≥ 0, got {v}")),
         };
         let space = match table.get("space") {
-            Some(toml::Value::Table(t)) => parse_space(t, "")?,
+            Some(toml::Value::Table(t)) => parse_space(t)?,
             Some(v) => return Err(format!("search.space: expected a table, got {v}")),
             None => Vec::new(),
         };
@@ -216,30 +216,17 @@ impl SearchSpec {
 }
 
 /// The keys of `[search.space]` (nested tables flattened into dotted keys, as in `[set]`).
-fn parse_space(table: &toml::Table, prefix: &str) -> Result<Vec<(String, Distribution)>, String> {
+fn parse_space(table: &toml::Table) -> Result<Vec<(String, Distribution)>, String> {
     let mut out = BTreeMap::new();
-    for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            toml::Value::Table(t) if is_key_path(t) => {
-                out.extend(parse_space(t, &key)?);
-            }
-            v => {
-                if !key.contains('.') {
-                    return Err(format!(
-                        "search.space: `{key}` is not a dotted config key such as \
-                         \"train.optimizer.lr\""
-                    ));
-                }
-                let d =
-                    parse_distribution(v).map_err(|m| format!("search.space.\"{key}\": {m}"))?;
-                out.insert(key, d);
-            }
+    for (key, v) in super::spec::flatten_where(table, "", &is_key_path) {
+        if !key.contains('.') {
+            return Err(format!(
+                "search.space: `{key}` is not a dotted config key such as \
+                 \"train.optimizer.lr\""
+            ));
         }
+        let d = parse_distribution(&v).map_err(|m| format!("search.space.\"{key}\": {m}"))?;
+        out.insert(key, d);
     }
     Ok(out.into_iter().collect())
 }

@@ -214,16 +214,9 @@ impl SlurmJobs {
     /// The recorded jobs of a sweep, or None when it was never submitted by seglab.
     pub fn read(paths: &SweepPaths) -> Result<Option<SlurmJobs>, ExperimentError> {
         let path = paths.slurm_jobs();
-        if !path.exists() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).map_err(|source| ExperimentError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| slurm_error(&path, format!("not a job record: {e}")))
+        super::read_json_record(&path, |e| {
+            slurm_error(&path, format!("not a job record: {e}"))
+        })
     }
 }
 

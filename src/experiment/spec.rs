@@ -129,19 +129,10 @@ impl SweepRecord {
     /// The record of the sweep folder `dir`, if it has one.
     pub fn read(dir: &Path) -> Result<Option<Self>, ExperimentError> {
         let path = super::paths::SweepPaths::new(dir).record();
-        if !path.exists() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).map_err(|source| ExperimentError::Io {
+        super::read_json_record(&path, |e| ExperimentError::Spec {
             path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| ExperimentError::Spec {
-                path,
-                message: format!("not a sweep record: {e}"),
-            })
+            message: format!("not a sweep record: {e}"),
+        })
     }
 }
 
@@ -600,6 +591,16 @@ fn strings(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
 
 /// Flattens nested tables into dotted keys (`train = { epochs = 2 }` → `train.epochs`).
 fn flatten(table: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
+    flatten_where(table, prefix, &|_| true)
+}
+
+/// Flattens the nested tables that `nested` accepts into dotted keys; any other value (tables
+/// `nested` refuses included) ends a key. In the order of the table.
+pub(crate) fn flatten_where(
+    table: &toml::Table,
+    prefix: &str,
+    nested: &dyn Fn(&toml::Table) -> bool,
+) -> Vec<(String, toml::Value)> {
     let mut out = Vec::new();
     for (k, v) in table {
         let key = if prefix.is_empty() {
@@ -608,7 +609,7 @@ fn flatten(table: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
             format!("{prefix}.{k}")
         };
         match v {
-            toml::Value::Table(t) => out.extend(flatten(t, &key)),
+            toml::Value::Table(t) if nested(t) => out.extend(flatten_where(t, &key, nested)),
             v => out.push((key, v.clone())),
         }
     }

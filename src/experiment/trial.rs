@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use super::ExperimentError;
 use super::provenance::{Provenance, hex};
-use super::spec::SweepSpec;
+use super::spec::{GridBlock, SweepSpec};
 use crate::dataset::Dataset;
 use crate::dataset::splits::{Fold, SplitScheme, make_splits};
 use crate::tracking::{TrialEvent, TrialStatus};
@@ -101,6 +101,7 @@ impl Trial {
             host: prov.host.clone(),
             device: device.to_string(),
             device_name: String::new(),
+            compute_path: String::new(),
             seglab_version: prov.seglab_version.clone(),
             burn_version: prov.burn_version.clone(),
             command: prov.command.clone(),
@@ -229,51 +230,16 @@ fn product(axes: &[(String, Vec<Value>)]) -> Vec<Vec<(String, Value)>> {
 /// Expands a spec into its trials (see the module doc), validating all of them. Duplicate
 /// trials (two blocks giving the same config) are kept once, in first-appearance order.
 pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
-    let fail = |message: String| ExperimentError::Spec {
-        path: spec.file.clone(),
-        message,
-    };
-    let dataset = Dataset::open(&spec.dataset).map_err(|e| fail(format!("dataset: {e}")))?;
-    let fingerprint = dataset
-        .fingerprint()
-        .map_err(|e| fail(format!("dataset: {e}")))?;
-    let split_seed = spec.cv.split_seed;
-    let partition = match &spec.cv.scheme {
-        SplitScheme::Named(name) => dataset.named_folds(name),
-        scheme => make_splits(&dataset.ids(), &dataset.groups(), scheme, split_seed),
-    }
-    .map_err(|e| fail(format!("cv: {e}")))?;
-    let splits: Vec<(String, String)> = partition.iter().map(split_identity).collect();
-    let folds = partition.len() as u32;
-    let fold_list: Vec<u32> = match &spec.cv.run_folds {
-        Some(list) => {
-            if let Some(bad) = list.iter().find(|&&f| f >= folds) {
-                return Err(fail(format!(
-                    "cv.run_folds: fold {bad} does not exist ({} has folds 0..{})",
-                    spec.cv.scheme,
-                    folds - 1
-                )));
-            }
-            list.clone()
-        }
-        None => (0..folds).collect(),
-    };
-    let cv = cv_identity(&spec.cv.scheme)?;
-    let mask_channels = &dataset.spec().mask_channels;
-
-    let mut trials = Vec::new();
-    let mut seen = HashSet::new();
-    let mut set_used: HashSet<&str> = HashSet::new();
-    let mut forced_used: HashSet<&str> = HashSet::new();
-    let mut set_error: Option<String> = None;
+    let folds = SweepFolds::of(spec)?;
     // The points of `[search]`; one empty point for a plain grid, which keeps its ids.
     let draws = spec
         .search
         .as_ref()
         .map_or_else(|| vec![Vec::new()], |s| s.draws());
-    let mut space_used: HashSet<String> = HashSet::new();
+    let mut used = KeysUsed::default();
+    let mut trials = TrialList::default();
     for (gi, block) in spec.grids.iter().enumerate() {
-        let bfail = |m: String| fail(format!("grid[{gi}]: {m}"));
+        let bfail = |m: String| spec_error(spec, format!("grid[{gi}]: {m}"));
         let models = block.models.clone().unwrap_or_else(|| spec.models.clone());
         let classes = block
             .classes
@@ -283,73 +249,14 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
         let scales = block.scales.clone().unwrap_or_else(|| vec![spec.scale]);
         for model in &models {
             for cls in &classes {
-                if let Some(c) = cls.iter().find(|c| !mask_channels.contains(c)) {
-                    return Err(fail(format!(
-                        "classes: the dataset {} has no mask channel {c:?} (it has {})",
-                        spec.dataset.display(),
-                        mask_channels.join(", ")
-                    )));
-                }
+                folds.check_classes(spec, cls)?;
                 for &preset in &presets {
                     for &scale in &scales {
                         let base = TrialConfig::resolve(*model, cls, preset, scale)
                             .map_err(|e| bfail(format!("{}: {e}", model.name())))?;
-                        let tree = base.to_value();
-                        let mut overrides: Vec<(String, Value)> = Vec::new();
-                        for (k, v) in &spec.set {
-                            if has_key(&tree, k) {
-                                set_used.insert(k);
-                                overrides.push((k.clone(), v.clone()));
-                            } else if set_error.is_none() {
-                                set_error = base
-                                    .apply_overrides(&[(k.clone(), v.clone())])
-                                    .err()
-                                    .map(|e| format!("set: {e}"));
-                            }
-                        }
-                        for (k, _) in &block.axes {
-                            if !has_key(&tree, k) {
-                                let e = base
-                                    .apply_overrides(&[(k.clone(), Value::Null)])
-                                    .err()
-                                    .map(|e| e.to_string())
-                                    .unwrap_or_else(|| format!("unknown config key `{k}`"));
-                                return Err(bfail(format!(
-                                    "{e} (in the config of {})",
-                                    model.name()
-                                )));
-                            }
-                        }
-                        let mut forced: Vec<(String, Value)> = Vec::new();
-                        for (k, v) in &spec.forced {
-                            if has_key(&tree, k) {
-                                forced_used.insert(k);
-                                forced.push((k.clone(), v.clone()));
-                            }
-                        }
-                        let drawn: Vec<Vec<(String, Value)>> = draws
-                            .iter()
-                            .map(|d| {
-                                d.iter()
-                                    .filter(|(k, _)| has_key(&tree, k))
-                                    .inspect(|(k, _)| {
-                                        space_used.insert(k.clone());
-                                    })
-                                    .cloned()
-                                    .collect()
-                            })
-                            .collect();
-                        let cells = product(&block.axes).into_iter().flat_map(|combo| {
-                            drawn.iter().map(move |d| {
-                                let mut c = combo.clone();
-                                c.extend(d.iter().cloned());
-                                c
-                            })
-                        });
-                        for combo in cells {
-                            let mut all = overrides.clone();
-                            all.extend(combo.iter().cloned());
-                            all.extend(forced.iter().cloned());
+                        let cell = CellOverrides::of(spec, block, &base, &draws, &mut used)
+                            .map_err(bfail)?;
+                        for (all, combo) in cell.combinations(&block.axes) {
                             let config = base.apply_overrides(&all).map_err(|e| {
                                 let what = combo
                                     .iter()
@@ -362,66 +269,263 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                                 .iter()
                                 .map(|(k, _)| (k.clone(), param_text(&config, k)))
                                 .collect();
-                            for &seed in &spec.cv.seeds {
-                                for &fold in &fold_list {
-                                    let cv = cv_identity_for_seed(
-                                        &cv,
-                                        &spec.cv.scheme,
-                                        split_seed,
-                                        seed,
-                                    );
-                                    let id = trial_id(&config, fold, seed, &cv, &fingerprint);
-                                    let (split_json, split_id) = splits[fold as usize].clone();
-                                    if !seen.insert(id.clone()) {
-                                        continue;
-                                    }
-                                    trials.push(Trial {
-                                        sweep: spec.name.clone(),
-                                        trial_id: id,
-                                        config: config.clone(),
-                                        fold,
-                                        seed,
-                                        scheme: spec.cv.scheme.clone(),
-                                        split_seed,
-                                        split_json,
-                                        split_id,
-                                        select_metric: spec.cv.select_metric.clone(),
-                                        dataset: spec.dataset.clone(),
-                                        dataset_fingerprint: fingerprint.clone(),
-                                        params: params.clone(),
-                                    });
-                                }
-                            }
+                            folds.add_trials(spec, &config, &params, &mut trials);
                         }
                     }
                 }
             }
         }
     }
-    if let Some(unused) = spec
-        .forced
-        .keys()
-        .find(|k| !forced_used.contains(k.as_str()))
-    {
-        return Err(fail(format!(
-            "--set {unused}: no model of the sweep has this config key (see `seglab train \
-             --print-config`)"
-        )));
+    used.check(spec)?;
+    Ok(trials.trials)
+}
+
+/// A spec error of `spec` with `message`.
+fn spec_error(spec: &SweepSpec, message: String) -> ExperimentError {
+    ExperimentError::Spec {
+        path: spec.file.clone(),
+        message,
     }
-    if let Some(search) = &spec.search
-        && let Some((unused, _)) = search.space.iter().find(|(k, _)| !space_used.contains(k))
-    {
-        return Err(fail(format!(
-            "search.space: `{unused}` is a config key of none of the sweep's models (see \
-             `seglab train --print-config`)"
-        )));
+}
+
+/// The folds a sweep runs and what identifies them: the phase of [`expand`] that reads the
+/// dataset and partitions its volumes.
+struct SweepFolds {
+    fingerprint: String,
+    /// `(split_json, split_id)` of every fold of the partition ([`split_identity`]).
+    splits: Vec<(String, String)>,
+    /// The folds that run: `cv.run_folds`, else all.
+    run: Vec<u32>,
+    /// The split scheme's identity ([`cv_identity`]).
+    cv: Value,
+    mask_channels: Vec<String>,
+}
+
+impl SweepFolds {
+    fn of(spec: &SweepSpec) -> Result<Self, ExperimentError> {
+        let fail = |message: String| spec_error(spec, message);
+        let dataset = Dataset::open(&spec.dataset).map_err(|e| fail(format!("dataset: {e}")))?;
+        let fingerprint = dataset
+            .fingerprint()
+            .map_err(|e| fail(format!("dataset: {e}")))?;
+        let partition = match &spec.cv.scheme {
+            SplitScheme::Named(name) => dataset.named_folds(name),
+            scheme => make_splits(
+                &dataset.ids(),
+                &dataset.groups(),
+                scheme,
+                spec.cv.split_seed,
+            ),
+        }
+        .map_err(|e| fail(format!("cv: {e}")))?;
+        let splits: Vec<(String, String)> = partition.iter().map(split_identity).collect();
+        let folds = partition.len() as u32;
+        let run: Vec<u32> = match &spec.cv.run_folds {
+            Some(list) => {
+                if let Some(bad) = list.iter().find(|&&f| f >= folds) {
+                    return Err(fail(format!(
+                        "cv.run_folds: fold {bad} does not exist ({} has folds 0..{})",
+                        spec.cv.scheme,
+                        folds - 1
+                    )));
+                }
+                list.clone()
+            }
+            None => (0..folds).collect(),
+        };
+        Ok(SweepFolds {
+            fingerprint,
+            splits,
+            run,
+            cv: cv_identity(&spec.cv.scheme)?,
+            mask_channels: dataset.spec().mask_channels.clone(),
+        })
     }
-    if let Some(unused) = spec.set.keys().find(|k| !set_used.contains(k.as_str())) {
-        return Err(fail(set_error.unwrap_or_else(|| {
-            format!("set: `{unused}` applies to none of the sweep's models")
-        })));
+
+    /// Refuses task classes the dataset has no mask channel for.
+    fn check_classes(&self, spec: &SweepSpec, classes: &[String]) -> Result<(), ExperimentError> {
+        match classes.iter().find(|c| !self.mask_channels.contains(c)) {
+            Some(c) => Err(spec_error(
+                spec,
+                format!(
+                    "classes: the dataset {} has no mask channel {c:?} (it has {})",
+                    spec.dataset.display(),
+                    self.mask_channels.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
     }
-    Ok(trials)
+
+    /// The trials of `config`, one per seed and fold, each added unless its id is there.
+    fn add_trials(
+        &self,
+        spec: &SweepSpec,
+        config: &TrialConfig,
+        params: &BTreeMap<String, String>,
+        trials: &mut TrialList,
+    ) {
+        let split_seed = spec.cv.split_seed;
+        for &seed in &spec.cv.seeds {
+            for &fold in &self.run {
+                let cv = cv_identity_for_seed(&self.cv, &spec.cv.scheme, split_seed, seed);
+                let id = trial_id(config, fold, seed, &cv, &self.fingerprint);
+                let (split_json, split_id) = self.splits[fold as usize].clone();
+                if !trials.seen.insert(id.clone()) {
+                    continue;
+                }
+                trials.trials.push(Trial {
+                    sweep: spec.name.clone(),
+                    trial_id: id,
+                    config: config.clone(),
+                    fold,
+                    seed,
+                    scheme: spec.cv.scheme.clone(),
+                    split_seed,
+                    split_json,
+                    split_id,
+                    select_metric: spec.cv.select_metric.clone(),
+                    dataset: spec.dataset.clone(),
+                    dataset_fingerprint: self.fingerprint.clone(),
+                    params: params.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// The trials of an expansion in first-appearance order, and their ids.
+#[derive(Default)]
+struct TrialList {
+    trials: Vec<Trial>,
+    seen: HashSet<String>,
+}
+
+/// Which `[set]`, `--set` and `[search]` keys some model of the sweep has, so that
+/// [`KeysUsed::check`] can refuse one that applies nowhere.
+#[derive(Default)]
+struct KeysUsed<'a> {
+    set: HashSet<&'a str>,
+    forced: HashSet<&'a str>,
+    space: HashSet<String>,
+    /// The first `[set]` key a config refused, with the config's reason.
+    set_error: Option<String>,
+}
+
+impl KeysUsed<'_> {
+    fn check(&self, spec: &SweepSpec) -> Result<(), ExperimentError> {
+        let fail = |message: String| spec_error(spec, message);
+        if let Some(unused) = spec
+            .forced
+            .keys()
+            .find(|k| !self.forced.contains(k.as_str()))
+        {
+            return Err(fail(format!(
+                "--set {unused}: no model of the sweep has this config key (see `seglab train \
+                 --print-config`)"
+            )));
+        }
+        if let Some(search) = &spec.search
+            && let Some((unused, _)) = search.space.iter().find(|(k, _)| !self.space.contains(k))
+        {
+            return Err(fail(format!(
+                "search.space: `{unused}` is a config key of none of the sweep's models (see \
+                 `seglab train --print-config`)"
+            )));
+        }
+        if let Some(unused) = spec.set.keys().find(|k| !self.set.contains(k.as_str())) {
+            return Err(fail(self.set_error.clone().unwrap_or_else(|| {
+                format!("set: `{unused}` applies to none of the sweep's models")
+            })));
+        }
+        Ok(())
+    }
+}
+
+/// Config values by dotted key, in the order they apply.
+type Overrides = Vec<(String, Value)>;
+
+/// The overrides of one (model, classes, preset, scale) cell of a grid block that its config
+/// has: the `[set]` values, the `--set` values and each search draw's values.
+struct CellOverrides {
+    set: Overrides,
+    forced: Overrides,
+    drawn: Vec<Overrides>,
+}
+
+impl CellOverrides {
+    /// The overrides of the cell whose resolved config is `base`, recording the keys it uses.
+    /// Errors (as the message) when a key of the block's axes is not in `base`.
+    fn of<'a>(
+        spec: &'a SweepSpec,
+        block: &GridBlock,
+        base: &TrialConfig,
+        draws: &[Vec<(String, Value)>],
+        used: &mut KeysUsed<'a>,
+    ) -> Result<Self, String> {
+        let tree = base.to_value();
+        let mut set: Vec<(String, Value)> = Vec::new();
+        for (k, v) in &spec.set {
+            if has_key(&tree, k) {
+                used.set.insert(k);
+                set.push((k.clone(), v.clone()));
+            } else if used.set_error.is_none() {
+                used.set_error = base
+                    .apply_overrides(&[(k.clone(), v.clone())])
+                    .err()
+                    .map(|e| format!("set: {e}"));
+            }
+        }
+        for (k, _) in &block.axes {
+            if !has_key(&tree, k) {
+                let e = base
+                    .apply_overrides(&[(k.clone(), Value::Null)])
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| format!("unknown config key `{k}`"));
+                return Err(format!("{e} (in the config of {})", base.model.name()));
+            }
+        }
+        let mut forced: Vec<(String, Value)> = Vec::new();
+        for (k, v) in &spec.forced {
+            if has_key(&tree, k) {
+                used.forced.insert(k);
+                forced.push((k.clone(), v.clone()));
+            }
+        }
+        let drawn = draws
+            .iter()
+            .map(|d| {
+                d.iter()
+                    .filter(|(k, _)| has_key(&tree, k))
+                    .inspect(|(k, _)| {
+                        used.space.insert(k.clone());
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        Ok(CellOverrides { set, forced, drawn })
+    }
+
+    /// Every combination of the block's axes with every search draw: the overrides of one
+    /// configuration in the order they apply (`[set]`, the combination, `--set`), and the
+    /// combination alone (which names the configuration in errors).
+    fn combinations(
+        &self,
+        axes: &[(String, Vec<Value>)],
+    ) -> impl Iterator<Item = (Overrides, Overrides)> {
+        product(axes).into_iter().flat_map(move |combo| {
+            self.drawn.iter().map(move |d| {
+                let mut c = combo.clone();
+                c.extend(d.iter().cloned());
+                let mut all = self.set.clone();
+                all.extend(c.iter().cloned());
+                all.extend(self.forced.iter().cloned());
+                (all, c)
+            })
+        })
+    }
 }
 
 /// The short description of a trial's cell for tables: model, classes and swept values.

@@ -26,10 +26,9 @@ use rand::rngs::ChaCha8Rng;
 use rand::{Rng, RngExt, SeedableRng};
 use rayon::prelude::*;
 
-use super::activation_kernel;
-use super::conv;
+use super::conv::{self, ComputePath};
 use super::init::{self, Fans, InitScheme, SeedStream};
-use super::norm_act_kernel::{self, NormAct, NormGroups, NormScale};
+use crate::kernels::{self, NormAct, NormGroups, NormScale};
 
 /// How a convolution pads its input (Keras `padding=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +127,7 @@ impl Conv3dLayer {
             Padding::Reflect => (x.pad(pads, PadMode::Reflect), [(0, 0); 3]),
             _ => (x, pads),
         };
-        let path = conv::choose_path(&x, weight.dims(), self.stride);
+        let path = ComputePath::of(&x);
         if relu {
             conv::conv3d_bias_relu(x, weight, bias, self.stride, pads, path)
         } else {
@@ -190,7 +189,7 @@ impl ConvTranspose3dLayer {
             return conv::conv_transpose3d_blocks(x, self.weight.val(), Some(self.bias.val()));
         }
         let crop = self.kernel - self.stride;
-        let path = conv::choose_path(&x, self.weight.val().dims(), self.stride);
+        let path = ComputePath::of(&x);
         conv::conv_transpose3d(
             x,
             self.weight.val(),
@@ -243,10 +242,10 @@ impl InstanceNorm3d {
     }
 
     /// `LeakyReLU(norm(x))` with negative slope `slope` (0: ReLU, 1: no activation). On flex
-    /// devices one operation ([`norm_act_kernel`]); elsewhere burn's tensor operations
+    /// devices one operation ([`kernels::norm_act`]); elsewhere burn's tensor operations
     /// ([`Self::forward_composed`]).
     pub fn forward_activated(&self, x: Tensor<5>, slope: f64) -> Tensor<5> {
-        if !norm_act_kernel::supports(&x) {
+        if ComputePath::of(&x) != ComputePath::Kernels {
             return activate(self.forward_composed(x), slope);
         }
         let spec = NormAct {
@@ -261,7 +260,7 @@ impl InstanceNorm3d {
             epsilon: self.epsilon,
             slope: slope as f32,
         };
-        norm_act_kernel::norm_act(x, self.gamma.val(), self.beta.val(), spec).0
+        kernels::norm_act(x, self.gamma.val(), self.beta.val(), spec).0
     }
 
     /// The norm from burn's tensor operations (other backends; the reference in tests).
@@ -280,14 +279,16 @@ impl InstanceNorm3d {
 }
 
 /// LeakyReLU with negative slope `slope`: 0 is ReLU, 1 the identity (on the CPU as one
-/// operation, [`activation_kernel`]).
+/// operation, [`kernels::leaky_relu`]).
 pub(crate) fn activate(x: Tensor<5>, slope: f64) -> Tensor<5> {
     if slope == 1.0 {
         x
     } else if slope == 0.0 {
         relu(x)
-    } else if activation_kernel::supports(&x, slope as f32) {
-        activation_kernel::leaky_relu(x, slope as f32)
+    } else if ComputePath::of(&x) == ComputePath::Kernels
+        && kernels::activation::leaky_relu_supported(slope as f32)
+    {
+        kernels::leaky_relu(x, slope as f32)
     } else {
         leaky_relu(x, slope)
     }
@@ -317,10 +318,10 @@ pub fn conv_batch_norm_relu(conv: &Conv3dLayer, bn: &BatchNorm, x: Tensor<5>) ->
 
 /// `relu(bn(x))` with the batch's statistics, updating `bn`'s running statistics as burn's
 /// `BatchNorm::forward` does in training (running = (1 − momentum)·running + momentum·batch).
-/// On flex devices the two layers run as [`norm_act_kernel::norm_act`], one backend
+/// On flex devices the two layers run as [`kernels::norm_act`], one backend
 /// operation with a handwritten backward pass; elsewhere as burn's layers.
 pub fn batch_norm_relu_train(bn: &BatchNorm, x: Tensor<5>) -> Tensor<5> {
-    if !norm_act_kernel::supports(&x) {
+    if ComputePath::of(&x) != ComputePath::Kernels {
         return relu(bn.forward(x));
     }
     let spec = NormAct {
@@ -329,7 +330,7 @@ pub fn batch_norm_relu_train(bn: &BatchNorm, x: Tensor<5>) -> Tensor<5> {
         epsilon: bn.epsilon,
         slope: 0.0,
     };
-    let (y, mean, variance) = norm_act_kernel::norm_act(x, bn.gamma.val(), bn.beta.val(), spec);
+    let (y, mean, variance) = kernels::norm_act(x, bn.gamma.val(), bn.beta.val(), spec);
     let device = y.device();
     let mix = |running: Tensor<1>, batch: Tensor<1>| {
         (running.to_device(&device).mul_scalar(1.0 - bn.momentum)

@@ -1,95 +1,31 @@
-//! The one 3D convolution every network of seglab calls ([`conv3d`], and
-//! [`conv_transpose3d`] for upsampling), with several implementations of the same function:
+//! The one 3D convolution every network of seglab calls ([`conv3d`], [`conv3d_bias_relu`],
+//! and [`conv_transpose3d`] for upsampling), with two implementations of the same function,
+//! chosen per call by a [`ComputePath`]:
 //!
-//! - [`ConvPath::Kernel`], the default on the CPU: [`conv_kernel::padded_conv3d`], a
-//!   registered backend operation with a handwritten backward pass (all three passes are
-//!   GEMMs over shifted views of the padded input). Strided convolutions run it on their
-//!   polyphase form, transposed convolutions on their output phases (rearranged by
-//!   [`phases`], itself a backend operation), so burn's generic
-//!   convolution gradients — the slow part of training on the CPU (issue "Training and
-//!   prediction speed on CPU") — are never used.
-//! - [`conv3d_shifted_gemm`] and [`conv3d_im2col`]: the same products written in tensor
-//!   operations, differentiated by autodiff (the previous defaults, kept for comparison).
-//! - burn's native `conv3d`, the path on every other backend (wgpu, CUDA).
+//! - [`ComputePath::Kernels`], the default on the CPU: the GEMM convolution of
+//!   [`crate::kernels`] with its handwritten backward pass, for every stride and for
+//!   transposed convolutions;
+//! - [`ComputePath::Burn`]: burn's `conv3d` and `conv_transpose3d`, the path of every other
+//!   backend (wgpu, CUDA), of convolutions the kernels do not take, and the reference the
+//!   tests below compare the kernels with (values and gradients, and finite differences). In
+//!   training on lavapipe it runs in slabs ([`conv_split`]: llvmpipe's loop limit cuts burn's
+//!   weight gradients short).
 //!
-//! `SEGLAB_CONV=burn|gemm|im2col|hybrid|kernel` forces one path, for benchmarks. All compute
-//! the same function: the tests below check values and gradients against burn's convolution
-//! and against finite differences; the choice only changes speed.
+//! [`conv_transpose3d_blocks`] is the U-Net's 2³ stride-2 upsampling on every backend: its
+//! blocks do not overlap, so it is one matrix product.
 
-use super::phases::{self, KernelUse, PhaseLayout};
-use super::{conv_kernel, conv_split};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose3d as burn_conv_transpose3d, conv3d as burn_conv3d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 
-/// Which implementation [`conv3d`] uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvPath {
-    /// burn's `conv3d` (native forward, generic backward).
-    Burn,
-    /// [`conv3d_shifted_gemm`].
-    ShiftedGemm,
-    /// [`conv3d_im2col`]: one matrix product per chunk of output voxels over the k³·in
-    /// stacked shifted views.
-    Im2col,
-    /// burn's forward and input gradient, [`conv3d_shifted_gemm`]'s weight gradient (both
-    /// forward passes are computed).
-    Hybrid,
-    /// [`conv_kernel::padded_conv3d`]: seglab's GEMM convolution with a handwritten backward
-    /// pass; flex devices only, others fall back to [`ConvPath::Burn`].
-    Kernel,
-}
-
-impl ConvPath {
-    /// `burn`, `gemm`, `im2col`, `hybrid` or `kernel`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "burn" => Some(ConvPath::Burn),
-            "gemm" => Some(ConvPath::ShiftedGemm),
-            "hybrid" => Some(ConvPath::Hybrid),
-            "im2col" => Some(ConvPath::Im2col),
-            "kernel" => Some(ConvPath::Kernel),
-            _ => None,
-        }
-    }
-}
-
-/// The path forced by the environment variable `SEGLAB_CONV` (see [`ConvPath::parse`]), read
-/// once; for benchmarking the implementations against each other without rebuilding.
-fn forced_path() -> Option<ConvPath> {
-    static FORCED: std::sync::OnceLock<Option<ConvPath>> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| {
-        std::env::var("SEGLAB_CONV")
-            .ok()
-            .and_then(|v| ConvPath::parse(v.trim()))
-    })
-}
-
-/// Bytes of columns per chunk in inference (no autodiff): small enough to stay cheap to
-/// allocate, large enough for an efficient matrix product.
-const INFER_COLUMN_BYTES: usize = 32 << 20;
-
-/// The implementation chosen for a convolution (overridable with `SEGLAB_CONV`):
-/// [`ConvPath::Kernel`] on flex (CPU) devices, burn's convolution elsewhere (wgpu, CUDA).
-///
-/// Measured with `cargo bench --profile dev --bench conv` on 2 cores (forward + backward,
-/// ms): 2×16×64³ k3 burn 1619, shifted GEMM 3669, kernel 416; 2×4×32³ k7 burn 465, shifted
-/// GEMM 683, kernel 71. The kernel also wins every forward pass (inference).
-pub fn choose_path(x: &Tensor<5>, weight_dims: [usize; 5], stride: usize) -> ConvPath {
-    if let Some(path) = forced_path() {
-        return path;
-    }
-    let inner_kernel = weight_dims[2].div_ceil(stride.max(1));
-    if conv_kernel::supports(x, inner_kernel, 0) {
-        ConvPath::Kernel
-    } else {
-        ConvPath::Burn
-    }
-}
+use super::conv_split;
+use crate::kernels;
+pub use crate::kernels::ComputePath;
 
 /// A 3D convolution with a cubic kernel, stride `stride` and explicit zero padding
-/// `(before, after)` per spatial axis (asymmetric allowed, as TensorFlow's 'same' needs).
+/// `(before, after)` per spatial axis (asymmetric allowed, as TensorFlow's 'same' needs), on
+/// `path` where the kernels take it and on burn's convolution otherwise.
 ///
 /// # Shapes
 ///
@@ -102,193 +38,84 @@ pub fn conv3d(
     bias: Option<Tensor<1>>,
     stride: usize,
     pads: [(usize, usize); 3],
-    path: ConvPath,
+    path: ComputePath,
 ) -> Tensor<5> {
-    match path {
-        ConvPath::ShiftedGemm if stride == 1 => conv3d_shifted_gemm(x, weight, bias, pads),
-        ConvPath::Im2col if stride == 1 => {
-            let budget = if x.device().is_autodiff() {
-                usize::MAX
-            } else {
-                INFER_COLUMN_BYTES
-            };
-            conv3d_im2col(x, weight, bias, pads, budget)
-        }
-        ConvPath::Hybrid if stride == 1 && x.device().is_autodiff() => {
-            let native = burn_conv(x.clone(), weight.clone().detach(), bias, 1, pads);
-            let g = conv3d_shifted_gemm(x.detach(), weight, None, pads);
-            native + g.clone() - g.detach()
-        }
-        ConvPath::Kernel => kernel_conv(x, weight, bias, stride, pads),
-        _ => burn_conv(x, weight, bias, stride, pads),
-    }
-}
-
-/// [`ConvPath::Kernel`]: stride 1 runs [`conv_kernel::padded_conv3d`] directly (the symmetric
-/// part of the padding inside it, the rest as explicit zeros); stride s > 1 runs it on the
-/// polyphase form ([`polyphase`]); the bias is added after. burn's convolution where the
-/// kernel does not apply.
-fn kernel_conv(
-    x: Tensor<5>,
-    weight: Tensor<5>,
-    bias: Option<Tensor<1>>,
-    stride: usize,
-    pads: [(usize, usize); 3],
-) -> Tensor<5> {
-    let [cout, _, k, _, _] = weight.dims();
-    let sym = if stride == 1 { symmetric_pad(pads) } else { 0 };
-    let inner_kernel = k.div_ceil(stride);
-    if !conv_kernel::supports(&x, inner_kernel, sym) {
-        return burn_conv(x, weight, bias, stride, pads);
-    }
-    let y = if stride == 1 {
-        conv_kernel::padded_conv3d(pad_asymmetric(x, pads, sym), weight, sym)
+    let k = weight.dims()[2];
+    if path == ComputePath::Kernels && kernels::conv::conv3d_supported(&x, k, stride, pads) {
+        kernels::conv3d(x, weight, bias, stride, pads)
     } else {
-        let [_, _, d, h, w] = x.dims();
-        let volume = [d, h, w];
-        let out: [usize; 3] =
-            std::array::from_fn(|i| (volume[i] + pads[i].0 + pads[i].1 - k) / stride + 1);
-        let (xs, ws) = polyphase(x, weight, stride, pads);
-        let y = conv_kernel::padded_conv3d(xs, ws, 0);
-        let [n, c, ..] = y.dims();
-        y.slice([0..n, 0..c, 0..out[0], 0..out[1], 0..out[2]])
-    };
-    match bias {
-        Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
-        None => y,
+        burn_conv(x, weight, bias, stride, pads)
     }
 }
 
-/// The padding every side of every axis gets (the part seglab's kernel pads itself).
-fn symmetric_pad(pads: [(usize, usize); 3]) -> usize {
-    pads.iter().map(|&(b, a)| b.min(a)).min().unwrap_or(0)
-}
-
-/// `x` zero-padded by what `pads` asks beyond the symmetric `sym` the kernel pads itself.
-fn pad_asymmetric(x: Tensor<5>, pads: [(usize, usize); 3], sym: usize) -> Tensor<5> {
-    let extra = pads.map(|(b, a)| (b - sym, a - sym));
-    if extra.iter().any(|&(b, a)| b + a > 0) {
-        x.pad(extra, PadMode::Constant(0.0))
-    } else {
-        x
-    }
-}
-
-/// `relu(conv3d(x, weight, bias))`. At inference (no autodiff) on the kernel path with stride
-/// 1 the bias and the ReLU are applied as the output leaves the kernel
-/// ([`conv_kernel::padded_conv3d_bias_relu`]), one pass over the activation instead of three;
-/// otherwise the separate operations.
+/// `relu(conv3d(x, weight, bias))`. At inference (no autodiff) on the kernels' path with
+/// stride 1 the bias and the ReLU are applied as the output leaves the kernel
+/// ([`kernels::conv3d_bias_relu`]), one pass over the activation instead of three; otherwise
+/// the separate operations.
 pub fn conv3d_bias_relu(
     x: Tensor<5>,
     weight: Tensor<5>,
     bias: Tensor<1>,
     stride: usize,
     pads: [(usize, usize); 3],
-    path: ConvPath,
+    path: ComputePath,
 ) -> Tensor<5> {
     let k = weight.dims()[2];
-    let sym = symmetric_pad(pads);
-    if path == ConvPath::Kernel
+    if path == ComputePath::Kernels
         && stride == 1
-        && !x.device().is_autodiff()
-        && conv_kernel::supports(&x, k, sym)
+        && kernels::conv::conv3d_bias_relu_supported(&x, k, pads)
     {
-        let x = pad_asymmetric(x, pads, sym);
-        return conv_kernel::padded_conv3d_bias_relu(x, weight, bias, sym, true);
+        return kernels::conv3d_bias_relu(x, weight, bias, pads);
     }
     relu(conv3d(x, weight, Some(bias), stride, pads, path))
 }
 
-/// A stride-s convolution of the input zero-padded by `pads` as a stride-1 convolution of its
-/// s³ polyphase components: with a = s·α + β, y[z] = Σₐ w[a]·x[s·z + a] = Σ_β Σ_α w[s·α + β]·x_β[z + α]
-/// where x_β[i] = x[s·i + β] of the padded input. Returns the input `[batch, in·s³, ⌈n/s⌉, …]`
-/// (n the padded size; [`phases::to_phases`] pads while it rearranges) and the kernel
-/// `[out, in·s³, ⌈k/s⌉³]` (taps past k are zero). Flex devices only (as the kernel path).
-fn polyphase(
-    x: Tensor<5>,
-    weight: Tensor<5>,
-    s: usize,
-    pads: [(usize, usize); 3],
-) -> (Tensor<5>, Tensor<5>) {
-    let [_, _, d, h, w] = x.dims();
-    let volume = [d, h, w];
-    let layout = PhaseLayout {
-        stride: s,
-        before: pads.map(|(b, _)| b),
-        volume,
-        phases: std::array::from_fn(|a| (volume[a] + pads[a].0 + pads[a].1).div_ceil(s)),
-    };
-    let kernel = phases::kernel_phases(weight, s, KernelUse::Strided);
-    (phases::to_phases(x, layout), kernel)
-}
-
 /// A transposed convolution, stride s, kernel k ≥ s, weight `[in, out, k, k, k]` (burn's
 /// layout), whose full output `[(n − 1)·s + k]` per axis is cropped by `crop = (before,
-/// after)` voxels. On flex devices ([`ConvPath::Kernel`]) each of the s³ output phases is a
-/// stride-1 convolution of the input with a flipped sub-kernel — one
-/// [`conv_kernel::padded_conv3d`] with out·s³ channels, interleaved after — else burn's
-/// `conv_transpose3d`.
+/// after)` voxels: [`kernels::conv_transpose3d`] on the kernels' path where it applies, else
+/// burn's `conv_transpose3d`.
 pub fn conv_transpose3d(
     x: Tensor<5>,
     weight: Tensor<5>,
     bias: Option<Tensor<1>>,
     stride: usize,
     crop: (usize, usize),
-    path: ConvPath,
+    path: ComputePath,
 ) -> Tensor<5> {
     let [n, _, d, h, w] = x.dims();
     let [_, cout, k, _, _] = weight.dims();
+    if path == ComputePath::Kernels && kernels::conv::conv_transpose3d_supported(&x, k, stride) {
+        return kernels::conv_transpose3d(x, weight, bias, stride, crop);
+    }
     let s = stride;
-    let kk = k.div_ceil(s);
     let (before, after) = crop;
     let size = [d, h, w].map(|m| (m - 1) * s + k - before - after);
-    if path != ConvPath::Kernel || !conv_kernel::supports(&x, kk, kk - 1) {
-        if conv_split::needed(&x, d * h * w) {
-            let y = conv_split::conv_transpose3d_in_slabs(x, weight, bias, s);
-            return y.slice([
-                0..n,
-                0..cout,
-                before..before + size[0],
-                before..before + size[1],
-                before..before + size[2],
-            ]);
-        }
-        // burn crops `padding` voxels on both sides; the remainder by slicing.
-        let sym = before.min(after);
-        let y = burn_conv_transpose3d(
-            x,
-            weight,
-            bias,
-            ConvTransposeOptions::new([s; 3], [sym; 3], [0; 3], [1; 3], 1),
-        );
-        let b0 = before - sym;
+    if conv_split::needed(&x, d * h * w) {
+        let y = conv_split::conv_transpose3d_in_slabs(x, weight, bias, s);
         return y.slice([
             0..n,
             0..cout,
-            b0..b0 + size[0],
-            b0..b0 + size[1],
-            b0..b0 + size[2],
+            before..before + size[0],
+            before..before + size[1],
+            before..before + size[2],
         ]);
     }
-    // Output o = s·m + β collects taps a = s·α + β from input m − α: a stride-1 correlation
-    // of the input padded by kk − 1 with the sub-kernel w[s·(kk − 1 − α) + β].
-    let wt = phases::kernel_phases(weight, s, KernelUse::Transposed); // [out·s³, in, kk, kk, kk]
-    let y = conv_kernel::padded_conv3d(x, wt, kk - 1); // [batch, out·s³, n + kk − 1, …]
-    let [_, _, md, mh, mw] = y.dims();
-    // Phase β of position m is output s·m + β of the full output; cropped by `before`.
-    let y = phases::from_phases(
-        y,
-        PhaseLayout {
-            stride: s,
-            before: [before; 3],
-            volume: size,
-            phases: [md, mh, mw],
-        },
+    // burn crops `padding` voxels on both sides; the remainder by slicing.
+    let sym = before.min(after);
+    let y = burn_conv_transpose3d(
+        x,
+        weight,
+        bias,
+        ConvTransposeOptions::new([s; 3], [sym; 3], [0; 3], [1; 3], 1),
     );
-    match bias {
-        Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
-        None => y,
-    }
+    let b0 = before - sym;
+    y.slice([
+        0..n,
+        0..cout,
+        b0..b0 + size[0],
+        b0..b0 + size[1],
+        b0..b0 + size[2],
+    ])
 }
 
 /// burn's conv3d with asymmetric padding: the common part inside the convolution, the
@@ -325,151 +152,6 @@ fn burn_conv(
         bias,
         ConvOptions::new([stride; 3], sym, [1; 3], 1),
     )
-}
-
-/// The flattened padded input of a stride-1 convolution and its geometry.
-struct FlatInput {
-    /// `[batch, in, Dp·Hp·Wp]`
-    flat: Tensor<3>,
-    /// Padded height and width.
-    hp: usize,
-    wp: usize,
-    /// Output size per axis.
-    out: [usize; 3],
-    /// Flat positions computed: the last valid one + 1.
-    len: usize,
-}
-
-impl FlatInput {
-    fn new(x: Tensor<5>, k: usize, pads: [(usize, usize); 3]) -> Self {
-        let [n, cin, d, h, w] = x.dims();
-        let [dp, hp, wp] = [(d, pads[0]), (h, pads[1]), (w, pads[2])].map(|(s, (b, a))| s + b + a);
-        assert!(
-            dp >= k && hp >= k && wp >= k,
-            "conv3d: kernel {k} larger than the padded input {dp}×{hp}×{wp}"
-        );
-        let out = [dp - k + 1, hp - k + 1, wp - k + 1];
-        let len = (out[0] - 1) * hp * wp + (out[1] - 1) * wp + out[2];
-        let xp = if pads.iter().any(|&(b, a)| b + a > 0) {
-            x.pad(pads, PadMode::Constant(0.0)) // [batch, in, Dp, Hp, Wp]
-        } else {
-            x
-        };
-        Self {
-            flat: xp.reshape([n, cin, dp * hp * wp]),
-            hp,
-            wp,
-            out,
-            len,
-        }
-    }
-
-    /// Flat offset of kernel position (a, b, c).
-    fn offset(&self, a: usize, b: usize, c: usize) -> usize {
-        (a * self.hp + b) * self.wp + c
-    }
-
-    /// `[batch, out, L]` values at flat positions → `[batch, out, D', H', W']` (+ bias).
-    fn unflatten(&self, y: Tensor<3>, bias: Option<Tensor<1>>) -> Tensor<5> {
-        let [n, cout, _] = y.dims();
-        let [od, oh, ow] = self.out;
-        let plane = self.hp * self.wp;
-        let y = y.pad([(0, od * plane - self.len)], PadMode::Constant(0.0)); // [batch, out, D'·Hp·Wp]
-        let y =
-            y.reshape([n, cout, od, self.hp, self.wp])
-                .slice([0..n, 0..cout, 0..od, 0..oh, 0..ow]); // [batch, out, D', H', W']
-        match bias {
-            Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
-            None => y,
-        }
-    }
-}
-
-/// Stride-1 convolution as one matrix product `W [out, k³·in] · columns [k³·in, positions]`
-/// per chunk of flat output positions, the columns being the k³ shifted views of the flat
-/// padded input (see [`conv3d_shifted_gemm`]) stacked along the channel axis. Chunks hold at
-/// most `column_bytes` of columns (`usize::MAX`: one chunk, as training uses, so that
-/// autodiff sees a single product).
-pub fn conv3d_im2col(
-    x: Tensor<5>,
-    weight: Tensor<5>,
-    bias: Option<Tensor<1>>,
-    pads: [(usize, usize); 3],
-    column_bytes: usize,
-) -> Tensor<5> {
-    let [n, cin, _, _, _] = x.dims();
-    let [cout, wcin, k, _, _] = weight.dims();
-    assert_eq!(cin, wcin, "conv3d: input channels {cin} vs weight {wcin}");
-    let input = FlatInput::new(x, k, pads);
-    let kk = k * k * k * cin;
-    // [out, k, k, k, in] → [1, out, k³·in], matching the column order (a, b, c, channel).
-    let wm = weight.permute([0, 2, 3, 4, 1]).reshape([1, cout, kk]);
-    let chunk = (column_bytes / (4 * n * kk).max(1)).clamp(64, input.len.max(64));
-    let mut parts = Vec::new();
-    let mut q0 = 0;
-    while q0 < input.len {
-        let q1 = (q0 + chunk).min(input.len);
-        let mut views = Vec::with_capacity(k * k * k);
-        for a in 0..k {
-            for b in 0..k {
-                for c in 0..k {
-                    let off = input.offset(a, b, c);
-                    views.push(input.flat.clone().slice([0..n, 0..cin, off + q0..off + q1]));
-                }
-            }
-        }
-        let columns = Tensor::cat(views, 1); // [batch, k³·in, q1 − q0]
-        parts.push(wm.clone().matmul(columns)); // [batch, out, q1 − q0]
-        q0 = q1;
-    }
-    let y = if parts.len() == 1 {
-        parts.pop().expect("one part")
-    } else {
-        Tensor::cat(parts, 2)
-    }; // [batch, out, L]
-    input.unflatten(y, bias)
-}
-
-/// Stride-1 convolution as Σ over the k³ kernel offsets of `W[:, :, a, b, c] · shift(x)`.
-///
-/// The padded input `[batch, in, Dp, Hp, Wp]` is flattened to `[batch, in, Dp·Hp·Wp]`; output
-/// voxel (z, y, x) is computed at flat position q = z·Hp·Wp + y·Wp + x, and offset (a, b, c)
-/// reads flat position q + a·Hp·Wp + b·Wp + c, so each offset is the slice
-/// `[off, off + L)` of the flat input — a view, no copy. The products are computed for all
-/// q < L (including the k − 1 "wrapped" columns of each row and plane, which are discarded at
-/// the end): a (Hp·Wp)/(H'·W') overhead, 6 % at 64³ with k = 3.
-pub fn conv3d_shifted_gemm(
-    x: Tensor<5>,
-    weight: Tensor<5>,
-    bias: Option<Tensor<1>>,
-    pads: [(usize, usize); 3],
-) -> Tensor<5> {
-    let [n, cin, _, _, _] = x.dims();
-    let [cout, wcin, k, _, _] = weight.dims();
-    assert_eq!(cin, wcin, "conv3d: input channels {cin} vs weight {wcin}");
-    let input = FlatInput::new(x, k, pads);
-    let len = input.len;
-    // [k, k, k, out, in] → one [1, out, in] matrix per offset.
-    let wk = weight
-        .permute([2, 3, 4, 0, 1])
-        .reshape([k * k * k, cout, cin]);
-    let mut acc: Option<Tensor<3>> = None;
-    for a in 0..k {
-        for b in 0..k {
-            for c in 0..k {
-                let o = (a * k + b) * k + c;
-                let off = input.offset(a, b, c);
-                let xs = input.flat.clone().slice([0..n, 0..cin, off..off + len]); // [batch, in, L]
-                let wo = wk.clone().slice([o..o + 1, 0..cout, 0..cin]); // [1, out, in]
-                let y = wo.matmul(xs); // [batch, out, L]
-                acc = Some(match acc {
-                    Some(s) => s + y,
-                    None => y,
-                });
-            }
-        }
-    }
-    input.unflatten(acc.expect("k ≥ 1"), bias)
 }
 
 /// Transposed convolution whose kernel equals its stride (the U-Net's 2³ stride-2
@@ -531,35 +213,24 @@ mod tests {
     ];
 
     #[test]
-    fn shifted_gemm_forward_equals_burns_convolution() {
+    fn kernel_forward_equals_burns_convolution() {
         let dev = Device::flex();
         for (i, &(k, cin, cout, [d, h, w], pads)) in CASES.iter().enumerate() {
             let x = tensor([2, cin, d, h, w], i as u64, &dev);
             let wt = tensor([cout, cin, k, k, k], 100 + i as u64, &dev);
             let b = tensor([cout], 200 + i as u64, &dev);
             let run = |path| conv3d(x.clone(), wt.clone(), Some(b.clone()), 1, pads, path);
-            let reference = to_vec(run(ConvPath::Burn));
-            for path in [ConvPath::ShiftedGemm, ConvPath::Im2col, ConvPath::Kernel] {
-                assert_close(
-                    &to_vec(run(path)),
-                    &reference,
-                    1e-5,
-                    &format!("case {i} {path:?}"),
-                );
-            }
-            // Inference chunks (here 64 positions each) give the same values.
-            let chunked = conv3d_im2col(x.clone(), wt.clone(), Some(b.clone()), pads, 1);
             assert_close(
-                &to_vec(chunked),
-                &reference,
+                &to_vec(run(ComputePath::Kernels)),
+                &to_vec(run(ComputePath::Burn)),
                 1e-5,
-                &format!("case {i} chunked"),
+                &format!("case {i}"),
             );
         }
     }
 
     /// Gradients of L = Σ y·r for input, weight and bias.
-    fn gradients(case: &Case, seed: u64, path: ConvPath) -> [Vec<f32>; 3] {
+    fn gradients(case: &Case, seed: u64, path: ComputePath) -> [Vec<f32>; 3] {
         let &(k, cin, cout, [d, h, w], pads) = case;
         let dev = Device::flex().autodiff();
         let x = tensor([2, cin, d, h, w], seed, &dev).require_grad();
@@ -578,20 +249,13 @@ mod tests {
     #[test]
     fn gradients_equal_burns_generic_backward() {
         for (i, case) in CASES.iter().enumerate() {
-            let reference = gradients(case, 10 * i as u64, ConvPath::Burn);
-            for path in [
-                ConvPath::ShiftedGemm,
-                ConvPath::Im2col,
-                ConvPath::Hybrid,
-                ConvPath::Kernel,
-            ] {
-                let got = gradients(case, 10 * i as u64, path);
-                for (name, (g, r)) in ["x", "weight", "bias"]
-                    .iter()
-                    .zip(got.iter().zip(&reference))
-                {
-                    assert_close(g, r, 1e-4, &format!("case {i} {path:?} d{name}"));
-                }
+            let reference = gradients(case, 10 * i as u64, ComputePath::Burn);
+            let got = gradients(case, 10 * i as u64, ComputePath::Kernels);
+            for (name, (g, r)) in ["x", "weight", "bias"]
+                .iter()
+                .zip(got.iter().zip(&reference))
+            {
+                assert_close(g, r, 1e-4, &format!("case {i} d{name}"));
             }
         }
     }
@@ -603,7 +267,7 @@ mod tests {
         let dev = Device::flex();
         let case: Case = (3, 2, 2, [3, 4, 3], [(0, 1), (1, 1), (1, 0)]);
         let (k, cin, cout, [d, h, w], pads) = case;
-        let [gx, gw, _] = gradients(&case, 7, ConvPath::ShiftedGemm);
+        let [gx, gw, _] = gradients(&case, 7, ComputePath::Kernels);
         let x = values(2 * cin * d * h * w, 7);
         let wt = values(cout * cin * k * k * k, 8);
         let b = tensor([cout], 9, &dev);
@@ -611,7 +275,7 @@ mod tests {
             let xt = Tensor::<5>::from_data(TensorData::new(x.to_vec(), [2, cin, d, h, w]), &dev);
             let wtt =
                 Tensor::<5>::from_data(TensorData::new(wt.to_vec(), [cout, cin, k, k, k]), &dev);
-            let y = conv3d(xt, wtt, Some(b.clone()), 1, pads, ConvPath::Burn);
+            let y = conv3d(xt, wtt, Some(b.clone()), 1, pads, ComputePath::Burn);
             let r = to_vec(tensor(y.dims(), 10, &dev));
             to_vec(y)
                 .iter()
@@ -694,17 +358,17 @@ mod tests {
         ]
     }
 
-    /// `f(…, ConvPath::Kernel)` gives the values and gradients of `f(…, ConvPath::Burn)`.
+    /// `f(…, ComputePath::Kernels)` gives the values and gradients of `f(…, ComputePath::Burn)`.
     fn assert_kernel_equals_burn(
         what: &str,
         [x_shape, w_shape]: [[usize; 5]; 2],
         bias: usize,
         seed: u64,
-        f: impl Fn(Tensor<5>, Tensor<5>, Tensor<1>, ConvPath) -> Tensor<5>,
+        f: impl Fn(Tensor<5>, Tensor<5>, Tensor<1>, ComputePath) -> Tensor<5>,
     ) {
         let run =
             |path| values_and_gradients(x_shape, w_shape, bias, seed, |x, w, b| f(x, w, b, path));
-        let (got, reference) = (run(ConvPath::Kernel), run(ConvPath::Burn));
+        let (got, reference) = (run(ComputePath::Kernels), run(ComputePath::Burn));
         for (name, (g, r)) in ["y", "dx", "dweight", "dbias"]
             .iter()
             .zip(got.iter().zip(&reference))
@@ -763,9 +427,9 @@ mod tests {
                 b.clone(),
                 1,
                 pads,
-                ConvPath::Kernel,
+                ComputePath::Kernels,
             ));
-            let want = to_vec(relu(conv3d(x, w, Some(b), 1, pads, ConvPath::Burn)));
+            let want = to_vec(relu(conv3d(x, w, Some(b), 1, pads, ComputePath::Burn)));
             assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
             assert_close(&got, &want, 1e-4, &format!("k{k} {cin}→{cout}"));
         }
@@ -842,17 +506,14 @@ mod tests {
     fn the_kernel_path_applies_on_flex_devices() {
         for dev in [Device::flex(), Device::flex().autodiff()] {
             let x = tensor([1, 2, 4, 4, 4], 1, &dev);
-            assert!(conv_kernel::supports(&x, 3, 1), "{dev:?}");
-            assert!(!conv_kernel::supports(&x, 3, 3), "padding ≥ kernel");
+            assert!(
+                kernels::conv::conv3d_supported(&x, 3, 1, [(1, 1); 3]),
+                "{dev:?}"
+            );
+            assert!(
+                !kernels::conv::conv3d_supported(&x, 3, 1, [(3, 3); 3]),
+                "padding ≥ kernel"
+            );
         }
-    }
-
-    #[test]
-    fn paths_parse() {
-        assert_eq!(ConvPath::parse("gemm"), Some(ConvPath::ShiftedGemm));
-        assert_eq!(ConvPath::parse("hybrid"), Some(ConvPath::Hybrid));
-        assert_eq!(ConvPath::parse("burn"), Some(ConvPath::Burn));
-        assert_eq!(ConvPath::parse("kernel"), Some(ConvPath::Kernel));
-        assert_eq!(ConvPath::parse("fast"), None);
     }
 }

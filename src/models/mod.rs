@@ -21,15 +21,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub mod activation_kernel;
 pub mod blocks;
 pub mod conv;
-pub mod conv_kernel;
 pub mod conv_split;
 pub mod cyclegan;
 pub mod init;
-pub mod norm_act_kernel;
-pub mod phases;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod unet3d;

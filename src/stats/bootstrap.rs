@@ -1,7 +1,8 @@
 //! Percentile bootstrap confidence interval of a mean difference, resampling cases with
 //! replacement within strata (the folds of a cross-validation), so every resample keeps each
-//! fold's number of cases (Efron & Tibshirani 1993, An Introduction to the Bootstrap, §13.3
-//! for the percentile interval, §8.4 for stratified resampling; Davison & Hinkley 1997 §3.7).
+//! fold's number of cases (Efron & Tibshirani 1993, An Introduction to the Bootstrap,
+//! section 13.3 for the percentile interval, 8.4 for stratified resampling; Davison & Hinkley
+//! 1997, section 3.7).
 //!
 //! The statistic of a resample is the mean over all resampled cases. It is what
 //! `scipy.stats.bootstrap(strata, statistic=mean of the concatenation, method="percentile")`

@@ -1,7 +1,7 @@
 //! Paired permutation tests by sign flipping: under the null hypothesis of no difference each
 //! paired difference is as likely to have either sign, so the null distribution of a
 //! statistic is its value over the 2ⁿ sign patterns (Fisher 1935, The Design of Experiments
-//! §21; Good 2005, Permutation, Parametric and Bootstrap Tests, §3.1).
+//! section 21; Good 2005, Permutation, Parametric and Bootstrap Tests, section 3.1).
 //!
 //! As `scipy.stats.permutation_test(..., permutation_type="samples")` (scipy 1.17,
 //! `scipy/stats/_resampling.py`): all patterns are enumerated when 2ⁿ ≤ the resample budget,

@@ -1,6 +1,6 @@
 //! Paired t-tests: the ordinary paired t-test (`scipy.stats.ttest_rel`, two-sided) and the
 //! corrected resampled t-test for cross-validated fold-level differences (Nadeau & Bengio
-//! 2003, Machine Learning 52, 239–281, §5 "corrected resampled t-test"; Bouckaert & Frank
+//! 2003, Machine Learning 52, 239–281, section 5 "corrected resampled t-test"; Bouckaert & Frank
 //! 2004, PAKDD, eq. 2).
 //!
 //! For k fold-level differences with n_train training and n_test test volumes per fold the

@@ -454,16 +454,11 @@ fn published_readme(
     );
     for ((name, [z, y, x]), r) in crops.iter().zip(reports) {
         s.push_str(&format!(
-            "| {name} | {z} × {y} × {x} | {} | {} | {} | {} |\n",
-            r.nuclei,
-            r.paired,
-            r.lone_golgi,
-            r.dust.len()
+            "| {name} | {z} × {y} × {x} | {}\n",
+            count_cells(r)
         ));
     }
-    s.push_str("\n## Image-formation model\n\n");
-    s.push_str(include_str!("phantom.md"));
-    s
+    with_model_section(s)
 }
 
 fn phantom_readme(
@@ -493,15 +488,25 @@ fn phantom_readme(
          |---|---|---|---|---|\n"
     );
     for (i, r) in reports.iter().enumerate() {
-        s.push_str(&format!(
-            "| vol{:02} | {} | {} | {} | {} |\n",
-            i + 1,
-            r.nuclei,
-            r.paired,
-            r.lone_golgi,
-            r.dust.len()
-        ));
+        s.push_str(&format!("| vol{:02} | {}\n", i + 1, count_cells(r)));
     }
+    with_model_section(s)
+}
+
+/// The object counts of one phantom volume as the last cells of a README table row: nuclei,
+/// nuclei with Golgi, Golgi without nucleus, dust blobs.
+fn count_cells(r: &PhantomReport) -> String {
+    format!(
+        "{} | {} | {} | {} |",
+        r.nuclei,
+        r.paired,
+        r.lone_golgi,
+        r.dust.len()
+    )
+}
+
+/// A phantom README `s` closed by the section on the image-formation model.
+fn with_model_section(mut s: String) -> String {
     s.push_str("\n## Image-formation model\n\n");
     s.push_str(include_str!("phantom.md"));
     s

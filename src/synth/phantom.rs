@@ -1119,6 +1119,34 @@ pub fn render_phantom(
     seed: u64,
 ) -> Result<Phantom, SynthError> {
     config.validate()?;
+    check_shape(shape)?;
+    let lay = layout(config, shape, seed);
+    let [golgi, nuclei] = fluorophore_density(config, &lay, shape, seed);
+    let image = image_of(config, [golgi, nuclei], shape, seed);
+    let paired_nucleus = paired_nuclei(&lay);
+    let mask = masks_of(config, &lay, &paired_nucleus, shape);
+    let report = PhantomReport {
+        seed,
+        shape,
+        nuclei: lay.nucleus_list.len(),
+        paired: paired_nucleus.iter().filter(|&&p| p).count(),
+        lone_golgi: lay.clusters.iter().filter(|c| c.nucleus.is_none()).count(),
+        dust: lay
+            .dust
+            .iter()
+            .map(|&(c, r)| ([c[2], c[1], c[0]], r))
+            .collect(),
+        unplaced: lay.unplaced,
+    };
+    Ok(Phantom {
+        image,
+        mask,
+        report,
+    })
+}
+
+/// Refuses a volume shape with an empty axis or more than 2^31 voxels per channel.
+fn check_shape(shape: [usize; 3]) -> Result<(), SynthError> {
     if shape.contains(&0) {
         return Err(SynthError::Shape {
             shape,
@@ -1131,11 +1159,20 @@ pub fn render_phantom(
             message: "more than 2^31 voxels per channel".into(),
         });
     }
-    let lay = layout(config, shape, seed);
-    let n = lay.nuclei.len();
-    let [nz, ny, nx] = shape;
+    Ok(())
+}
 
-    // 1. Fluorophore density per channel.
+/// Step 1 of the model: the fluorophore density of the Golgi and nuclei channels, per voxel —
+/// each object's brightness times its texture, the dust, then the cross-talk between the
+/// channels.
+fn fluorophore_density(
+    config: &PhantomConfig,
+    lay: &Layout,
+    shape: [usize; 3],
+    seed: u64,
+) -> [Vec<f32>; 2] {
+    let n = lay.nuclei.len();
+    let [_, ny, nx] = shape;
     let mut rng = stream(seed, &[tag::TEXTURE]);
     let nb: Vec<f32> = lay
         .nucleus_list
@@ -1193,11 +1230,22 @@ pub fn render_phantom(
         .zip(&dg)
         .map(|(&a, &b)| (a + xn * b, b + xg * a))
         .unzip();
+    [dg, dn]
+}
 
-    // 2–5. Optics, background, depth, detection.
+/// Steps 2–5 of the model: the image of the Golgi and nuclei densities through the optics
+/// (blur and haze), with the background, the depth attenuation and the detector's noise,
+/// stored as the configured sample type.
+fn image_of(
+    config: &PhantomConfig,
+    [golgi, nuclei]: [Vec<f32>; 2],
+    shape: [usize; 3],
+    seed: u64,
+) -> AnyVolume {
+    let [nz, ny, nx] = shape;
     let channels: Vec<Vec<f32>> = [
-        (&config.golgi_channel, dg, 0u64),
-        (&config.nuclei_channel, dn, 1),
+        (&config.golgi_channel, golgi, 0u64),
+        (&config.nuclei_channel, nuclei, 1),
     ]
     .into_par_iter()
     .map(|(ch, density, c)| {
@@ -1224,7 +1272,7 @@ pub fn render_phantom(
     };
     let image_data: Vec<f32> = channels.into_iter().flatten().collect();
     let image_shape = [2, nz, ny, nx];
-    let image = match config.sample_type {
+    match config.sample_type {
         DType::U16 => AnyVolume::U16(
             Volume::from_vec(
                 image_shape,
@@ -1245,18 +1293,29 @@ pub fn render_phantom(
             )
             .expect("image size"),
         ),
-    };
+    }
+}
 
-    // Masks.
-    let paired_nucleus: Vec<bool> = {
-        let mut p = vec![false; lay.nucleus_list.len()];
-        for cl in &lay.clusters {
-            if let Some(k) = cl.nucleus {
-                p[k] = true;
-            }
+/// Per nucleus of the layout, whether a Golgi cluster is paired with it.
+fn paired_nuclei(lay: &Layout) -> Vec<bool> {
+    let mut p = vec![false; lay.nucleus_list.len()];
+    for cl in &lay.clusters {
+        if let Some(k) = cl.nucleus {
+            p[k] = true;
         }
-        p
-    };
+    }
+    p
+}
+
+/// The ground-truth masks of the layout: Golgi, nuclei and, for 3 classes, the pairs (a
+/// paired nucleus or a paired Golgi cluster).
+fn masks_of(
+    config: &PhantomConfig,
+    lay: &Layout,
+    paired_nucleus: &[bool],
+    shape: [usize; 3],
+) -> Volume<u8> {
+    let [nz, ny, nx] = shape;
     let golgi_mask: Vec<u8> = lay.golgi.iter().map(|&l| u8::from(l != 0)).collect();
     let nuclei_mask: Vec<u8> = lay.nuclei.iter().map(|&l| u8::from(l != 0)).collect();
     let mut mask_data = golgi_mask;
@@ -1268,27 +1327,7 @@ pub fn render_phantom(
             u8::from(nucleus_paired || golgi_paired)
         }));
     }
-    let mask =
-        Volume::from_vec([config.mask_classes as usize, nz, ny, nx], mask_data).expect("mask size");
-
-    let report = PhantomReport {
-        seed,
-        shape,
-        nuclei: lay.nucleus_list.len(),
-        paired: paired_nucleus.iter().filter(|&&p| p).count(),
-        lone_golgi: lay.clusters.iter().filter(|c| c.nucleus.is_none()).count(),
-        dust: lay
-            .dust
-            .iter()
-            .map(|&(c, r)| ([c[2], c[1], c[0]], r))
-            .collect(),
-        unplaced: lay.unplaced,
-    };
-    Ok(Phantom {
-        image,
-        mask,
-        report,
-    })
+    Volume::from_vec([config.mask_classes as usize, nz, ny, nx], mask_data).expect("mask size")
 }
 
 /// Background photons: mean `background`, varied by a random linear gradient plus smooth

@@ -63,6 +63,7 @@ impl Table {
                 ("host", String),
                 ("device", String),
                 ("device_name", String),
+                ("compute_path", String),
                 ("seglab_version", String),
                 ("burn_version", String),
                 ("command", String),
@@ -215,6 +216,11 @@ pub struct TrialEvent {
     /// The name the device gives itself (`cpu`, `NVIDIA H100 PCIe`, `llvmpipe (…)`); empty
     /// when the attempt ended before opening it, and in stores written before the column.
     pub device_name: String,
+    /// Which implementation computed the layers (`crate::kernels::ComputePath`): `kernels`
+    /// (seglab's CPU kernels) or `burn` (burn's operations: every GPU, and the CPU with
+    /// `SEGLAB_KERNELS=burn`); empty when the attempt ended before opening its device, and in
+    /// stores written before the column.
+    pub compute_path: String,
     pub seglab_version: String,
     pub burn_version: String,
     /// The command line that ran the attempt.
@@ -316,6 +322,7 @@ impl TrialEvent {
         cols.push("host", s(|e| &e.host));
         cols.push("device", s(|e| &e.device));
         cols.push("device_name", s(|e| &e.device_name));
+        cols.push("compute_path", s(|e| &e.compute_path));
         cols.push("seglab_version", s(|e| &e.seglab_version));
         cols.push("burn_version", s(|e| &e.burn_version));
         cols.push("command", s(|e| &e.command));
@@ -386,6 +393,7 @@ impl TrialEvent {
             r.str("git_diff_sha256")?,
         );
         let preprocess_check = r.str("preprocess_check")?;
+        let compute_path = r.str("compute_path")?;
         let (user, host, device, device_name, sv, bv, command) = (
             r.str("user")?,
             r.str("host")?,
@@ -437,6 +445,7 @@ impl TrialEvent {
                     host: own(host.get(i)),
                     device: own(device.get(i)),
                     device_name: own(device_name.get(i)),
+                    compute_path: own(compute_path.get(i)),
                     seglab_version: own(sv.get(i)),
                     burn_version: own(bv.get(i)),
                     command: own(command.get(i)),

@@ -23,7 +23,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::models::{ModelError, ModelKind};
 
-pub mod adam;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
@@ -194,10 +193,10 @@ impl AdamSettings {
         Ok(())
     }
 
-    /// A fresh optimizer with these settings ([`adam::FusedAdam`]: burn's update and state,
+    /// A fresh optimizer with these settings ([`crate::kernels::FusedAdam`]: burn's update and state,
     /// one pass per parameter on the CPU).
     pub fn init(&self) -> ModuleOptimizer {
-        ModuleOptimizer::from(adam::FusedAdam::new(
+        ModuleOptimizer::from(crate::kernels::FusedAdam::new(
             self.beta_1 as f32,
             self.beta_2 as f32,
             self.epsilon as f32,

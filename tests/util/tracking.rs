@@ -41,6 +41,7 @@ pub fn start_event(trial_id: &str, attempt: u32, model: &str, fold: u32, seed: u
         host: "node1".to_string(),
         device: "cpu".to_string(),
         device_name: "cpu".to_string(),
+        compute_path: "kernels".to_string(),
         seglab_version: "0.1.0".to_string(),
         burn_version: "0.22.1".to_string(),
         command: "seglab sweep run experiments/tiny-cv.toml".to_string(),

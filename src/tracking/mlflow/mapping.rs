@@ -339,6 +339,7 @@ mod tests {
             host: "h".into(),
             device: "cpu".into(),
             device_name: "cpu".into(),
+            compute_path: "kernels".into(),
             seglab_version: "v".into(),
             burn_version: "b".into(),
             command: "seglab sweep run".into(),

@@ -1,4 +1,4 @@
-//! Adam as one pass over each parameter on the CPU (issue "Training and prediction speed on CPU").
+//! Adam as one pass over each parameter on the CPU.
 //!
 //! burn's `Adam` updates a parameter with about a dozen element-wise tensor operations (the two
 //! moments, their bias corrections, the square root, the division, the step), each a full pass
@@ -6,7 +6,8 @@
 //! step (2.5 M parameters). [`FusedAdam`] computes the same f32 operations in the same order per
 //! element in one parallel pass, so its results are bit-identical to burn's (tested), and keeps
 //! burn's state type ([`AdamState`]), so optimizer checkpoints are interchangeable with those
-//! written by burn's `Adam`. Off the CPU backend it delegates to burn's `Adam`.
+//! written by burn's `Adam`. Off the CPU backend, and with `SEGLAB_KERNELS=burn`, it delegates to
+//! burn's `Adam`.
 //!
 //! Its state loads from a checkpoint onto the CPU backend ([`FusedAdamState`]) and moves to its
 //! parameter's device on the next step, so a checkpoint written on one backend resumes on any
@@ -125,9 +126,9 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let fusable = tensor.dtype() == DType::F32
-            && grad.dtype() == DType::F32
-            && tensor.device() == Device::flex();
+        let fusable = grad.dtype() == DType::F32
+            && tensor.device() == Device::flex()
+            && super::ComputePath::of(&tensor) == super::ComputePath::Kernels;
         if !fusable {
             let (tensor, state) = self.reference.step(lr, tensor, grad, state.map(|s| s.0));
             return (tensor, state.map(FusedAdamState));

@@ -1,9 +1,9 @@
 //! A normalisation (batch norm or instance norm) and the activation after it (ReLU,
 //! LeakyReLU or none) as one backend operation for the CPU (flex) backend, with a handwritten
-//! backward pass (issue "Training and prediction speed on CPU"). Every convolution of the
-//! three models is followed by such a pair: batch norm and ReLU in the U-Net
-//! (docs/published-code.md §3.1), instance norm and LeakyReLU in Vox2Vox (§4.1), instance
-//! norm and ReLU, or instance norm before tanh, in the CycleGAN (§5.1).
+//! backward pass. Every convolution of the three models is followed by such a pair: batch
+//! norm and ReLU in the U-Net (docs/published-code.md §3.1), instance norm and LeakyReLU in
+//! Vox2Vox (§4.1), instance norm and ReLU, or instance norm before tanh, in the CycleGAN
+//! (§5.1).
 //!
 //! burn composes them from generic operations, and flex runs each as its own pass over the
 //! activation: batch norm's default `batch_norm_train` body (a channel-first copy per
@@ -32,10 +32,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::conv_kernel::{flex_like, values};
+use super::flex::{flex_like, values};
 
 /// Which voxels share one mean and variance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +84,8 @@ pub trait NormActivation: Backend {
 }
 
 /// [`NormActivation`] on tensors: the output, and each group's mean and biased variance (the
-/// batch statistics of a batch norm). Flex devices and float32 only ([`supports`]).
+/// batch statistics of a batch norm). Flex devices and float32 only (`x` on
+/// [`super::ComputePath::Kernels`]).
 pub fn norm_act(
     x: Tensor<5>,
     gamma: Tensor<1>,
@@ -102,16 +103,6 @@ pub fn norm_act(
     let mean = stats.clone().narrow(0, 0, 1).reshape([groups]);
     let variance = stats.narrow(0, 1, 1).reshape([groups]);
     (Tensor::from_dispatch(y), mean, variance)
-}
-
-/// Whether [`norm_act`] can run on `x`: a flex (CPU) device and float32, unless
-/// `SEGLAB_NORM=burn` asks for burn's layers (for benchmarks).
-pub fn supports(x: &Tensor<5>) -> bool {
-    static BURN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let forced_burn = *BURN.get_or_init(|| std::env::var("SEGLAB_NORM").is_ok_and(|v| v == "burn"));
-    !forced_burn
-        && x.dtype() == DType::F32
-        && x.device().without_autodiff() == burn::tensor::Device::flex()
 }
 
 /// `[batch, channels, rest]` of a tensor and how its slabs (one per sample and channel, `rest`

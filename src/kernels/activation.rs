@@ -1,10 +1,10 @@
 //! LeakyReLU without a norm before it, as one backend operation for the CPU (flex) backend
-//! with a handwritten backward pass (issue "Training and prediction speed on CPU"): the first
-//! block of Vox2Vox's generator and of both discriminators (docs/published-code.md §4.1,
-//! §5.1). burn composes it from a comparison, a product and a masked select, each a pass over
-//! the activation, and as many again for the gradient (2–3 % of a Vox2Vox `cpu-small` step);
-//! here the forward pass and the backward pass are one parallel pass each. The slope is
-//! positive, so the output has the sign of the input and the backward pass needs only `x`.
+//! with a handwritten backward pass: the first block of Vox2Vox's generator and of both
+//! discriminators (docs/published-code.md §4.1, §5.1). burn composes it from a comparison, a
+//! product and a masked select, each a pass over the activation, and as many again for the
+//! gradient (2–3 % of a Vox2Vox `cpu-small` step); here the forward pass and the backward pass
+//! are one parallel pass each. The slope is positive, so the output has the sign of the input
+//! and the backward pass needs only `x`.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -17,7 +17,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv_kernel::{flex_like, values, written_once};
+use super::flex::{flex_like, values, written_once};
 
 /// `y = x` where `x ≥ 0`, `slope·x` elsewhere.
 #[backend_extension(Flex, Autodiff)]
@@ -26,17 +26,17 @@ pub trait LeakyRelu: Backend {
     fn leaky_relu_op(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self>;
 }
 
-/// [`LeakyRelu`] on tensors: flex devices (with or without autodiff) and float32 only
-/// ([`supports`]).
+/// [`LeakyRelu`] on tensors: flex devices (with or without autodiff), float32, a positive
+/// slope ([`leaky_relu_supported`]).
 pub fn leaky_relu(x: Tensor<5>, slope: f32) -> Tensor<5> {
     let y = <burn::backend::Dispatch as LeakyRelu>::leaky_relu_op(x.into_dispatch(), slope);
     Tensor::from_dispatch(y)
 }
 
-/// Whether [`leaky_relu`] can run on `x`: a positive slope and where the norm kernel can (a
-/// flex device, float32, `SEGLAB_NORM` not asking for burn's layers).
-pub fn supports(x: &Tensor<5>, slope: f32) -> bool {
-    slope > 0.0 && super::norm_act_kernel::supports(x)
+/// Whether [`leaky_relu`] takes `slope` on a Flex device: a positive one (the output then has
+/// the sign of the input).
+pub fn leaky_relu_supported(slope: f32) -> bool {
+    slope > 0.0
 }
 
 /// Values per parallel task.
@@ -131,7 +131,7 @@ mod tests {
         let r = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
         let run = |ours: bool| {
             let x = x0.clone().detach().require_grad();
-            assert!(supports(&x, 0.2));
+            assert!(leaky_relu_supported(0.2) && super::super::flex_f32(&x));
             let y = if ours {
                 leaky_relu(x.clone(), 0.2)
             } else {

@@ -1,5 +1,5 @@
 //! A stride-1 3D convolution for the CPU (flex) backend with a handwritten backward pass,
-//! registered with burn as a backend extension (issue "Training and prediction speed on CPU").
+//! registered with burn as a backend extension.
 //!
 //! burn's autodiff differentiates `conv3d` with the backend's generic gradients; the weight
 //! gradient is a convolution whose kernel is the whole output gradient, one huge and poorly
@@ -37,8 +37,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::flex::{flex_tensor, values, write_zeros, written_once};
 
 /// The convolution as a backend operation: `x` `[batch, in, d, h, w]`, `weight`
 /// `[out, in, k, k, k]`, stride 1, zero padding `pad` on every side, no bias.
@@ -119,9 +121,7 @@ impl PaddedConv3dBiasRelu for Flex {
 /// Whether [`padded_conv3d`] can run this convolution: a flex (CPU) device, float32 and a
 /// padding smaller than the kernel (so the input gradient is a convolution with padding ≥ 0).
 pub fn supports(x: &Tensor<5>, kernel: usize, pad: usize) -> bool {
-    pad < kernel
-        && x.dtype() == DType::F32
-        && x.device().without_autodiff() == burn::tensor::Device::flex()
+    pad < kernel && super::flex_f32(x)
 }
 
 impl PaddedConv3d for Flex {
@@ -190,29 +190,6 @@ impl<C: CheckpointStrategy> PaddedConv3d for Autodiff<Flex, C> {
             )),
         }
     }
-}
-
-/// Contiguous float32 values of a flex tensor.
-pub(super) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("contiguous")
-                .to_vec(),
-        ),
-    }
-}
-
-/// A contiguous flex tensor of `shape` holding `v`.
-pub(super) fn flex_tensor(v: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, Shape::from(shape.to_vec())))
-}
-
-/// A contiguous flex tensor of the shape of `like` holding `v` (an element-wise result).
-pub(super) fn flex_like(v: Vec<f32>, like: &FlexTensor) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, like.layout().shape().clone()))
 }
 
 /// The kernel a convolution multiplies by: a weight `[out, in, k, k, k]` as stored, or
@@ -526,29 +503,6 @@ fn copy_rows(
                 })
         })
     }
-}
-
-/// Zeros into not yet initialised values.
-pub(super) fn write_zeros(dst: &mut [MaybeUninit<f32>]) {
-    dst.iter_mut().for_each(|v| {
-        v.write(0.0);
-    });
-}
-
-/// A vector of `len` values that `fill` writes, each once, into uninitialised memory: the
-/// kernels' outputs and rearranged copies, with no zero-fill pass over them first.
-///
-/// # Safety
-/// `fill` must write every element of the slice it is given.
-pub(super) unsafe fn written_once(
-    len: usize,
-    fill: impl FnOnce(&mut [MaybeUninit<f32>]),
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: `fill` initialised all `len` values (the caller's promise).
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// A float32 matrix in memory: first element, row stride and column stride (in elements).

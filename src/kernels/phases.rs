@@ -1,11 +1,10 @@
 //! The polyphase rearrangement of a volume (its s³ sub-lattices as channels) and its inverse,
-//! as backend operations for the CPU (flex) backend (issue "Training and prediction speed on
-//! CPU").
+//! as backend operations for the CPU (flex) backend.
 //!
 //! Strided convolutions run as stride-1 convolutions of the input's phases and transposed
-//! convolutions produce their output as phases ([`super::conv`]). Written as an 8-D
-//! reshape + permute + pad + slice, flex copied these through its generic strided iterator:
-//! about a third of the Vox2Vox's prediction time at `cpu-small`. Here each direction is one
+//! convolutions produce their output as phases ([`super::conv`]). As an 8-D reshape +
+//! permute + pad + slice, flex copies these through its generic strided iterator (about a
+//! third of the Vox2Vox's prediction time at `cpu-small`). Here each direction is one
 //! parallel loop that also applies the zero padding (or the crop), and each is the other's
 //! backward pass: the index map is injective, so the adjoint of the zero-filling gather is
 //! the gather the other way.
@@ -16,7 +15,7 @@
 //!
 //! Kernels get their own operation ([`kernel_phases`]): every layer rearranges its whole
 //! weight on every forward pass, and for transposed convolutions also flips and transposes
-//! it, which flex did as a strided copy (with the per-volume loop above, about a third of
+//! it, which flex does as a strided copy (with the per-volume loop above, about a third of
 //! the `cpu-small` Vox2Vox's prediction time). It is one parallel gather through the taps of
 //! a single kernel (the same for every input/output channel pair); its backward is the
 //! gather the other way.
@@ -33,7 +32,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::conv_kernel::{flex_tensor, values, write_zeros, written_once};
+use super::flex::{flex_tensor, values, write_zeros, written_once};
 
 /// Stride, zero padding before the volume on each axis, and the sizes of both sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
