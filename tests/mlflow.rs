@@ -2,7 +2,9 @@
 //! Python environment, `SEGLAB_PYTHON`): a live mirror that loses its server mid-sweep, then
 //! `seglab mlflow sync` run twice, checked through the REST API (runs/search,
 //! metrics/get-history, artifacts/list) so that every trial attempt, param and metric point of
-//! the store is in MLflow exactly once.
+//! the store is in MLflow exactly once. The same server behind a login (`--app-name
+//! basic-auth`) and behind TLS with a self-signed certificate checks authentication, CA
+//! bundles and the artifact choices.
 
 mod util;
 
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use seglab::experiment::paths::SweepPaths;
 use seglab::tracking::mlflow::{
-    Body, Method, MlflowClient, MlflowMirror, RetryPolicy, SyncOptions, sync_store,
+    Artifacts, Body, Credentials, ENV_CA_BUNDLE, ENV_PASSWORD, ENV_TOKEN, ENV_USERNAME, Method,
+    MlflowClient, MlflowMirror, MlflowTarget, RetryPolicy, Secret, SyncOptions, sync_store,
 };
 use seglab::tracking::{
     EpochRow, ResultRow, Store, Table, TimingRow, TrackingError, TrialEvent, TrialStatus,
@@ -22,16 +25,30 @@ use seglab::tracking::{
 use serde_json::{Value, json};
 use util::tracking::{TRIALS, epoch_rows, result_rows, start_event, timing_rows};
 
+/// What a test server adds to a plain tracking server.
+#[derive(Clone, Default)]
+struct Setup {
+    /// `--app-name basic-auth` with the user `admin` and this password.
+    admin_password: Option<String>,
+    /// TLS with this (certificate, key) pair of PEM files; the certificate is the CA bundle.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
 /// A tracking server on a free loopback port with a sqlite backend and a temporary artifact
 /// folder; killed (with its worker processes) when dropped.
 struct MlflowServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    setup: Setup,
 }
 
 impl MlflowServer {
     fn start(python: &Path, dir: &Path, port: u16) -> MlflowServer {
+        Self::start_with(python, dir, port, Setup::default())
+    }
+
+    fn start_with(python: &Path, dir: &Path, port: u16, setup: Setup) -> MlflowServer {
         std::fs::create_dir_all(dir.join("artifacts")).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -39,23 +56,48 @@ impl MlflowServer {
             .open(dir.join("server.log"))
             .unwrap();
         use std::os::unix::process::CommandExt;
-        let child = Command::new(python)
-            .args([
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--workers",
-                "1",
-            ])
-            .args(["--port", &port.to_string()])
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-            .arg("--artifacts-destination")
-            .arg(dir.join("artifacts"))
-            // No background job runner: a plain tracking server starts faster.
-            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        let mut cmd = Command::new(python);
+        cmd.args([
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            "1",
+        ])
+        .args(["--port", &port.to_string()])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--artifacts-destination")
+        .arg(dir.join("artifacts"))
+        // No background job runner: a plain tracking server starts faster.
+        .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false");
+        if let Some(password) = &setup.admin_password {
+            let ini = dir.join("basic_auth.ini");
+            std::fs::write(
+                &ini,
+                format!(
+                    "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{}\n\
+                     admin_username = admin\nadmin_password = {password}\n\
+                     authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+                    dir.join("auth.db").display()
+                ),
+            )
+            .unwrap();
+            // The auth app's forms need a fixed CSRF key.
+            cmd.args(["--app-name", "basic-auth"])
+                .env("MLFLOW_AUTH_CONFIG_PATH", ini)
+                .env("MLFLOW_FLASK_SERVER_SECRET_KEY", "seglab-test");
+        }
+        if let Some((cert, key)) = &setup.tls {
+            cmd.arg("--uvicorn-opts").arg(format!(
+                "--ssl-certfile {} --ssl-keyfile {}",
+                cert.display(),
+                key.display()
+            ));
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -66,17 +108,44 @@ impl MlflowServer {
             child: Some(child),
             port,
             dir: dir.to_path_buf(),
+            setup,
         };
         server.wait_healthy();
         server
     }
 
     fn uri(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.setup.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The server with its certificate as the CA bundle, without credentials.
+    fn target(&self) -> MlflowTarget {
+        MlflowTarget {
+            uri: self.uri(),
+            ca_bundle: self.setup.tls.as_ref().map(|(cert, _)| cert.clone()),
+            credentials: None,
+        }
+    }
+
+    /// [`MlflowServer::target`] logged in as `admin` with `password`.
+    fn login(&self, password: &str) -> MlflowTarget {
+        MlflowTarget {
+            credentials: Some(Credentials::Basic {
+                username: "admin".into(),
+                password: Secret::new(password),
+            }),
+            ..self.target()
+        }
     }
 
     fn wait_healthy(&mut self) {
-        let client = MlflowClient::new(&self.uri(), fast_policy()).unwrap();
+        // `/health` needs no login.
+        let client = MlflowClient::new(self.target(), fast_policy()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(300);
         while Instant::now() < deadline {
             if client.health().is_ok() {
@@ -717,4 +786,262 @@ fn a_sweep_run_with_a_live_mirror_survives_a_server_outage() {
     let (_, out, _) = sync_cli(&sweep_dir, &uri);
     assert!(out.contains("0 run(s) created, 0 updated"), "{out}");
     drop(server);
+}
+
+/// `seglab mlflow sync` of `dir` with these environment variables (MLflow's credential and
+/// CA-bundle variables cleared first) and extra arguments.
+fn sync_with(
+    dir: &Path,
+    uri: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut cmd = util::seglab();
+    cmd.args(["mlflow", "sync", dir.to_str().unwrap(), "--uri", uri])
+        .args(extra);
+    for var in [ENV_USERNAME, ENV_PASSWORD, ENV_TOKEN, ENV_CA_BUNDLE] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.envs(env.iter().copied()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the attempts of [`plan`] into `store`, fed live to `mirror`.
+fn run_plan(store: &Store, sweep: &SweepPaths, mirror: &mut MlflowMirror) {
+    for (id, attempt, epochs, status) in plan() {
+        let (_, model, fold, seed) = TRIALS.iter().find(|t| t.0 == id).copied().unwrap();
+        run_attempt(
+            store,
+            sweep,
+            mirror,
+            &start_event(id, attempt, model, fold, seed),
+            epochs,
+            status,
+        );
+    }
+    mirror.finish_sweep(true, util::tracking::T0 + 3_600_000);
+}
+
+/// The files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
+
+/// (attempts, epoch rows, result rows) of a store: what must survive a refused mirror.
+fn store_counts(store: &Store) -> (usize, usize, usize) {
+    (
+        TrialEvent::from_frame(&store.attempts().unwrap())
+            .unwrap()
+            .len(),
+        store.read(Table::Epochs).unwrap().height(),
+        store.read(Table::Results).unwrap().height(),
+    )
+}
+
+/// A server behind MLflow's basic-auth app: a sweep mirrored live with a wrong password and a
+/// sync with it each give one clear error naming the server and the status, without the
+/// password anywhere; the store keeps everything, and a sync with the right password then
+/// mirrors all of it.
+#[test]
+fn a_wrong_password_loses_nothing_and_a_later_sync_mirrors_everything() {
+    const PASSWORD: &str = "seglab-Admin-pass-1";
+    const WRONG: &str = "wrong-Pass-word-42";
+    let Some(python) = util::python() else { return };
+    let tmp = util::temp_dir();
+    let setup = Setup {
+        admin_password: Some(PASSWORD.into()),
+        tls: None,
+    };
+    let server = MlflowServer::start_with(&python, &tmp.path().join("mlflow"), free_port(), setup);
+    let uri = server.uri();
+    let sweep = SweepPaths::new(tmp.path().join("experiments").join(util::tracking::SWEEP));
+    let store = Store::create(sweep.store()).unwrap().with_durable(false);
+
+    // The live mirror is refused at its first request and turns itself off; the sweep goes on.
+    let mut mirror = MlflowMirror::with_policy(
+        server.login(WRONG),
+        util::tracking::SWEEP,
+        util::tracking::SWEEP,
+        Some(sweep.clone()),
+        fast_policy(),
+    )
+    .unwrap();
+    run_plan(&store, &sweep, &mut mirror);
+    assert!(mirror.missed() > 20, "{}", mirror.missed());
+    let counts = store_counts(&store);
+    assert_eq!(counts.0, 8, "every attempt is in the store");
+
+    let login = |password: &'static str| [(ENV_USERNAME, "admin"), (ENV_PASSWORD, password)];
+    let (code, out, err) = sync_with(sweep.root(), &uri, &login(WRONG), &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert_eq!(err.matches("HTTP 401").count(), 1, "one error: {err}");
+    assert!(
+        err.contains(&format!("MLflow server {uri} refused")) && err.contains(ENV_PASSWORD),
+        "{err}"
+    );
+    assert!(!err.contains(WRONG) && !out.contains(WRONG), "{out}\n{err}");
+    // Without credentials the error says which variables to set.
+    let (code, _, err) = sync_with(sweep.root(), &uri, &[], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("HTTP 401") && err.contains(ENV_TOKEN), "{err}");
+
+    // Nothing reached the server, nothing was lost, no password was written anywhere.
+    let admin = MlflowClient::new(server.login(PASSWORD), fast_policy()).unwrap();
+    assert!(
+        admin
+            .experiment_by_name(util::tracking::SWEEP)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store_counts(&store), counts);
+    for secret in [WRONG, PASSWORD] {
+        let hits = files_containing(&tmp.path().join("experiments"), secret);
+        assert!(hits.is_empty(), "{secret} in {hits:?}");
+    }
+
+    let (code, out, err) = sync_with(sweep.root(), &uri, &login(PASSWORD), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("8 run(s) created"), "{out}");
+    check_mirror(&Rest(admin), &store);
+}
+
+/// A server behind TLS with a self-signed certificate: untrusted without its CA bundle (one
+/// error, not retried), trusted with it from `MLFLOW_TRACKING_SERVER_CERT_PATH` or
+/// `--ca-bundle`, for the live mirror and the sync alike; checkpoints, trial figures and the
+/// sweep's report are uploaded to their runs.
+#[test]
+fn https_with_a_self_signed_certificate_works_with_its_ca_bundle() {
+    let Some(python) = util::python() else { return };
+    let tmp = util::temp_dir();
+    let tls = tmp.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap();
+    let (cert_pem, key_pem) = (tls.join("cert.pem"), tls.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let setup = Setup {
+        admin_password: None,
+        tls: Some((cert_pem.clone(), key_pem)),
+    };
+    let server = MlflowServer::start_with(&python, &tmp.path().join("mlflow"), free_port(), setup);
+    let uri = server.uri();
+    assert!(uri.starts_with("https://"), "{uri}");
+
+    // Without the bundle the certificate is refused at once: a TLS error, not an outage.
+    let started = Instant::now();
+    match MlflowClient::new(&uri, RetryPolicy::default()) {
+        Ok(client) => {
+            let err = client.health().unwrap_err();
+            assert!(matches!(err, TrackingError::MlflowTls { .. }), "{err}");
+            assert!(err.to_string().contains(ENV_CA_BUNDLE), "{err}");
+        }
+        // A machine without system certificates refuses to set up TLS without a bundle.
+        Err(e) => assert!(e.to_string().contains(ENV_CA_BUNDLE), "{e}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "retried");
+
+    // The sweep's trials have figures and best checkpoints; the live mirror uploads both.
+    let sweep = SweepPaths::new(tmp.path().join("experiments").join(util::tracking::SWEEP));
+    let store = Store::create(sweep.store()).unwrap().with_durable(false);
+    for (id, ..) in TRIALS {
+        let trial = sweep.trial_paths(id);
+        std::fs::create_dir_all(trial.checkpoint_best()).unwrap();
+        std::fs::write(trial.checkpoint_best().join("model.mpk"), id).unwrap();
+        std::fs::create_dir_all(sweep.trial_figures(id)).unwrap();
+        std::fs::write(sweep.trial_figures(id).join("curve.svg"), "<svg/>").unwrap();
+    }
+    let mut mirror = MlflowMirror::with_policy(
+        server.target(),
+        util::tracking::SWEEP,
+        util::tracking::SWEEP,
+        Some(sweep.clone()),
+        fast_policy(),
+    )
+    .unwrap()
+    .with_artifacts(Artifacts::Checkpoints);
+    run_plan(&store, &sweep, &mut mirror);
+    assert_eq!(mirror.missed(), 0);
+
+    // The sync finds every file of the trials in MLflow and adds the report to the sweep's run
+    // (runs the live mirror made count as updated: the sync stamps them).
+    let report = tmp.path().join("report");
+    std::fs::create_dir_all(report.join("figures")).unwrap();
+    std::fs::write(report.join("index.md"), "# report").unwrap();
+    std::fs::write(report.join("figures").join("box.svg"), "<svg/>").unwrap();
+    let bundle = [(ENV_CA_BUNDLE, cert_pem.to_str().unwrap())];
+    let args = ["--artifacts", "checkpoints", "--report", report.to_str().unwrap()];
+    let (code, out, err) = sync_with(sweep.root(), &uri, &bundle, &args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("0 run(s) created, 8 updated") && out.contains("2 artifact(s)"),
+        "{out}"
+    );
+    let rest = Rest(MlflowClient::new(server.target(), fast_policy()).unwrap());
+    check_mirror(&rest, &store);
+    check_files(&rest, &store);
+
+    // The flag instead of the variable; nothing left to send.
+    let flag = ["--ca-bundle", cert_pem.to_str().unwrap(), "--artifacts", "checkpoints"];
+    let (code, out, err) = sync_with(sweep.root(), &uri, &[], &[&flag[..], &args[2..]].concat());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("sent 0 metric point(s), 0 param(s), 0 artifact(s)"), "{out}");
+}
+
+/// The chosen finished attempts have their best checkpoint and figures; the sweep's run has
+/// the report.
+fn check_files(rest: &Rest, store: &Store) {
+    let chosen = TrialEvent::from_frame(&store.chosen_trials().unwrap()).unwrap();
+    let exp = rest.get(
+        "/api/2.0/mlflow/experiments/get-by-name",
+        &[("experiment_name", util::tracking::SWEEP)],
+    );
+    let runs = rest.runs(exp["experiment"]["experiment_id"].as_str().unwrap());
+    let run_of = |trial: Option<&str>, attempt: Option<String>| {
+        runs.iter()
+            .find(|r| {
+                let t = tags(r);
+                t.get("seglab.trial_id").map(String::as_str) == trial
+                    && t.get("seglab.attempt") == attempt.as_ref()
+            })
+            .map(|r| r["info"]["run_id"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    for ev in chosen.iter().filter(|e| e.status == TrialStatus::Finished) {
+        let run = run_of(Some(&ev.trial_id), Some(ev.attempt.to_string()));
+        assert_eq!(
+            rest.artifacts(&run, "checkpoint_best"),
+            ["checkpoint_best/model.mpk"]
+        );
+        assert_eq!(rest.artifacts(&run, "figures"), ["figures/curve.svg"]);
+    }
+    let parent = run_of(None, None);
+    assert_eq!(
+        rest.artifacts(&parent, "report"),
+        ["report/figures", "report/index.md"]
+    );
+    assert_eq!(
+        rest.artifacts(&parent, "report/figures"),
+        ["report/figures/box.svg"]
+    );
 }

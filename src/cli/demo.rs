@@ -79,7 +79,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         sweep_dir: spec.sweep_dir(None),
         jobs: args.jobs,
         retry_failed: false,
-        mlflow_uri: None,
+        mlflow: Default::default(),
         devices: vec![args.device],
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),

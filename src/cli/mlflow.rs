@@ -4,10 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::runs::open_sweep;
-use crate::tracking::mlflow::{MlflowClient, RetryPolicy, SyncOptions, sync_store};
+use crate::tracking::mlflow::{
+    Artifacts, MlflowClient, MlflowTarget, RetryPolicy, SyncOptions, sync_store,
+};
 
 #[derive(Debug, Args)]
 pub struct MlflowArgs {
@@ -19,6 +22,8 @@ pub struct MlflowArgs {
 pub enum MlflowCommand {
     /// Copy a sweep's store into MLflow: one parent run per sweep, one nested
     /// run per trial attempt. Safe to repeat; only what is missing is sent.
+    /// Credentials come from MLFLOW_TRACKING_USERNAME and
+    /// MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN.
     Sync(SyncArgs),
 }
 
@@ -27,15 +32,30 @@ pub struct SyncArgs {
     /// The sweep folder (experiments/<name>/) or its store/ folder.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-    /// The tracking server, e.g. http://127.0.0.1:5000 (plain http).
+    /// The tracking server, e.g. http://127.0.0.1:5000 or
+    /// https://mlflow.example.org.
     #[arg(long, value_name = "URL", display_order = 20)]
     pub uri: String,
     /// MLflow experiment name [default: the sweep name].
     #[arg(long, value_name = "NAME", display_order = 21)]
     pub experiment: Option<String>,
-    /// Do not upload config.json, predictions and figures.
-    #[arg(long, display_order = 22)]
+    /// PEM file of CA certificates that vouch for the server's certificate,
+    /// trusted beside the system's [default:
+    /// $MLFLOW_TRACKING_SERVER_CERT_PATH].
+    #[arg(long, value_name = "FILE", display_order = 22)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Files uploaded to the runs: none; files (config.json, predictions,
+    /// figures, the sweep's report); checkpoints (files and each trial's best
+    /// checkpoint) [default: files].
+    #[arg(long, value_name = "WHAT", display_order = 23, conflicts_with = "no_artifacts")]
+    pub artifacts: Option<Artifacts>,
+    /// The same as --artifacts none.
+    #[arg(long, display_order = 24)]
     pub no_artifacts: bool,
+    /// The sweep's report folder, uploaded to the sweep's run under report/
+    /// [default: reports/<sweep>/ when it exists].
+    #[arg(long, value_name = "DIR", display_order = 25)]
+    pub report: Option<PathBuf>,
 }
 
 pub fn run(args: MlflowArgs) -> anyhow::Result<ExitCode> {
@@ -46,11 +66,23 @@ pub fn run(args: MlflowArgs) -> anyhow::Result<ExitCode> {
 
 fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let (paths, store) = open_sweep(&args.dir)?;
-    let client = MlflowClient::new(&args.uri, RetryPolicy::default())?;
+    if let Some(dir) = args.report.as_ref().filter(|d| !d.is_dir()) {
+        bail!(
+            "--report {}: not a folder (expected the output of `seglab report`)",
+            dir.display()
+        );
+    }
+    let target = MlflowTarget::from_env(&args.uri, args.ca_bundle.as_deref())?;
+    let client = MlflowClient::new(target, RetryPolicy::default())?;
     let options = SyncOptions {
         experiment: args.experiment.clone(),
         sweep_paths: Some(paths.clone()),
-        no_artifacts: args.no_artifacts,
+        artifacts: match (args.no_artifacts, args.artifacts) {
+            (true, _) => Artifacts::None,
+            (false, a) => a.unwrap_or_default(),
+        },
+        report: args.report.clone(),
+        reports_root: Some(PathBuf::from(".")),
     };
     let report = sync_store(&store, &client, &options)?;
     println!(

@@ -23,6 +23,7 @@ use crate::experiment::slurm::{self, Manifest, SlurmJobs, SlurmOptions, TimeLimi
 use crate::experiment::spec::{SweepRecord, SweepSpec};
 use crate::experiment::trial::{Trial, expand};
 use crate::tracking::TrialStatus;
+use crate::tracking::mlflow::{Artifacts, MirrorOptions};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -108,11 +109,8 @@ pub struct RunArgs {
     /// Run failed trials again (they are skipped otherwise).
     #[arg(long)]
     pub retry_failed: bool,
-    /// Mirror into this MLflow server while running, e.g.
-    /// http://127.0.0.1:5000 (the store stays the record; if the server
-    /// is down, `seglab mlflow sync` fills it in later).
-    #[arg(long, value_name = "URL")]
-    pub mlflow_uri: Option<String>,
+    #[command(flatten)]
+    pub mlflow: MlflowFlags,
     /// cpu, wgpu:N or cuda:N (every worker).
     #[arg(
         long,
@@ -139,6 +137,39 @@ pub struct RunArgs {
     /// trials pruned earlier resume and run to the end.
     #[arg(long)]
     pub no_prune: bool,
+}
+
+/// The live MLflow mirror of a command that runs trials. Credentials come
+/// from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or
+/// MLFLOW_TRACKING_TOKEN (docs/mlflow.md).
+#[derive(Debug, Args)]
+pub struct MlflowFlags {
+    /// Mirror into this MLflow server while running, e.g.
+    /// http://127.0.0.1:5000 or https://mlflow.example.org (the store stays
+    /// the record; if the server is down, `seglab mlflow sync` fills it in
+    /// later).
+    #[arg(long, value_name = "URL")]
+    pub mlflow_uri: Option<String>,
+    /// PEM file of CA certificates that vouch for the server's certificate,
+    /// trusted beside the system's [default:
+    /// $MLFLOW_TRACKING_SERVER_CERT_PATH].
+    #[arg(long, value_name = "FILE", requires = "mlflow_uri")]
+    pub mlflow_ca_bundle: Option<PathBuf>,
+    /// Files uploaded to the runs: none; files (config.json, predictions,
+    /// figures); checkpoints (files and each trial's best checkpoint)
+    /// [default: files].
+    #[arg(long, value_name = "WHAT", requires = "mlflow_uri")]
+    pub mlflow_artifacts: Option<Artifacts>,
+}
+
+impl MlflowFlags {
+    pub fn options(&self) -> MirrorOptions {
+        MirrorOptions {
+            uri: self.mlflow_uri.clone(),
+            ca_bundle: self.mlflow_ca_bundle.clone(),
+            artifacts: self.mlflow_artifacts.unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -209,8 +240,8 @@ pub struct TaskArgs {
     pub index: Option<usize>,
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    #[arg(long, value_name = "URL")]
-    pub mlflow_uri: Option<String>,
+    #[command(flatten)]
+    pub mlflow: MlflowFlags,
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
     #[arg(long)]
@@ -435,7 +466,7 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<ExitCode> {
         sweep_dir,
         jobs,
         retry_failed: args.retry_failed,
-        mlflow_uri: args.mlflow_uri,
+        mlflow: args.mlflow.options(),
         devices,
         exe: std::env::current_exe().context("locating the seglab executable")?,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -576,7 +607,7 @@ fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {
     let opts = TaskOptions {
         sweep_dir,
         device: args.device,
-        mlflow_uri: args.mlflow_uri,
+        mlflow: args.mlflow.options(),
         pruner,
     };
     let status = run_task(&spec, &trial, &opts, &signals)?;

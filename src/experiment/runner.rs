@@ -33,7 +33,7 @@ use super::provenance::Provenance;
 use super::prune::Pruner;
 use super::spec::SweepSpec;
 use super::trial::{Trial, expand};
-use crate::tracking::mlflow::MlflowMirror;
+use crate::tracking::mlflow::{MirrorOptions, MlflowMirror};
 use crate::tracking::{
     EpochRow, ResultRow, Store, TimingRow, TrialEvent, TrialStatus, hostname, now_ms,
 };
@@ -55,7 +55,8 @@ pub struct RunOptions {
     /// Workers at once (≥ 1).
     pub jobs: usize,
     pub retry_failed: bool,
-    pub mlflow_uri: Option<String>,
+    /// The live MLflow mirror (`--mlflow-*`), passed on to every worker.
+    pub mlflow: MirrorOptions,
     /// The devices the workers run on (`cpu`, `wgpu:N` or `cuda:N`; at least one): each new
     /// worker takes the one the fewest running workers use, so with `jobs` ≤ the number of
     /// devices every worker has a device of its own.
@@ -172,15 +173,7 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
     let paths = SweepPaths::new(&opts.sweep_dir);
     let store = Store::create(paths.store())?;
     let _lock = SweepLock::acquire(&paths.store())?;
-    let mut mirror = match &opts.mlflow_uri {
-        Some(uri) => Some(MlflowMirror::new(
-            uri,
-            &spec.name,
-            &spec.name,
-            Some(paths.clone()),
-        )?),
-        None => None,
-    };
+    let mut mirror = opts.mlflow.open(&spec.name, &paths)?;
     mark_dead_attempts(&store, mirror.as_mut())?;
     if let Some(m) = mirror.as_mut() {
         m.start_sweep();
@@ -358,9 +351,7 @@ fn spawn_worker(
         .arg(&opts.sweep_dir)
         .arg("--device")
         .arg(&device);
-    if let Some(uri) = &opts.mlflow_uri {
-        cmd.arg("--mlflow-uri").arg(uri);
-    }
+    cmd.args(opts.mlflow.worker_args());
     if opts.no_prune {
         cmd.arg("--no-prune");
     }
@@ -706,7 +697,7 @@ impl Progress {
 pub struct TaskOptions {
     pub sweep_dir: PathBuf,
     pub device: String,
-    pub mlflow_uri: Option<String>,
+    pub mlflow: MirrorOptions,
     /// The trial's judge at the rungs of the spec's `[prune]` (`None`: no pruning).
     pub pruner: Option<Pruner>,
 }
@@ -772,15 +763,7 @@ pub fn run_task(
         running.compute_path = crate::kernels::ComputePath::on(d).name().to_string();
     }
     store.write_trial_event(&running)?;
-    let mut mirror = match &opts.mlflow_uri {
-        Some(uri) => Some(MlflowMirror::new(
-            uri,
-            &spec.name,
-            &spec.name,
-            Some(paths.clone()),
-        )?),
-        None => None,
-    };
+    let mut mirror = opts.mlflow.open(&spec.name, &paths)?;
     if let Some(m) = mirror.as_mut() {
         m.trial_event(&running);
     }

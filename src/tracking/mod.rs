@@ -109,6 +109,29 @@ pub enum TrackingError {
     },
     #[error("MLflow URI {uri:?}: {message}")]
     MlflowUri { uri: String, message: String },
+    /// The server refused the credentials (401) or the user's permissions (403). Names the
+    /// server, the status and what to check; never a credential.
+    #[error("MLflow server {server} refused the request: HTTP {status}: {message} ({hint})")]
+    MlflowAuth {
+        server: String,
+        status: u16,
+        message: String,
+        hint: String,
+    },
+    /// The TLS connection failed, most often over an untrusted certificate.
+    #[error("MLflow {method} {url}: TLS failed: {message} ({hint})")]
+    MlflowTls {
+        method: &'static str,
+        url: String,
+        message: String,
+        hint: String,
+    },
+    /// The CA bundle given for the server cannot be used.
+    #[error("MLflow CA bundle {}: {message}", path.display())]
+    MlflowCaBundle { path: PathBuf, message: String },
+    /// MLflow's credential variables are set inconsistently.
+    #[error("MLflow credentials: {0}")]
+    MlflowCredentials(String),
     /// MLflow params are immutable; a different value for a logged param is refused before it is
     /// sent (docs/design.md §5).
     #[error(

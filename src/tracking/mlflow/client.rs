@@ -3,14 +3,16 @@
 //! millisecond times, log-batch limits, non-finite metric values as strings, and retries
 //! with backoff only on 408/429/5xx and connection errors.
 //!
-//! All HTTP of the project goes through [`MlflowClient::call`], so the transport (ureq, plain
-//! HTTP) could be swapped in one place.
+//! All HTTP of the project goes through [`MlflowClient::call`]: reqwest's blocking client over
+//! rustls (`http://` and `https://`, the system's certificates plus a CA bundle, proxies from
+//! the environment), with the credentials of the [`MlflowTarget`] on every request.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::target::{self, Credentials, MlflowTarget};
 use crate::tracking::{Result, TrackingError};
 
 /// log-batch limits of MLflow (`mlflow/utils/validation.py`, docs/design.md §5).
@@ -247,12 +249,22 @@ impl Method {
             Method::Put => "PUT",
         }
     }
+
+    fn as_reqwest(self) -> reqwest::Method {
+        match self {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+        }
+    }
 }
 
-/// A connection to one tracking server (`http://host:port`, optionally with a path prefix).
+/// A connection to one tracking server (`http://` or `https://host:port`, optionally with a
+/// path prefix). Its `Debug` shows no credentials.
 pub struct MlflowClient {
     base: String,
-    agent: ureq::Agent,
+    http: reqwest::blocking::Client,
+    credentials: Option<Credentials>,
     policy: RetryPolicy,
 }
 
@@ -260,40 +272,38 @@ impl std::fmt::Debug for MlflowClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MlflowClient")
             .field("base", &self.base)
+            .field("authenticated", &self.credentials.is_some())
             .field("policy", &self.policy)
             .finish()
     }
+}
+
+/// What one try of a request gave: (status, body, Retry-After), or (transient?, error).
+type Attempt = std::result::Result<(u16, Vec<u8>, Option<Duration>), TransportError>;
+
+/// A request that got no HTTP answer.
+struct TransportError {
+    /// Worth retrying (connection refused or dropped, timeout).
+    transient: bool,
+    /// The certificate or another part of TLS failed: the trust settings must change.
+    tls: bool,
+    message: String,
 }
 
 /// Bodies of JSON answers (a search over many runs with many metrics) may be large.
 const MAX_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
 
 impl MlflowClient {
-    /// A client for the server at `uri` (plain `http://`; TLS is not built in).
-    pub fn new(uri: &str, policy: RetryPolicy) -> Result<Self> {
-        let base = uri.trim().trim_end_matches('/').to_string();
-        let bad = |message: &str| TrackingError::MlflowUri {
-            uri: uri.to_string(),
-            message: message.to_string(),
-        };
-        if base.starts_with("https://") {
-            return Err(bad(
-                "https is not supported by this build; use an http:// address (e.g. through an SSH tunnel)",
-            ));
-        }
-        let Some(rest) = base.strip_prefix("http://") else {
-            return Err(bad("expected an http://host:port address"));
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(bad("the address has no host"));
-        }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(policy.timeout))
-            .build();
+    /// A client for the server of `target`: an address alone (`&str`) or with a CA bundle and
+    /// credentials ([`MlflowTarget::from_env`]). Only a malformed address or an unreadable CA
+    /// bundle is an error; the server is contacted with the first request.
+    pub fn new(target: impl Into<MlflowTarget>, policy: RetryPolicy) -> Result<Self> {
+        let target = target.into();
+        let base = checked_base(&target.uri)?;
         Ok(MlflowClient {
             base,
-            agent: ureq::Agent::new_with_config(config),
+            http: target::http_client(&target, policy.timeout)?,
+            credentials: target.credentials,
             policy,
         })
     }
@@ -318,6 +328,9 @@ impl MlflowClient {
         loop {
             let wait = match self.once(method, &url, query, &body) {
                 Ok((status, bytes, _)) if (200..300).contains(&status) => return Ok(bytes),
+                Ok((status @ (401 | 403), bytes, _)) => {
+                    return Err(self.auth_error(method, path, status, &bytes));
+                }
                 Ok((status, bytes, retry_after)) => {
                     if !is_transient_status(status) || retry >= self.policy.max_retries {
                         return Err(http_error(method, &url, status, &bytes));
@@ -328,15 +341,16 @@ impl MlflowClient {
                         |s| s.min(self.policy.max_backoff),
                     )
                 }
-                Err((transient, message)) => {
-                    if !transient || retry >= self.policy.max_retries {
+                Err(e) if e.tls => return Err(tls_error(method, url, e.message)),
+                Err(e) => {
+                    if !e.transient || retry >= self.policy.max_retries {
                         return Err(TrackingError::MlflowConnection {
                             method: method.as_str(),
                             url,
-                            message,
+                            message: e.message,
                         });
                     }
-                    tracing::debug!("MLflow {} {url}: {message}, retrying", method.as_str());
+                    tracing::debug!("MLflow {} {url}: {}, retrying", method.as_str(), e.message);
                     self.policy.backoff(retry)
                 }
             };
@@ -345,50 +359,61 @@ impl MlflowClient {
         }
     }
 
-    /// One try: (status, body, Retry-After) or (transient?, transport error).
-    #[allow(clippy::type_complexity)]
-    fn once(
-        &self,
-        method: Method,
-        url: &str,
-        query: &[(&str, &str)],
-        body: &Body<'_>,
-    ) -> std::result::Result<(u16, Vec<u8>, Option<Duration>), (bool, String)> {
-        let sent = match (method, body) {
-            (Method::Get, _) => self
-                .agent
-                .get(url)
-                .query_pairs(query.iter().copied())
-                .call(),
-            (Method::Post | Method::Put, body) => {
-                let req = if method == Method::Post {
-                    self.agent.post(url)
-                } else {
-                    self.agent.put(url)
-                };
-                let req = req.query_pairs(query.iter().copied());
-                match body {
-                    Body::Json(v) => req.send_json(v),
-                    Body::Bytes(b) => req.content_type("application/octet-stream").send(*b),
-                    Body::None => req.send_empty(),
-                }
-            }
+    /// One try of a request, with the client's credentials.
+    fn once(&self, method: Method, url: &str, query: &[(&str, &str)], body: &Body<'_>) -> Attempt {
+        let url = if query.is_empty() {
+            reqwest::Url::parse(url)
+        } else {
+            reqwest::Url::parse_with_params(url, query)
+        }
+        .map_err(|e| TransportError {
+            transient: false,
+            tls: false,
+            message: format!("not a valid URL: {e}"),
+        })?;
+        let mut req = self.http.request(method.as_reqwest(), url);
+        req = match body {
+            Body::Json(v) => req.json(v),
+            Body::Bytes(b) => req
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(b.to_vec()),
+            Body::None => req,
         };
-        let mut resp = sent.map_err(transport_error)?;
+        req = match &self.credentials {
+            Some(Credentials::Basic { username, password }) => {
+                req.basic_auth(username, Some(password.expose()))
+            }
+            Some(Credentials::Bearer(token)) => req.bearer_auth(token.expose()),
+            None => req,
+        };
+        let resp = req.send().map_err(transport_error)?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
-            .get("retry-after")
+            .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(transport_error)?;
-        Ok((status, bytes, retry_after))
+        Ok((status, read_limited(resp)?, retry_after))
+    }
+
+    /// The one error of refused credentials (401) or permissions (403): names the server, the
+    /// status and what to check, never a credential.
+    fn auth_error(&self, method: Method, path: &str, status: u16, body: &[u8]) -> TrackingError {
+        let hint = if status == 401 {
+            Credentials::hint(self.credentials.as_ref()).to_string()
+        } else {
+            format!(
+                "the user may not {} {path}; ask the server's administrator for permission",
+                method.as_str()
+            )
+        };
+        TrackingError::MlflowAuth {
+            server: self.base.clone(),
+            status,
+            message: server_message(body),
+            hint,
+        }
     }
 
     fn json(
@@ -749,6 +774,15 @@ pub fn error_code(e: &TrackingError) -> Option<&str> {
     }
 }
 
+/// True for errors that only a change of settings fixes: refused credentials or permissions,
+/// an untrusted certificate. Retrying later does not help, so the mirror stops trying.
+pub fn is_settings_error(e: &TrackingError) -> bool {
+    matches!(
+        e,
+        TrackingError::MlflowAuth { .. } | TrackingError::MlflowTls { .. }
+    )
+}
+
 /// True for errors that mean "the server is unreachable" (after retries), as opposed to a
 /// refused request.
 pub fn is_unreachable(e: &TrackingError) -> bool {
@@ -771,32 +805,91 @@ fn http_error(method: Method, url: &str, status: u16, body: &[u8]) -> TrackingEr
         .as_ref()
         .and_then(|v| v["error_code"].as_str())
         .map(str::to_string);
-    let message = parsed
-        .as_ref()
-        .and_then(|v| v["message"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| snippet(body));
     TrackingError::MlflowHttp {
         method: method.as_str(),
         url: url.to_string(),
         status,
         code,
-        message,
+        message: server_message(body),
     }
 }
 
-fn transport_error(e: ureq::Error) -> (bool, String) {
-    use ureq::Error as E;
-    let transient = matches!(
-        e,
-        E::Io(_)
-            | E::Timeout(_)
-            | E::HostNotFound
-            | E::ConnectionFailed
-            | E::Protocol(_)
-            | E::BodyStalled
-    );
-    (transient, e.to_string())
+/// The `message` of an MLflow error body, or a snippet of any other body.
+fn server_message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| snippet(body))
+}
+
+fn tls_error(method: Method, url: String, message: String) -> TrackingError {
+    TrackingError::MlflowTls {
+        method: method.as_str(),
+        url,
+        message,
+        hint: format!(
+            "if the server's certificate comes from a private CA, give that CA's PEM file with {} or the command's CA-bundle flag",
+            target::ENV_CA_BUNDLE
+        ),
+    }
+}
+
+/// The checked base address of `uri`: http(s), a host, no credentials inside it.
+fn checked_base(uri: &str) -> Result<String> {
+    let base = uri.trim().trim_end_matches('/').to_string();
+    let bad = |message: &str| TrackingError::MlflowUri {
+        uri: target::redact_userinfo(uri),
+        message: message.to_string(),
+    };
+    let Some(rest) = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))
+    else {
+        return Err(bad("expected an http://host:port or https://host:port address"));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("the address has no host"));
+    }
+    let parsed = reqwest::Url::parse(&base).map_err(|e| bad(&e.to_string()))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "credentials inside the address are not accepted; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead",
+        ));
+    }
+    Ok(base)
+}
+
+/// The body of an answer, refused beyond [`MAX_RESPONSE_BYTES`].
+fn read_limited(resp: reqwest::blocking::Response) -> std::result::Result<Vec<u8>, TransportError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    resp.take(MAX_RESPONSE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| TransportError {
+            transient: true,
+            tls: false,
+            message: format!("reading the answer: {}", target::error_chain(&e)),
+        })?;
+    if bytes.len() as u64 > MAX_RESPONSE_BYTES {
+        return Err(TransportError {
+            transient: false,
+            tls: false,
+            message: format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+fn transport_error(e: reqwest::Error) -> TransportError {
+    let tls = target::is_tls_error(&e);
+    let transient = !tls && (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body());
+    // The URL is in the error this becomes; reqwest's own copy would repeat it.
+    let e = e.without_url();
+    TransportError {
+        transient,
+        tls,
+        message: target::error_chain(&e),
+    }
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -927,8 +1020,8 @@ mod tests {
         Hangup,
     }
 
-    /// ("METHOD path", body) of each request the mock received.
-    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+    /// ("METHOD path", body, Authorization header) of each request the mock received.
+    type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
 
     /// A loopback HTTP server answering requests with the scripted replies in order (then 200
     /// `{}`), one connection per request; records each request.
@@ -947,6 +1040,7 @@ mod tests {
                     continue;
                 }
                 let mut len = 0usize;
+                let mut auth = None;
                 loop {
                     let mut h = String::new();
                     reader.read_line(&mut h).unwrap();
@@ -957,6 +1051,9 @@ mod tests {
                     if let Some(v) = lower.strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap();
                     }
+                    if lower.starts_with("authorization:") {
+                        auth = Some(h["authorization:".len()..].trim().to_string());
+                    }
                 }
                 let mut body = vec![0; len];
                 reader.read_exact(&mut body).unwrap();
@@ -964,6 +1061,7 @@ mod tests {
                 log.lock().unwrap().push((
                     target.join(" "),
                     String::from_utf8_lossy(&body).into_owned(),
+                    auth,
                 ));
                 match replies.next() {
                     Some(Reply::Hangup) => drop(stream),
@@ -1016,7 +1114,7 @@ mod tests {
         assert_eq!(seen.len(), 2);
         let counts: Vec<usize> = seen
             .iter()
-            .map(|(target, body)| {
+            .map(|(target, body, _)| {
                 assert_eq!(target, "POST /api/2.0/mlflow/runs/log-batch");
                 let v: Value = serde_json::from_str(body).unwrap();
                 v["metrics"].as_array().unwrap().len()
@@ -1186,12 +1284,61 @@ mod tests {
     }
 
     #[test]
-    fn uris_must_be_plain_http() {
-        assert!(MlflowClient::new("https://x:5000", fast()).is_err());
+    fn uris_must_be_http_or_https_without_credentials() {
         assert!(MlflowClient::new("localhost:5000", fast()).is_err());
         assert!(MlflowClient::new("http://", fast()).is_err());
+        let err = MlflowClient::new("https://ann:hunter2@x:5000", fast()).unwrap_err();
+        assert!(
+            err.to_string().contains("MLFLOW_TRACKING_USERNAME") && !err.to_string().contains("hunter2"),
+            "{err}"
+        );
         let c = MlflowClient::new("http://127.0.0.1:5000/", fast()).unwrap();
         assert_eq!(c.uri(), "http://127.0.0.1:5000");
+        let c = MlflowClient::new("https://mlflow.example.org/prefix/", fast()).unwrap();
+        assert_eq!(c.uri(), "https://mlflow.example.org/prefix");
+    }
+
+    fn with_credentials(url: &str, credentials: Credentials) -> MlflowClient {
+        let target = MlflowTarget {
+            uri: url.to_string(),
+            ca_bundle: None,
+            credentials: Some(credentials),
+        };
+        MlflowClient::new(target, fast()).unwrap()
+    }
+
+    #[test]
+    fn every_request_carries_the_credentials() {
+        let (url, seen) = mock(vec![]);
+        let basic = Credentials::Basic {
+            username: "ann".into(),
+            password: target::Secret::new("hunter2"),
+        };
+        with_credentials(&url, basic).health().unwrap();
+        with_credentials(&url, Credentials::Bearer(target::Secret::new("tok-1")))
+            .set_tag("r", "k", "v")
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        // "ann:hunter2" in base64.
+        assert_eq!(seen[0].2.as_deref(), Some("Basic YW5uOmh1bnRlcjI="));
+        assert_eq!(seen[1].2.as_deref(), Some("Bearer tok-1"));
+    }
+
+    #[test]
+    fn refused_credentials_are_one_error_without_the_password() {
+        let (url, seen) = mock(vec![Reply::Status(401, "You are not authenticated.", &[])]);
+        let basic = Credentials::Basic {
+            username: "ann".into(),
+            password: target::Secret::new("hunter2"),
+        };
+        let client = with_credentials(&url, basic);
+        let err = client.create_experiment("x").unwrap_err();
+        let text = err.to_string();
+        assert!(is_settings_error(&err) && !is_unreachable(&err), "{text}");
+        assert!(text.contains(&url) && text.contains("HTTP 401"), "{text}");
+        assert!(text.contains("MLFLOW_TRACKING_PASSWORD"), "{text}");
+        assert!(!text.contains("hunter2") && !format!("{client:?}").contains("hunter2"));
+        assert_eq!(seen.lock().unwrap().len(), 1, "not retried");
     }
 
     #[test]

@@ -6,14 +6,22 @@
 //! ([`MlflowMirror::PAUSE_WHEN_DOWN`]), so a dead server costs the sweep seconds, not minutes,
 //! and counts what it skipped. `seglab mlflow sync` fills every gap later from the store; the
 //! runs the mirror creates are the very runs the sync finds again (same tags, same keys, same
-//! timestamps: see [`super::mapping`]).
+//! timestamps: see [`super::mapping`]). Refused credentials or an untrusted certificate turn
+//! the mirror off for the rest of the sweep with one warning: retrying cannot fix them.
+//!
+//! [`MirrorOptions`] is how every command that runs trials sets the mirror up.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::client::{MlflowClient, RetryPolicy, Run, is_unreachable, params_to_log};
+use super::client::{
+    MlflowClient, RetryPolicy, Run, is_settings_error, is_unreachable, params_to_log,
+};
 use super::mapping::{self, TAG_CHOSEN, TAG_TRIAL};
-use super::sync::{self, Uploads};
+use super::sync::{self, Artifacts, Uploads};
+use super::target::MlflowTarget;
 use crate::experiment::paths::SweepPaths;
 use crate::tracking::{EpochRow, Result, ResultRow, TimingRow, TrialEvent, TrialStatus};
 
@@ -37,48 +45,105 @@ pub struct MlflowMirror {
     experiment_id: Option<String>,
     parent: Option<Run>,
     attempts: HashMap<(String, u32), AttemptState>,
+    artifacts: Artifacts,
     paused_until: Option<Instant>,
+    /// Set by refused credentials or an untrusted certificate: nothing more is sent.
+    off: bool,
     skipped: usize,
     failures: usize,
+}
+
+/// The `--mlflow-*` settings of a command that runs trials (`sweep run`, `sweep task`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MirrorOptions {
+    /// The tracking server; no mirror when None.
+    pub uri: Option<String>,
+    /// A CA bundle for the server's certificate (else `MLFLOW_TRACKING_SERVER_CERT_PATH`).
+    pub ca_bundle: Option<PathBuf>,
+    pub artifacts: Artifacts,
+}
+
+impl MirrorOptions {
+    /// The live mirror of `sweep` (its experiment has the sweep's name), or None without a
+    /// URI. Credentials come from MLflow's variables. Errors only on settings that cannot work
+    /// (a malformed address, half a login, an unreadable CA bundle), before any trial runs.
+    pub fn open(&self, sweep: &str, paths: &SweepPaths) -> Result<Option<MlflowMirror>> {
+        let Some(uri) = &self.uri else {
+            return Ok(None);
+        };
+        let target = MlflowTarget::from_env(uri, self.ca_bundle.as_deref())?;
+        let mirror = MlflowMirror::new(target, sweep, sweep, Some(paths.clone()))?;
+        Ok(Some(mirror.with_artifacts(self.artifacts)))
+    }
+
+    /// The same settings as arguments of a worker's `seglab sweep task` (credentials travel in
+    /// the inherited environment, never on a command line).
+    pub fn worker_args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if let Some(uri) = &self.uri {
+            args.extend(["--mlflow-uri".into(), uri.into()]);
+        }
+        if let Some(ca) = &self.ca_bundle {
+            args.extend(["--mlflow-ca-bundle".into(), ca.into()]);
+        }
+        let artifacts = match self.artifacts {
+            Artifacts::None => Some("none"),
+            Artifacts::Files => None,
+            Artifacts::Checkpoints => Some("checkpoints"),
+        };
+        if let Some(a) = artifacts {
+            args.extend(["--mlflow-artifacts".into(), a.into()]);
+        }
+        args
+    }
 }
 
 impl MlflowMirror {
     /// How long the mirror leaves an unreachable server alone before trying again.
     pub const PAUSE_WHEN_DOWN: Duration = Duration::from_secs(30);
 
-    /// A mirror of `sweep` into the experiment `experiment` on the server at `uri`. Only a
-    /// malformed URI is an error (a configuration mistake to report before the sweep starts);
-    /// the server itself is contacted with the first event. `paths` (the sweep folder) enables
-    /// uploads of trial files.
+    /// A mirror of `sweep` into the experiment `experiment` on the server of `target` (an
+    /// address, or a [`MlflowTarget`] with CA bundle and credentials). Only settings that
+    /// cannot work are an error (reported before the sweep starts); the server itself is
+    /// contacted with the first event. `paths` (the sweep folder) enables uploads of trial
+    /// files: predictions and figures (see [`MlflowMirror::with_artifacts`]).
     pub fn new(
-        uri: &str,
+        target: impl Into<MlflowTarget>,
         experiment: &str,
         sweep: &str,
         paths: Option<SweepPaths>,
     ) -> Result<Self> {
-        Self::with_policy(uri, experiment, sweep, paths, RetryPolicy::quick())
+        Self::with_policy(target, experiment, sweep, paths, RetryPolicy::quick())
     }
 
     /// [`MlflowMirror::new`] with another retry policy.
     pub fn with_policy(
-        uri: &str,
+        target: impl Into<MlflowTarget>,
         experiment: &str,
         sweep: &str,
         paths: Option<SweepPaths>,
         policy: RetryPolicy,
     ) -> Result<Self> {
         Ok(MlflowMirror {
-            client: MlflowClient::new(uri, policy)?,
+            client: MlflowClient::new(target, policy)?,
             experiment: experiment.to_string(),
             sweep: sweep.to_string(),
             paths,
             experiment_id: None,
             parent: None,
             attempts: HashMap::new(),
+            artifacts: Artifacts::default(),
             paused_until: None,
+            off: false,
             skipped: 0,
             failures: 0,
         })
+    }
+
+    /// The mirror uploading `artifacts` (with `Checkpoints`, each trial's best checkpoint too).
+    pub fn with_artifacts(mut self, artifacts: Artifacts) -> Self {
+        self.artifacts = artifacts;
+        self
     }
 
     /// Events not mirrored because the server was unreachable or refused them (a later
@@ -156,10 +221,7 @@ impl MlflowMirror {
                 return Ok(());
             };
             let state = &m.attempts[&key];
-            let uploads = match &m.paths {
-                Some(p) => Uploads::WithTrialFiles(p),
-                None => Uploads::ConfigOnly,
-            };
+            let uploads = Uploads::choose(m.paths.as_ref(), m.artifacts);
             let desired = sync::desired_for_attempt(&state.event, "", true, &[], &[], &[], uploads);
             let run = state.run.as_ref().expect("run_for found it");
             sync::upload_missing(&m.client, &run.info, &desired.artifacts).map(|_| ())
@@ -196,8 +258,12 @@ impl MlflowMirror {
         }
     }
 
-    /// Runs one mirror step unless the server is paused; turns errors into warnings.
+    /// Runs one mirror step unless the mirror is off or paused; turns errors into warnings.
     fn guarded(&mut self, step: impl FnOnce(&mut Self) -> Result<()>) {
+        if self.off {
+            self.skipped += 1;
+            return;
+        }
         if let Some(until) = self.paused_until {
             if Instant::now() < until {
                 self.skipped += 1;
@@ -207,7 +273,12 @@ impl MlflowMirror {
         }
         if let Err(e) = step(self) {
             self.failures += 1;
-            if is_unreachable(&e) {
+            if is_settings_error(&e) {
+                tracing::warn!(
+                    "MLflow mirror: {e}; the mirror is off for this run (the store keeps everything: fix the setting, then run `seglab mlflow sync`)"
+                );
+                self.off = true;
+            } else if is_unreachable(&e) {
                 tracing::warn!(
                     "MLflow mirror: {e}; the sweep goes on (the store keeps everything) and the mirror retries in {} s",
                     Self::PAUSE_WHEN_DOWN.as_secs()

@@ -10,15 +10,15 @@
 //! search request when nothing changed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::experiment::paths::SweepPaths;
+use crate::experiment::paths::{SweepPaths, report_dir};
 
 use sha2::{Digest, Sha256};
 
 use super::client::{
-    Metric, MlflowClient, Param, Run, RunInfo, RunStatus, Tag, is_unreachable, params_to_log,
-    same_metric_value,
+    Metric, MlflowClient, Param, Run, RunInfo, RunStatus, Tag, is_settings_error, is_unreachable,
+    params_to_log, same_metric_value,
 };
 use super::mapping::{self, TAG_ATTEMPT, TAG_DIGEST, TAG_KIND, TAG_TRIAL};
 use crate::tracking::{
@@ -30,11 +30,44 @@ use crate::tracking::{
 pub struct SyncOptions {
     /// MLflow experiment name; default: the sweep name.
     pub experiment: Option<String>,
-    /// The sweep folder whose trial folders hold the files to upload (predictions, figures);
-    /// None uploads only each attempt's `config.json` (taken from the store).
+    /// The sweep folder whose trial folders hold the files to upload (predictions, figures,
+    /// checkpoints); None uploads only each attempt's `config.json` (taken from the store).
     pub sweep_paths: Option<SweepPaths>,
-    /// Skip artifact uploads entirely.
-    pub no_artifacts: bool,
+    /// Which files go to the runs.
+    pub artifacts: Artifacts,
+    /// The sweep's report folder (`seglab report`), uploaded to the sweep's run under `report/`.
+    pub report: Option<PathBuf>,
+    /// Where `reports/<sweep>/` is looked for when `report` is None (`seglab report` writes it
+    /// under the working folder); nothing is looked for when both are None.
+    pub reports_root: Option<PathBuf>,
+}
+
+/// Which files the MLflow runs get (`--mlflow-artifacts`, `mlflow sync --artifacts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Artifacts {
+    /// No files.
+    None,
+    /// Each attempt's `config.json`; the chosen attempt's predictions and figures; the sweep's
+    /// report.
+    #[default]
+    Files,
+    /// `Files` and each chosen attempt's best checkpoint (weights only).
+    Checkpoints,
+}
+
+impl std::str::FromStr for Artifacts {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(Artifacts::None),
+            "files" => Ok(Artifacts::Files),
+            "checkpoints" => Ok(Artifacts::Checkpoints),
+            other => Err(format!(
+                "{other:?} is not an artifact choice (none, files or checkpoints)"
+            )),
+        }
+    }
 }
 
 /// What a replay did.
@@ -188,11 +221,7 @@ pub fn sync_store(
                 epochs.get(&key).map_or(&[][..], Vec::as_slice),
                 results.get(&key).map_or(&[][..], Vec::as_slice),
                 timings.get(&key).map_or(&[][..], Vec::as_slice),
-                match (&options.sweep_paths, options.no_artifacts) {
-                    (_, true) => Uploads::Nothing,
-                    (None, false) => Uploads::ConfigOnly,
-                    (Some(p), false) => Uploads::WithTrialFiles(p),
-                },
+                Uploads::choose(options.sweep_paths.as_ref(), options.artifacts),
             );
             let found = runs.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
             match sync_attempt(
@@ -205,7 +234,7 @@ pub fn sync_store(
                 &mut report,
             ) {
                 Ok(()) => {}
-                Err(e) if is_unreachable(&e) => return Err(e),
+                Err(e) if is_unreachable(&e) || is_settings_error(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!("trial {} attempt {}: {e}", ev.trial_id, ev.attempt);
                     report.failures.push(SyncFailure {
@@ -216,7 +245,11 @@ pub fn sync_store(
                 }
             }
         }
-        sync_parent(client, &parent, sweep, &events, &chosen)?;
+        let report_files = match options.artifacts {
+            Artifacts::None => Vec::new(),
+            _ => report_folder(options, sweep).map_or_else(Vec::new, |d| files_under(&d, "report")),
+        };
+        sync_parent(client, &parent, sweep, &events, &chosen, report_files)?;
     }
     Ok(report)
 }
@@ -244,14 +277,41 @@ fn by_attempt<T>(
     map
 }
 
+/// The report folder of `sweep` to upload, if there is one.
+fn report_folder(options: &SyncOptions, sweep: &str) -> Option<PathBuf> {
+    options
+        .report
+        .clone()
+        .or_else(|| options.reports_root.as_ref().map(|r| report_dir(r, sweep)))
+        .filter(|d| d.is_dir())
+}
+
 /// Which artifacts a run gets.
 #[derive(Clone, Copy)]
 pub(crate) enum Uploads<'a> {
     Nothing,
     /// The attempt's `config.json` (from the store).
     ConfigOnly,
-    /// `config.json` and, for the chosen attempt once ended, its trial folder's files.
-    WithTrialFiles(&'a SweepPaths),
+    /// `config.json` and, for the chosen attempt once ended, its trial folder's files (with
+    /// the best checkpoint when `checkpoints`).
+    WithTrialFiles {
+        paths: &'a SweepPaths,
+        checkpoints: bool,
+    },
+}
+
+impl<'a> Uploads<'a> {
+    /// What `artifacts` asks for, given the sweep folder when it is known.
+    pub(crate) fn choose(paths: Option<&'a SweepPaths>, artifacts: Artifacts) -> Self {
+        match (paths, artifacts) {
+            (_, Artifacts::None) => Uploads::Nothing,
+            (None, _) => Uploads::ConfigOnly,
+            (Some(paths), a) => Uploads::WithTrialFiles {
+                paths,
+                checkpoints: a == Artifacts::Checkpoints,
+            },
+        }
+    }
 }
 
 /// What MLflow should hold for one attempt.
@@ -281,11 +341,11 @@ pub(crate) fn desired_for_attempt(
         }
         // The trial folder holds the files of the latest attempt; they belong to the run of the
         // chosen attempt once it has ended.
-        if let Uploads::WithTrialFiles(paths) = uploads
+        if let Uploads::WithTrialFiles { paths, checkpoints } = uploads
             && chosen
             && ev.status.is_terminal()
         {
-            files.extend(trial_files(paths, &ev.trial_id));
+            files.extend(trial_files(paths, &ev.trial_id, checkpoints));
         }
     }
     Desired {
@@ -298,40 +358,55 @@ pub(crate) fn desired_for_attempt(
     }
 }
 
-/// The files of a trial's `predictions/` and `figures/` folders, with paths relative to the
-/// trial folder.
-pub(crate) fn trial_files(paths: &SweepPaths, trial_id: &str) -> Vec<Artifact> {
+/// The files of a trial's `predictions/` and `figures/` folders (and `checkpoint_best/` when
+/// `checkpoints`), with paths relative to the trial folder.
+pub(crate) fn trial_files(paths: &SweepPaths, trial_id: &str, checkpoints: bool) -> Vec<Artifact> {
     let dir = paths.trial(trial_id);
-    let mut out = Vec::new();
-    for sub in [
+    let mut subs = vec![
         paths.trial_predictions(trial_id),
         paths.trial_figures(trial_id),
-    ] {
-        let mut todo = vec![sub];
-        while let Some(d) = todo.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
+    ];
+    if checkpoints {
+        subs.push(paths.trial_paths(trial_id).checkpoint_best());
+    }
+    let mut out: Vec<Artifact> = subs
+        .iter()
+        .filter_map(|sub| {
+            let name = sub.strip_prefix(&dir).ok()?.to_string_lossy().into_owned();
+            Some(files_under(sub, &name))
+        })
+        .flatten()
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// Every file under `dir` (hidden names, i.e. files still being written, left out), as
+/// artifacts at `prefix/<path relative to dir>`; nothing when `dir` does not exist.
+pub(crate) fn files_under(dir: &Path, prefix: &str) -> Vec<Artifact> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if e.file_name().to_string_lossy().starts_with('.') {
                 continue;
-            };
-            for e in entries.flatten() {
-                let path = e.path();
-                let hidden = e.file_name().to_string_lossy().starts_with('.');
-                let Ok(meta) = e.metadata() else { continue };
-                if hidden {
-                    continue;
-                } else if meta.is_dir() {
-                    todo.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&dir) {
-                    let rel = rel
-                        .components()
-                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                        .collect::<Vec<_>>()
-                        .join("/");
-                    out.push(Artifact {
-                        path: rel,
-                        size: meta.len(),
-                        source: ArtifactSource::File(path),
-                    });
-                }
+            } else if meta.is_dir() {
+                todo.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(Artifact {
+                    path: format!("{prefix}/{}", rel.join("/")),
+                    size: meta.len(),
+                    source: ArtifactSource::File(path),
+                });
             }
         }
     }
@@ -535,6 +610,7 @@ fn sync_parent(
     sweep: &str,
     events: &[&TrialEvent],
     chosen: &HashSet<(String, u32)>,
+    report_files: Vec<Artifact>,
 ) -> Result<()> {
     let chosen_events: Vec<&&TrialEvent> = events
         .iter()
@@ -567,7 +643,7 @@ fn sync_parent(
         metrics: Vec::new(),
         status,
         end_time,
-        artifacts: Vec::new(),
+        artifacts: report_files,
     };
     let digest = desired.digest();
     if parent.tag(TAG_DIGEST) == Some(digest.as_str()) {
