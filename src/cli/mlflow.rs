@@ -47,7 +47,12 @@ pub struct SyncArgs {
     /// Files uploaded to the runs: none; files (config.json, predictions,
     /// figures, the sweep's report); checkpoints (files and each trial's best
     /// checkpoint) [default: files].
-    #[arg(long, value_name = "WHAT", display_order = 23, conflicts_with = "no_artifacts")]
+    #[arg(
+        long,
+        value_name = "WHAT",
+        display_order = 23,
+        conflicts_with = "no_artifacts"
+    )]
     pub artifacts: Option<Artifacts>,
     /// The same as --artifacts none.
     #[arg(long, display_order = 24)]

@@ -278,7 +278,7 @@ impl std::fmt::Debug for MlflowClient {
     }
 }
 
-/// What one try of a request gave: (status, body, Retry-After), or (transient?, error).
+/// What one try of a request gave: (status, body, Retry-After), or why it got no answer.
 type Attempt = std::result::Result<(u16, Vec<u8>, Option<Duration>), TransportError>;
 
 /// A request that got no HTTP answer.
@@ -295,8 +295,9 @@ const MAX_RESPONSE_BYTES: u64 = 512 * 1024 * 1024;
 
 impl MlflowClient {
     /// A client for the server of `target`: an address alone (`&str`) or with a CA bundle and
-    /// credentials ([`MlflowTarget::from_env`]). Only a malformed address or an unreadable CA
-    /// bundle is an error; the server is contacted with the first request.
+    /// credentials ([`MlflowTarget::from_env`]). Only a malformed address, an unreadable CA
+    /// bundle or a machine without any trusted certificate is an error; the server is
+    /// contacted with the first request.
     pub fn new(target: impl Into<MlflowTarget>, policy: RetryPolicy) -> Result<Self> {
         let target = target.into();
         let base = checked_base(&target.uri)?;
@@ -845,7 +846,9 @@ fn checked_base(uri: &str) -> Result<String> {
         .strip_prefix("http://")
         .or_else(|| base.strip_prefix("https://"))
     else {
-        return Err(bad("expected an http://host:port or https://host:port address"));
+        return Err(bad(
+            "expected an http://host:port or https://host:port address",
+        ));
     };
     if rest.is_empty() || rest.starts_with('/') {
         return Err(bad("the address has no host"));
@@ -1289,7 +1292,8 @@ mod tests {
         assert!(MlflowClient::new("http://", fast()).is_err());
         let err = MlflowClient::new("https://ann:hunter2@x:5000", fast()).unwrap_err();
         assert!(
-            err.to_string().contains("MLFLOW_TRACKING_USERNAME") && !err.to_string().contains("hunter2"),
+            err.to_string().contains("MLFLOW_TRACKING_USERNAME")
+                && !err.to_string().contains("hunter2"),
             "{err}"
         );
         let c = MlflowClient::new("http://127.0.0.1:5000/", fast()).unwrap();
