@@ -80,12 +80,14 @@ impl MlflowServer {
                 format!(
                     "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{}\n\
                      admin_username = admin\nadmin_password = {password}\n\
-                     authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+                     authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n\
+                     auth_cache_ttl_seconds = 600\n",
                     dir.join("auth.db").display()
                 ),
             )
             .unwrap();
-            // The auth app's forms need a fixed CSRF key.
+            // The cache above spares each request a password hash (the test's hundreds of
+            // requests took minutes without it); the auth app's forms need a fixed CSRF key.
             cmd.args(["--app-name", "basic-auth"])
                 .env("MLFLOW_AUTH_CONFIG_PATH", ini)
                 .env("MLFLOW_FLASK_SERVER_SECRET_KEY", "seglab-test");
@@ -670,7 +672,7 @@ fn a_mirror_without_server_never_fails_the_sweep() {
     let port = free_port(); // nothing listens there
     let paths = SweepPaths::new(dir.path());
     let mut mirror = MlflowMirror::with_policy(
-        &format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
         "x",
         util::tracking::SWEEP,
         Some(paths.clone()),

@@ -1235,7 +1235,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let client = MlflowClient::new(&format!("http://127.0.0.1:{port}"), fast()).unwrap();
+        let client = MlflowClient::new(format!("http://127.0.0.1:{port}"), fast()).unwrap();
         let err = client.health().unwrap_err();
         assert!(
             matches!(err, TrackingError::MlflowConnection { .. }),
