@@ -9,6 +9,7 @@
 //!   existing folder is replaced only with `force`, and only after the new one is complete.
 //!   Temporaries of the same folder left by a killed process are removed first, so a run
 //!   that is killed and resumed again and again does not fill the disk with checkpoints.
+//! - [`remove_folder`]: a folder renamed aside, then removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,6 +174,18 @@ pub fn build_folder<T, E: From<WriteError>>(
         return Err(e.into());
     }
     Ok(value)
+}
+
+/// Removes the folder `path` (nothing when it does not exist): renamed aside first, so a kill
+/// during the removal leaves no half-removed folder under its name (the aside copy is a
+/// temporary that the next [`build_folder`] of `path` clears).
+pub fn remove_folder(path: &Path) -> Result<(), WriteError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let old = temporary_sibling(path, "old");
+    std::fs::rename(path, &old).map_err(|e| WriteError::io(path, "move aside", e))?;
+    std::fs::remove_dir_all(&old).map_err(|e| WriteError::io(&old, "remove", e))
 }
 
 #[cfg(test)]

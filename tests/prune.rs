@@ -115,6 +115,67 @@ fn a_timed_out_trial_keeps_its_id_and_a_rerun_resumes_it_to_the_end() {
     assert!(log.contains("resumed from"), "{log}");
 }
 
+/// The names in `dir`, sorted (none when it does not exist).
+fn names(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn keep_best_keeps_the_resume_state_until_the_trial_finishes() {
+    let dir = util::temp_dir();
+    util::easy_phantom(dir.path());
+    let keep = "\"train.keep\" = \"best\"\n";
+    let path = spec(
+        dir.path(),
+        "k",
+        &tiny(2, &format!("{keep}\"train.max_minutes\" = 0.0001\n"), ""),
+    );
+    let p = path.to_str().unwrap();
+    let o = sweep(&["run", p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let store = dir.path().join("experiments/k/store");
+    let (e, _) = chosen(&store).remove(0);
+    assert_eq!(e.status, TrialStatus::Timeout, "{:?}", e.error);
+    let trial = dir.path().join("experiments/k/trials").join(&e.trial_id);
+    // Timed out: the full state stays for the resume.
+    assert!(
+        names(&trial.join("checkpoint_latest")).contains(&"opt_unet3d.bpk".to_string()),
+        "{:?}",
+        names(&trial.join("checkpoint_latest"))
+    );
+
+    std::fs::write(
+        &path,
+        tiny(2, &format!("{keep}\"train.max_minutes\" = 60\n"), ""),
+    )
+    .unwrap();
+    let o = sweep(&["run", p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (e2, attempts) = chosen(&store).remove(0);
+    assert_eq!(e2.status, TrialStatus::Finished, "{:?}", e2.error);
+    assert_eq!(attempts, 2);
+    assert_eq!(val_epochs(&store, &e.trial_id), [1, 2]);
+    let log = std::fs::read_to_string(trial.join("log.txt")).unwrap();
+    assert!(log.contains("resumed from"), "{log}");
+    // Finished: only the best checkpoint, weights only.
+    let kept: Vec<String> = names(&trial)
+        .into_iter()
+        .filter(|n| n.contains("checkpoint"))
+        .collect();
+    assert_eq!(kept, ["checkpoint_best"]);
+    let best = names(&trial.join("checkpoint_best"));
+    assert!(best.contains(&"unet3d.bpk".to_string()), "{best:?}");
+    assert!(!best.iter().any(|n| n.starts_with("opt_")), "{best:?}");
+}
+
 #[test]
 fn a_trial_behind_the_cut_is_pruned_never_rerun_and_runs_on_with_no_prune() {
     let dir = util::temp_dir();

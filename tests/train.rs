@@ -627,6 +627,74 @@ fn driver_overfits_and_selects_the_best_epoch() {
         .unwrap();
     assert_eq!(at_best.value, best);
     assert!(dir.path().join("best").join("driver.json").exists());
+
+    // The best checkpoint holds the weights only; the latest one the optimizer state too.
+    let best_dir = dir.path().join("best");
+    assert!(best_dir.join("unet3d.bpk").exists());
+    assert!(!best_dir.join("opt_unet3d.bpk").exists());
+    assert!(
+        seglab::train::checkpoint::read_info(&best_dir)
+            .unwrap()
+            .weights_only
+    );
+    assert!(dir.path().join("latest").join("opt_unet3d.bpk").exists());
+    // A fresh trainer loads the best weights and predicts as the fitted trainer does (the
+    // driver restored them: train.restore_best).
+    let mut fresh = Unet3dTrainer::new(
+        Unet3dConfig::for_scale(2, 2, &scale).unwrap(),
+        Unet3dTrainConfig::new(),
+        7,
+        &Device::flex(),
+    )
+    .unwrap();
+    fresh.load_checkpoint(&best_dir).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let batch = blob_batch(&mut rng, 2, 16, Golgi::Small, &Device::flex());
+    let (a, b) = (t.predict(batch.images.clone()), fresh.predict(batch.images));
+    assert_eq!(a.into_data(), b.into_data());
+}
+
+#[test]
+fn a_fit_does_not_resume_from_a_weights_only_checkpoint() {
+    let train = blob_set(2, 5);
+    let driver = DriverConfig {
+        epochs: 1,
+        batch: 2,
+        iterations_per_epoch: Some(1),
+        ..DriverConfig::published(seglab::models::ModelKind::Unet3d)
+    };
+    let patches = PatchConfig::published(16, 2);
+    let infer = SlidingWindowConfig::default();
+    let classes = vec!["golgi".to_string(), "nuclei".to_string()];
+    let dir = util::temp_dir();
+    let setup = FitSetup::new(&driver, &patches, &classes, &infer);
+    let data = FitData {
+        train: &train,
+        synthetic: None,
+        val: Some(&train),
+        val_volumes: &[],
+    };
+    let fit_once = |resume: bool| {
+        let mut t = tiny_unet();
+        fit(
+            &mut t,
+            &data,
+            &setup.options(dir.path(), 1, resume),
+            &mut MemorySink::default(),
+            &StopFlag::new(),
+            &mut |_| {},
+        )
+    };
+    fit_once(false).unwrap();
+    // Put the weights-only best checkpoint where a resume reads.
+    let latest = dir.path().join("latest");
+    std::fs::remove_dir_all(&latest).unwrap();
+    std::fs::rename(dir.path().join("best"), &latest).unwrap();
+    let err = fit_once(true).unwrap_err().to_string();
+    assert!(
+        err.contains("latest") && err.contains("weights only"),
+        "{err}"
+    );
 }
 
 /// A tiny U-Net fitted by `driver` on blob patches and validated on two whole blob volumes

@@ -15,6 +15,7 @@ use crate::experiment::paths::TrialPaths;
 use crate::models::{ModelKind, ModelScale, parse_device};
 use crate::preset::Preset;
 use crate::train::config::{MemorySink, parse_override};
+use crate::train::retention::retain;
 use crate::train::{StopFlag, TrialConfig, TrialContext, TrialOutcome, run_trial};
 
 /// Train and evaluate one model on one cross-validation fold: preprocess,
@@ -163,6 +164,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let outcome = outcome.with_context(|| format!("trial in {}", args.out.display()))?;
     match outcome {
         TrialOutcome::Finished(s) => {
+            if let Some(driver) = ctx.config.driver() {
+                retain(&paths, driver.keep)
+                    .with_context(|| format!("train.keep in {}", args.out.display()))?;
+            }
             eprintln!(
                 "finished: {} epochs, best epoch {}, {} test volumes; see {}",
                 s.epochs,

@@ -35,8 +35,9 @@ use super::spec::SweepSpec;
 use super::trial::{Trial, expand};
 use crate::tracking::mlflow::{MirrorOptions, MlflowMirror};
 use crate::tracking::{
-    EpochRow, ResultRow, Store, TimingRow, TrialEvent, TrialStatus, hostname, now_ms,
+    EpochRow, PruneCut, ResultRow, Store, TimingRow, TrialEvent, TrialStatus, hostname, now_ms,
 };
+use crate::train::retention::retain;
 use crate::train::{
     PruneDecision, StopFlag, TrainError, TrialContext, TrialOutcome, TrialSink, run_trial,
 };
@@ -843,6 +844,14 @@ pub fn run_task(
     if let Some(m) = mirror.as_mut() {
         m.trial_event(&end);
         m.trial_files(&trial.trial_id, attempt);
+    }
+    // Retention once the store says `finished` (a kill before leaves both checkpoints, and
+    // the trial resumes), and after the mirror has uploaded the best checkpoint.
+    if status == TrialStatus::Finished
+        && let Some(driver) = trial.config.driver()
+        && let Err(e) = retain(&paths.trial_paths(&trial.trial_id), driver.keep)
+    {
+        tracing::warn!("trial {}: train.keep: {e}", trial.trial_id);
     }
     Ok(status)
 }

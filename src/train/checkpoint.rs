@@ -7,6 +7,11 @@
 //! <dir>/pool_a.bpk, …     CycleGAN image pools
 //! ```
 //!
+//! A checkpoint holds either the full training state ([`Contents::Full`], what a resume
+//! needs: `checkpoint_latest`) or the weights only ([`Contents::Weights`], no optimizer state
+//! and no image pools: `checkpoint_best`, which prediction and restore-best read). The
+//! header's `weights_only` says which.
+//!
 //! A checkpoint is written into `<dir>.partial` and renamed into place, replacing an older
 //! checkpoint only after the new one is complete, so a kill at any moment leaves either the old
 //! or the new checkpoint (never half of one). The `state.json` holds the model configuration,
@@ -45,6 +50,19 @@ pub struct CheckpointInfo {
     /// other models.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pool_shapes: Vec<[usize; 5]>,
+    /// True when the checkpoint holds the weights only ([`Contents::Weights`]); absent (false)
+    /// in full checkpoints, so those read as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weights_only: bool,
+}
+
+/// What a checkpoint holds (module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contents {
+    /// Weights, optimizer state, image pools: everything a resumed fit needs.
+    Full,
+    /// The networks' weights (and batch-norm statistics) only: enough to predict.
+    Weights,
 }
 
 impl CheckpointInfo {
@@ -65,6 +83,7 @@ impl CheckpointInfo {
             model_config: serde_json::to_value(model_config).expect("config serialises"),
             train_config: serde_json::to_value(train_config).expect("config serialises"),
             pool_shapes: Vec::new(),
+            weights_only: false,
         }
     }
 }
@@ -139,18 +158,38 @@ pub(crate) fn check_compatible(
     Ok(())
 }
 
+/// Refuses a weights-only checkpoint where a resume needs the full training state.
+pub(crate) fn require_full(dir: &Path) -> Result<(), TrainError> {
+    if read_info(dir)?.weights_only {
+        return Err(TrainError::Checkpoint {
+            path: dir.join(STATE_FILE),
+            message: "holds weights only (no optimizer state); a fit resumes from a full \
+                      checkpoint (checkpoint_latest)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Writes the files of one checkpoint into a folder that [`crate::atomic::build_folder`]
 /// stages (see [`super::Trainer::save_checkpoint`]).
 pub(crate) struct CheckpointWriter {
     folder: PathBuf,
+    contents: Contents,
 }
 
 impl CheckpointWriter {
-    /// Writes into `folder`, which exists and is empty.
-    pub(crate) fn new(folder: &Path) -> Self {
+    /// Writes `contents` into `folder`, which exists and is empty.
+    pub(crate) fn new(folder: &Path, contents: Contents) -> Self {
         Self {
             folder: folder.to_path_buf(),
+            contents,
         }
+    }
+
+    /// Whether the checkpoint takes the training state (optimizers, image pools).
+    pub(crate) fn full(&self) -> bool {
+        self.contents == Contents::Full
     }
 
     /// Saves the weights (and batch-norm statistics) of `module` as `<name>.bpk`.
@@ -172,12 +211,16 @@ impl CheckpointWriter {
             })
     }
 
-    /// Saves the state of `optimizer` as `opt_<name>.bpk`.
+    /// Saves the state of `optimizer` as `opt_<name>.bpk` (nothing in a weights-only
+    /// checkpoint).
     pub(crate) fn optimizer(
         &self,
         name: &str,
         optimizer: &ModuleOptimizer,
     ) -> Result<(), TrainError> {
+        if !self.full() {
+            return Ok(());
+        }
         let path = self.folder.join(format!("opt_{name}.bpk"));
         optimizer.save(&path).map_err(|e| TrainError::Checkpoint {
             path,
@@ -188,7 +231,11 @@ impl CheckpointWriter {
     /// Writes `state.json`, the last file of a checkpoint.
     pub(crate) fn finish(self, info: &CheckpointInfo) -> Result<(), TrainError> {
         let state = self.folder.join(STATE_FILE);
-        let json = serde_json::to_string_pretty(info).expect("checkpoint header serialises");
+        let info = CheckpointInfo {
+            weights_only: !self.full(),
+            ..info.clone()
+        };
+        let json = serde_json::to_string_pretty(&info).expect("checkpoint header serialises");
         fs::write(&state, json).map_err(|source| TrainError::Io {
             path: state.clone(),
             source,
@@ -213,12 +260,17 @@ pub(crate) fn load_module<M: Module>(dir: &Path, name: &str, module: M) -> Resul
         })
 }
 
-/// Loads `<dir>/opt_<name>.bpk` into `optimizer`.
+/// Loads `<dir>/opt_<name>.bpk` into `optimizer`; a weights-only checkpoint (`info`) leaves
+/// `optimizer` as it is.
 pub(crate) fn load_optimizer(
     dir: &Path,
+    info: &CheckpointInfo,
     name: &str,
     optimizer: ModuleOptimizer,
 ) -> Result<ModuleOptimizer, TrainError> {
+    if info.weights_only {
+        return Ok(optimizer);
+    }
     let path = dir.join(format!("opt_{name}.bpk"));
     if !path.exists() {
         return Err(TrainError::Checkpoint {

@@ -19,7 +19,8 @@
 //! data.augment.{flip, rotate, max_degrees}    dataset::augment::AugmentConfig
 //! net.*                        models::{Unet3dConfig, Vox2VoxConfig, CycleGanConfig}
 //! train.{epochs, patience, min_delta, batch, shuffle, iterations_per_epoch, val_batches,
-//!        val_volumes, calibrate_threshold, selection, checkpoint_every, collapse.*}
+//!        val_volumes, calibrate_threshold, selection, checkpoint_every, max_minutes, keep,
+//!        collapse.*}
 //! train.optimizer (unet3d) | train.opt_g, train.opt_d (vox2vox, cyclegan) | train.pool_size,
 //!                              train.straight_through_masks (cyclegan)
 //! loss.*                       Dice settings; vox2vox adds alpha; cyclegan: lambda_cycle,
@@ -219,6 +220,37 @@ pub struct DriverConfig {
     /// than a setting of the model, so not part of the trial id ([`BUDGET_OPTIONS`]).
     #[serde(default)]
     pub max_minutes: Option<f64>,
+    /// Which checkpoints a finished trial keeps ([`Keep`], `train::retention`). Not part of
+    /// the trial id ([`BUDGET_OPTIONS`]): it changes what stays on disk, not what is computed.
+    #[serde(default)]
+    pub keep: Keep,
+}
+
+/// The checkpoints a trial keeps once it has finished (`train.keep`). Until then it keeps
+/// both, so a timed-out, pruned or interrupted trial resumes from `checkpoint_latest`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Keep {
+    /// `checkpoint_best` only (weights only; made from the final weights when the fit had no
+    /// validation and so no best epoch).
+    #[serde(rename = "best")]
+    Best,
+    /// `checkpoint_latest` only (the full final training state).
+    #[serde(rename = "last")]
+    Last,
+    /// Both (the behaviour before `train.keep` existed).
+    #[default]
+    #[serde(rename = "best+last")]
+    BestLast,
+}
+
+impl Keep {
+    pub fn keeps_best(self) -> bool {
+        matches!(self, Keep::Best | Keep::BestLast)
+    }
+
+    pub fn keeps_last(self) -> bool {
+        matches!(self, Keep::Last | Keep::BestLast)
+    }
 }
 
 impl DriverConfig {
@@ -241,6 +273,7 @@ impl DriverConfig {
             checkpoint_every: 1,
             collapse: CollapseConfig::default(),
             max_minutes: None,
+            keep: Keep::BestLast,
         };
         match model {
             ModelKind::Vox2Vox => Self {
@@ -827,9 +860,9 @@ impl TrialConfig {
     }
 }
 
-/// Options that bound what an attempt may spend without changing what it computes: never part
-/// of a trial id, so changing them keeps a sweep's trials (and resumes them).
-pub const BUDGET_OPTIONS: [&str; 1] = ["train.max_minutes"];
+/// Options that bound what an attempt may spend or keep without changing what it computes:
+/// never part of a trial id, so changing them keeps a sweep's trials (and resumes them).
+pub const BUDGET_OPTIONS: [&str; 2] = ["train.max_minutes", "train.keep"];
 
 /// Options added to a model's configuration after trials were first stored, each with the
 /// value that reproduces the behaviour before it existed (module doc). Keys are dotted paths of

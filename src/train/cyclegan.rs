@@ -29,7 +29,7 @@ use burn::tensor::{Device, Tensor};
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, RngExt, SeedableRng};
 
-use super::checkpoint::{self, CheckpointInfo, CheckpointWriter};
+use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, Contents};
 use super::losses::{channel_weights, lsgan, weighted_l1};
 use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer, step_seed};
 use crate::models::init::derive_seed;
@@ -493,8 +493,8 @@ impl Trainer for CycleGanTrainer {
         &self.device
     }
 
-    fn write_checkpoint(&self, folder: &Path) -> Result<(), TrainError> {
-        let w = CheckpointWriter::new(folder);
+    fn write_checkpoint(&self, folder: &Path, contents: Contents) -> Result<(), TrainError> {
+        let w = CheckpointWriter::new(folder, contents);
         w.module("g_ab", &self.g_ab)?;
         w.module("g_ba", &self.g_ba)?;
         w.module("d_a", &self.d_a)?;
@@ -504,7 +504,13 @@ impl Trainer for CycleGanTrainer {
         w.optimizer("d_a", &self.opt_d_a)?;
         w.optimizer("d_b", &self.opt_d_b)?;
         let mut info = self.info();
-        for (name, pool) in [("pool_a", &self.pool_a), ("pool_b", &self.pool_b)] {
+        // The image pools are training state: a weights-only checkpoint leaves them out.
+        let pools = if w.full() {
+            vec![("pool_a", &self.pool_a), ("pool_b", &self.pool_b)]
+        } else {
+            Vec::new()
+        };
+        for (name, pool) in pools {
             match pool.stacked() {
                 Some(images) => {
                     info.pool_shapes.push(images.dims());
@@ -528,16 +534,22 @@ impl Trainer for CycleGanTrainer {
         let g_ba = checkpoint::load_module(dir, "g_ba", self.g_ba.clone())?;
         let d_a = checkpoint::load_module(dir, "d_a", self.d_a.clone())?;
         let d_b = checkpoint::load_module(dir, "d_b", self.d_b.clone())?;
-        let opt_g_ab = checkpoint::load_optimizer(dir, "g_ab", self.config.opt_g.init())?;
-        let opt_g_ba = checkpoint::load_optimizer(dir, "g_ba", self.config.opt_g.init())?;
-        let opt_d_a = checkpoint::load_optimizer(dir, "d_a", self.config.opt_d.init())?;
-        let opt_d_b = checkpoint::load_optimizer(dir, "d_b", self.config.opt_d.init())?;
+        let opt_g_ab = checkpoint::load_optimizer(dir, &info, "g_ab", self.config.opt_g.init())?;
+        let opt_g_ba = checkpoint::load_optimizer(dir, &info, "g_ba", self.config.opt_g.init())?;
+        let opt_d_a = checkpoint::load_optimizer(dir, &info, "d_a", self.config.opt_d.init())?;
+        let opt_d_b = checkpoint::load_optimizer(dir, &info, "d_b", self.config.opt_d.init())?;
         let plain = self.device.clone().inner();
         let mut pools = [
             ImagePool::new(self.config.pool_size),
             ImagePool::new(self.config.pool_size),
         ];
-        for (i, name) in ["pool_a", "pool_b"].into_iter().enumerate() {
+        // A weights-only checkpoint has no pools: they start empty.
+        let stored: &[&str] = if info.weights_only {
+            &[]
+        } else {
+            &["pool_a", "pool_b"]
+        };
+        for (i, &name) in stored.iter().enumerate() {
             let Some(&shape) = info.pool_shapes.get(i) else {
                 return Err(TrainError::Checkpoint {
                     path: dir.join(checkpoint::STATE_FILE),

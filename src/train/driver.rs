@@ -35,7 +35,9 @@
 //! threshold for inputs that differ means the segmenter ignores its input. After
 //! `collapse.patience` such epochs in a row training stops with [`StopReason::Collapse`].
 //!
-//! **Checkpoints and resume.** `checkpoint_latest` holds the trainer's state (weights,
+//! **Checkpoints and resume.** `checkpoint_best` holds the weights of the best epoch only
+//! (no optimizer state: prediction and restore-best need no more) with its `driver.json`.
+//! `checkpoint_latest` holds the trainer's full state (weights,
 //! optimizer moments, pools, step counter) plus `driver.json` ([`DriverState`]: epochs done,
 //! the position inside an interrupted epoch with its partial loss sums, best value and epoch,
 //! patience counters, the epoch history and cumulative timings). It is written every
@@ -54,6 +56,7 @@ use std::time::Instant;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::Contents;
 use super::config::TrialSink;
 use super::config::{DriverConfig, PatchConfig, PatchSampling, Selection, StopFlag, StopReason};
 use super::{Batch, StepLosses, TrainError, Trainer};
@@ -236,6 +239,7 @@ pub fn fit(
 
     let mut state = DriverState::default();
     if opts.resume && opts.checkpoint_latest.join(DRIVER_STATE_FILE).exists() {
+        super::checkpoint::require_full(&opts.checkpoint_latest)?;
         trainer.load_checkpoint(&opts.checkpoint_latest)?;
         state = read_state(&opts.checkpoint_latest)?;
         log(&format!(
@@ -258,7 +262,7 @@ pub fn fit(
         )?;
         match end {
             FitEnd::Interrupted | FitEnd::TimedOut | FitEnd::Pruned(_) => {
-                save(trainer, &opts.checkpoint_latest, &state)?;
+                save(trainer, &opts.checkpoint_latest, &state, Contents::Full)?;
                 let why = match &end {
                     FitEnd::TimedOut => "train.max_minutes ran out".to_string(),
                     FitEnd::Pruned(d) => d.to_string(),
@@ -274,7 +278,7 @@ pub fn fit(
             }
             FitEnd::Stopped(reason) => {
                 state.stopped = Some(reason);
-                save(trainer, &opts.checkpoint_latest, &state)?;
+                save(trainer, &opts.checkpoint_latest, &state, Contents::Full)?;
             }
         }
     }
@@ -401,7 +405,7 @@ fn epochs(
             state.best_epoch = Some(rec.epoch);
             state.bad_epochs = 0;
             if value.is_some() {
-                save(trainer, &opts.checkpoint_best, state)?;
+                save(trainer, &opts.checkpoint_best, state, Contents::Weights)?;
             }
         } else {
             state.bad_epochs += 1;
@@ -436,7 +440,7 @@ fn epochs(
             return Ok(FitEnd::Stopped(r));
         }
         if state.epochs_done.is_multiple_of(cfg.checkpoint_every) {
-            save(trainer, &opts.checkpoint_latest, state)?;
+            save(trainer, &opts.checkpoint_latest, state, Contents::Full)?;
         }
     }
     Ok(FitEnd::Stopped(StopReason::MaxEpochs))
@@ -953,11 +957,16 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// Writes the trainer's checkpoint and the driver state into `dir`, replacing it only once
-/// both are complete (one staging folder for both: [`crate::atomic::build_folder`]).
-fn save(trainer: &dyn Trainer, dir: &Path, state: &DriverState) -> Result<(), TrainError> {
+/// Writes the trainer's checkpoint (`contents`) and the driver state into `dir`, replacing it
+/// only once both are complete (one staging folder for both: [`crate::atomic::build_folder`]).
+fn save(
+    trainer: &dyn Trainer,
+    dir: &Path,
+    state: &DriverState,
+    contents: Contents,
+) -> Result<(), TrainError> {
     crate::atomic::build_folder(dir, true, |folder| {
-        trainer.write_checkpoint(folder)?;
+        trainer.write_checkpoint(folder, contents)?;
         let file = folder.join(DRIVER_STATE_FILE);
         let json = serde_json::to_string_pretty(state).expect("driver state serialises");
         fs::write(&file, json).map_err(io_err(&file))

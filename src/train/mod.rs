@@ -29,6 +29,7 @@ pub mod config;
 pub mod cyclegan;
 pub mod driver;
 pub mod losses;
+pub mod retention;
 pub mod trial;
 pub mod unet3d;
 pub mod vox2vox;
@@ -244,18 +245,26 @@ pub trait Trainer {
     /// The autodiff device the trainer trains on; batches must live there.
     fn device(&self) -> &Device;
 
-    /// Writes the complete training state into the empty folder `folder` (not atomically:
-    /// callers build `folder` through [`crate::atomic::build_folder`]).
-    fn write_checkpoint(&self, folder: &std::path::Path) -> Result<(), TrainError>;
+    /// Writes the training state (`contents`: all of it, or the weights only) into the empty
+    /// folder `folder` (not atomically: callers build `folder` through
+    /// [`crate::atomic::build_folder`]).
+    fn write_checkpoint(
+        &self,
+        folder: &std::path::Path,
+        contents: checkpoint::Contents,
+    ) -> Result<(), TrainError>;
 
     /// Writes the complete training state to the directory `dir`, atomically: built beside it
     /// and renamed into place, replacing an older checkpoint only once complete.
     fn save_checkpoint(&self, dir: &std::path::Path) -> Result<(), TrainError> {
-        crate::atomic::build_folder(dir, true, |folder| self.write_checkpoint(folder))
+        crate::atomic::build_folder(dir, true, |folder| {
+            self.write_checkpoint(folder, checkpoint::Contents::Full)
+        })
     }
 
     /// Restores the state written by [`Trainer::save_checkpoint`] into this trainer (built
-    /// with the same configuration).
+    /// with the same configuration): the weights, and the optimizer state and image pools
+    /// when the checkpoint is a full one.
     fn load_checkpoint(&mut self, dir: &std::path::Path) -> Result<(), TrainError>;
 }
 

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::checkpoint::{self, CheckpointInfo, CheckpointWriter};
+use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, Contents};
 use super::losses::{DiceLossConfig, dice_loss};
 use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer};
 use crate::models::init::derive_seed;
@@ -135,8 +135,8 @@ impl Trainer for Unet3dTrainer {
         &self.device
     }
 
-    fn write_checkpoint(&self, folder: &Path) -> Result<(), TrainError> {
-        let w = CheckpointWriter::new(folder);
+    fn write_checkpoint(&self, folder: &Path, contents: Contents) -> Result<(), TrainError> {
+        let w = CheckpointWriter::new(folder, contents);
         w.module("unet3d", &self.model)?;
         w.optimizer("unet3d", &self.optim)?;
         w.finish(&self.info())
@@ -146,7 +146,7 @@ impl Trainer for Unet3dTrainer {
         let info = checkpoint::read_info(dir)?;
         checkpoint::check_compatible(&info, dir, ModelKind::Unet3d, &self.info().model_config)?;
         let model = checkpoint::load_module(dir, "unet3d", self.model.clone())?;
-        let optim = checkpoint::load_optimizer(dir, "unet3d", self.config.optimizer.init())?;
+        let optim = checkpoint::load_optimizer(dir, &info, "unet3d", self.config.optimizer.init())?;
         self.model = model;
         self.optim = optim;
         self.steps = info.steps;

@@ -20,7 +20,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
-use super::checkpoint::{self, CheckpointInfo, CheckpointWriter};
+use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, Contents};
 use super::losses::{DiceLossConfig, DiceMode, dice_loss, lsgan};
 use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer, step_seed};
 use crate::models::init::derive_seed;
@@ -251,8 +251,8 @@ impl Trainer for Vox2VoxTrainer {
         &self.device
     }
 
-    fn write_checkpoint(&self, folder: &Path) -> Result<(), TrainError> {
-        let w = CheckpointWriter::new(folder);
+    fn write_checkpoint(&self, folder: &Path, contents: Contents) -> Result<(), TrainError> {
+        let w = CheckpointWriter::new(folder, contents);
         w.module("generator", &self.generator)?;
         w.module("discriminator", &self.discriminator)?;
         w.optimizer("generator", &self.opt_g)?;
@@ -266,8 +266,9 @@ impl Trainer for Vox2VoxTrainer {
         let generator = checkpoint::load_module(dir, "generator", self.generator.clone())?;
         let discriminator =
             checkpoint::load_module(dir, "discriminator", self.discriminator.clone())?;
-        let opt_g = checkpoint::load_optimizer(dir, "generator", self.config.opt_g.init())?;
-        let opt_d = checkpoint::load_optimizer(dir, "discriminator", self.config.opt_d.init())?;
+        let opt_g = checkpoint::load_optimizer(dir, &info, "generator", self.config.opt_g.init())?;
+        let opt_d =
+            checkpoint::load_optimizer(dir, &info, "discriminator", self.config.opt_d.init())?;
         self.generator = generator;
         self.discriminator = discriminator;
         self.opt_g = opt_g;
