@@ -62,6 +62,10 @@ fn event(i: usize) -> TrialEvent {
         split_id: None,
         split_json: None,
         select_metric: None,
+        prune: None,
+        threads: Some(2),
+        tags: Vec::new(),
+        notes: None,
     }
 }
 

@@ -266,3 +266,101 @@ fn a_trial_behind_the_cut_is_pruned_never_rerun_and_runs_on_with_no_prune() {
     assert_eq!(*n, 2);
     assert_eq!(val_epochs(&store, &bad.trial_id), [1, 2, 3, 4]);
 }
+
+#[test]
+fn pruning_with_two_workers_records_the_cut_and_never_reruns_or_fails() {
+    let dir = util::temp_dir();
+    util::easy_phantom(dir.path());
+    // At thresholds 0.9999 and 0.99999 the tiny U-Net marks no voxel (validation Dice 0);
+    // at 0.5 it marks some. The good trial runs first, alone; the two bad ones then run side
+    // by side, each judged at rung 0 against the good one's value (and each other's).
+    let body = tiny(
+        4,
+        "",
+        "[[grid]]\n\"infer.threshold\" = [0.5, 0.9999, 0.99999]\n\
+         [prune]\nmetric = \"dice_mean\"\nmin_epochs = 1\nreduction = 2\n",
+    );
+    let path = spec(dir.path(), "j", &body);
+    let p = path.to_str().unwrap();
+    let o = sweep(&["run", p, "--filter", "infer.threshold=0.5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sweep(&["run", p, "--jobs", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let store = dir.path().join("experiments/j/store");
+    let trials = chosen(&store);
+    assert_eq!(trials.len(), 3);
+    let good = trials
+        .iter()
+        .find(|(e, _)| e.params.get("infer.threshold").map(String::as_str) == Some("0.5"))
+        .map(|(e, _)| e.clone())
+        .unwrap();
+    assert_eq!(good.status, TrialStatus::Finished, "{:?}", good.error);
+    assert!(good.prune.is_none());
+    // The good trial's value at rung 0: its best validation dice_mean up to epoch 1.
+    let c = Store::open(&store).unwrap().canonical().unwrap();
+    let (ids, epoch, metric, value) = (
+        c.epochs.column("trial_id").unwrap().str().unwrap().clone(),
+        c.epochs.column("epoch").unwrap().u32().unwrap().clone(),
+        c.epochs.column("metric").unwrap().str().unwrap().clone(),
+        c.epochs.column("value").unwrap().f64().unwrap().clone(),
+    );
+    let good_at_rung = (0..c.epochs.height())
+        .find(|&i| {
+            ids.get(i) == Some(good.trial_id.as_str())
+                && epoch.get(i) == Some(1)
+                && metric.get(i) == Some("dice_mean")
+        })
+        .and_then(|i| value.get(i))
+        .expect("the good trial's dice_mean at epoch 1");
+    for (e, attempts) in trials.iter().filter(|(e, _)| e.trial_id != good.trial_id) {
+        assert_eq!(e.status, TrialStatus::Pruned, "{:?}", e.error);
+        assert_eq!(*attempts, 1);
+        let cut = e.prune.clone().expect("a pruned trial records its cut");
+        assert_eq!((cut.rung, cut.epoch), (0, 1));
+        assert_eq!(cut.value, 0.0);
+        assert!(good_at_rung > 0.0);
+        assert!(
+            (cut.cut - good_at_rung).abs() < 1e-12,
+            "{cut:?} {good_at_rung}"
+        );
+        assert_eq!(val_epochs(&store, &e.trial_id), [1]);
+    }
+
+    // A re-run with two workers runs nothing and counts nothing as failed.
+    let again = sweep(&["run", p, "--jobs", "2"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("pruned 0 now and 2 earlier"),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        chosen(&store).iter().all(|(_, n)| *n == 1),
+        "nothing ran again"
+    );
+
+    // `runs ls` shows where each pruned trial stopped.
+    let ls = util::run_seglab(&[
+        "runs",
+        "ls",
+        dir.path().join("experiments/j").to_str().unwrap(),
+    ]);
+    assert!(ls.status.success(), "{}", text(&ls));
+    let out = String::from_utf8_lossy(&ls.stdout).to_string();
+    let header = out.lines().find(|l| l.contains("trial")).unwrap();
+    assert!(
+        header.contains("rung") && header.contains("value") && header.contains("cut"),
+        "{out}"
+    );
+    let cut_text = format!("{good_at_rung:.4}");
+    for (e, _) in trials.iter().filter(|(e, _)| e.trial_id != good.trial_id) {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(&e.trial_id))
+            .unwrap_or_else(|| panic!("no row of {} in\n{out}", e.trial_id));
+        assert!(
+            row.contains("0 (epoch 1)") && row.contains(&cut_text),
+            "{row}\n{out}"
+        );
+    }
+}

@@ -583,6 +583,62 @@ fn trials_parts_without_the_compute_path_column_stay_readable() {
     assert_eq!((path("t0").as_str(), path("t1").as_str()), ("", "kernels"));
 }
 
+/// A `trials` part written before the pruning, thread and label columns reads back with
+/// none of them, beside a part that has them all.
+#[test]
+fn trials_parts_without_the_prune_thread_and_label_columns_stay_readable() {
+    let dir = util::temp_dir();
+    let store = new_store(dir.path());
+    let mut pruned = start_event("t1", 1, "unet3d", 0, 0).with_status(
+        TrialStatus::Pruned,
+        util::tracking::T0 + 5_000,
+        Some("pruned at rung 0 (epoch 2)".into()),
+    );
+    pruned.prune = Some(seglab::tracking::PruneCut {
+        rung: 0,
+        epoch: 2,
+        value: 0.25,
+        cut: 0.5,
+    });
+    pruned.threads = Some(3);
+    pruned.tags = vec!["baseline".into(), "night 1".into()];
+    pruned.notes = Some("first try".into());
+    store.write_trial_event(&pruned).unwrap();
+    let part = store.parts(Table::Trials).unwrap()[0].clone();
+    use polars_io::SerReader;
+    let mut df = polars_io::parquet::read::ParquetReader::new(std::fs::File::open(&part).unwrap())
+        .finish()
+        .unwrap();
+    for c in [
+        "prune_rung",
+        "prune_epoch",
+        "prune_value",
+        "prune_cut",
+        "threads",
+        "tags",
+        "notes",
+    ] {
+        df = df.drop(c).unwrap();
+    }
+    df.with_column(Column::new("trial_id".into(), ["t0"]))
+        .unwrap();
+    let old = store.table_dir(Table::Trials).join("t0-a1-000000.parquet");
+    polars_io::parquet::write::ParquetWriter::new(std::fs::File::create(&old).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let events = TrialEvent::from_frame(&store.read(Table::Trials).unwrap()).unwrap();
+    let of = |id: &str| events.iter().find(|e| e.trial_id == id).unwrap().clone();
+    let (old, new) = (of("t0"), of("t1"));
+    assert_eq!(
+        (old.prune, old.threads, old.tags.len(), old.notes),
+        (None, None, 0, None)
+    );
+    assert_eq!(new.prune, pruned.prune);
+    assert_eq!(new.threads, Some(3));
+    assert_eq!(new.tags, ["baseline", "night 1"]);
+    assert_eq!(new.notes.as_deref(), Some("first try"));
+}
+
 #[test]
 fn bad_names_and_missing_stores_are_refused() {
     let dir = util::temp_dir();

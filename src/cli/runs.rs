@@ -288,6 +288,8 @@ fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     .map(|s| s.to_string())
     .collect();
     headers.extend(varying.iter().cloned());
+    let extra = LsExtras::of(&events);
+    headers.extend(extra.headers());
     let mut rows = Vec::new();
     for (ev, attempts) in &trials {
         let mut row = vec![
@@ -307,11 +309,17 @@ fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|k| trial_value(ev, k).unwrap_or_else(|| "-".into())),
         );
+        row.extend(extra.cells(ev));
         rows.push(row);
     }
     let numeric: Vec<bool> = headers
         .iter()
-        .map(|h| matches!(h.as_str(), "fold" | "seed" | "attempt" | "took"))
+        .map(|h| {
+            matches!(
+                h.as_str(),
+                "fold" | "seed" | "attempt" | "took" | "rung" | "value" | "cut"
+            )
+        })
         .collect();
     println!("sweep {} ({})", events[0].sweep, paths.root().display());
     if !same.is_empty() {
@@ -337,6 +345,55 @@ fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The columns `runs ls` adds when some listed trial has them: where pruned trials stopped
+/// (`rung` as `k (epoch e)`, their `value` and the rung's `cut`) and the `tags`.
+struct LsExtras {
+    pruned: bool,
+    tags: bool,
+}
+
+impl LsExtras {
+    fn of(events: &[TrialEvent]) -> Self {
+        LsExtras {
+            pruned: events.iter().any(|e| e.prune.is_some()),
+            tags: events.iter().any(|e| !e.tags.is_empty()),
+        }
+    }
+
+    fn headers(&self) -> Vec<String> {
+        let mut h = Vec::new();
+        if self.pruned {
+            h.extend(["rung", "value", "cut"].map(String::from));
+        }
+        if self.tags {
+            h.push("tags".into());
+        }
+        h
+    }
+
+    fn cells(&self, ev: &TrialEvent) -> Vec<String> {
+        let mut c = Vec::new();
+        if self.pruned {
+            match &ev.prune {
+                Some(p) => c.extend([
+                    format!("{} (epoch {})", p.rung, p.epoch),
+                    format!("{:.4}", p.value),
+                    format!("{:.4}", p.cut),
+                ]),
+                None => c.extend(["-", "-", "-"].map(String::from)),
+            }
+        }
+        if self.tags {
+            c.push(if ev.tags.is_empty() {
+                "-".into()
+            } else {
+                ev.tags.join(", ")
+            });
+        }
+        c
+    }
 }
 
 fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {

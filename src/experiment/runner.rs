@@ -808,6 +808,15 @@ pub fn run_task(
             }
         }
     };
+    let prune = match &outcome {
+        Ok(TrialOutcome::Pruned(d)) => Some(PruneCut {
+            rung: d.rung,
+            epoch: d.epoch,
+            value: d.value,
+            cut: d.cut,
+        }),
+        _ => None,
+    };
     let (status, error) = match outcome {
         Ok(TrialOutcome::Finished(_)) => (TrialStatus::Finished, None),
         Ok(TrialOutcome::Interrupted { epoch }) => {
@@ -839,7 +848,10 @@ pub fn run_task(
     if let Some(e) = &error {
         tracing::warn!("trial {} attempt {attempt} {status}: {e}", trial.trial_id);
     }
-    let end = running.with_status(status, now_ms(), error);
+    let end = TrialEvent {
+        prune,
+        ..running.with_status(status, now_ms(), error)
+    };
     store.write_trial_event(&end)?;
     if let Some(m) = mirror.as_mut() {
         m.trial_event(&end);

@@ -110,6 +110,10 @@ impl Trial {
             split_id: Some(self.split_id.clone()),
             split_json: Some(self.split_json.clone()),
             select_metric: self.select_metric.clone(),
+            prune: None,
+            threads: None,
+            tags: Vec::new(),
+            notes: None,
         }
     }
 }

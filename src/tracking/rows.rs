@@ -71,6 +71,13 @@ impl Table {
                 ("split_json", String),
                 ("select_metric", String),
                 ("preprocess_check", String),
+                ("prune_rung", UInt32),
+                ("prune_epoch", UInt32),
+                ("prune_value", Float64),
+                ("prune_cut", Float64),
+                ("threads", UInt32),
+                ("tags", String),
+                ("notes", String),
             ],
             Table::Epochs => &[
                 ("trial_id", String),
@@ -240,6 +247,30 @@ pub struct TrialEvent {
     pub split_json: Option<String>,
     /// The validation metric of nested selection (`cv.select = "inner"`), None without it.
     pub select_metric: Option<String>,
+    /// Where a `pruned` attempt was cut (`[prune]`); None for other statuses and in stores
+    /// written before the columns.
+    pub prune: Option<PruneCut>,
+    /// The threads the attempt computed with (rayon, polars and burn's CPU backend; `--jobs`
+    /// splits the cores); None in stores written before the column.
+    pub threads: Option<u32>,
+    /// Free-text labels of the spec and the trial's grid entry (stored comma-joined); not
+    /// part of the trial id.
+    pub tags: Vec<String>,
+    /// Free-text notes of the spec and the trial's grid entry (blank-line separated).
+    pub notes: Option<String>,
+}
+
+/// The rung a pruned attempt stopped at and the cut it was behind (columns `prune_rung`,
+/// `prune_epoch`, `prune_value`, `prune_cut`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneCut {
+    /// 0 for the first rung.
+    pub rung: u32,
+    pub epoch: u32,
+    /// The trial's value at the rung.
+    pub value: f64,
+    /// The rung's cut: the value a trial needed to go on.
+    pub cut: f64,
 }
 
 impl TrialEvent {
@@ -354,6 +385,40 @@ impl TrialEvent {
                 .map(|e| e.preprocess_check.as_deref())
                 .collect::<Vec<_>>(),
         );
+        let prune = |f: fn(&PruneCut) -> u32| {
+            events
+                .iter()
+                .map(|e| e.prune.as_ref().map(f))
+                .collect::<Vec<_>>()
+        };
+        cols.push("prune_rung", prune(|p| p.rung));
+        cols.push("prune_epoch", prune(|p| p.epoch));
+        let prune_f = |f: fn(&PruneCut) -> f64| {
+            events
+                .iter()
+                .map(|e| e.prune.as_ref().map(f))
+                .collect::<Vec<_>>()
+        };
+        cols.push("prune_value", prune_f(|p| p.value));
+        cols.push("prune_cut", prune_f(|p| p.cut));
+        cols.push(
+            "threads",
+            events.iter().map(|e| e.threads).collect::<Vec<_>>(),
+        );
+        cols.push(
+            "tags",
+            events
+                .iter()
+                .map(|e| (!e.tags.is_empty()).then(|| e.tags.join(",")))
+                .collect::<Vec<_>>(),
+        );
+        cols.push(
+            "notes",
+            events
+                .iter()
+                .map(|e| e.notes.as_deref())
+                .collect::<Vec<_>>(),
+        );
         let keys: BTreeSet<&String> = events.iter().flat_map(|e| e.params.keys()).collect();
         for key in keys {
             let values: Vec<Option<&str>> = events
@@ -405,6 +470,9 @@ impl TrialEvent {
         );
         let (split_id, split_json) = (r.str("split_id")?, r.str("split_json")?);
         let select_metric = r.str("select_metric")?;
+        let (prune_rung, prune_epoch) = (r.u32("prune_rung")?, r.u32("prune_epoch")?);
+        let (prune_value, prune_cut) = (r.f64("prune_value")?, r.f64("prune_cut")?);
+        let (threads, tags, notes) = (r.u32("threads")?, r.str("tags")?, r.str("notes")?);
         let mut params = Vec::new();
         for name in df.get_column_names() {
             if let Some(key) = name.strip_prefix(PARAM_PREFIX) {
@@ -453,6 +521,24 @@ impl TrialEvent {
                     split_json: split_json.get(i).map(str::to_string),
                     select_metric: select_metric.get(i).map(str::to_string),
                     preprocess_check: preprocess_check.get(i).map(str::to_string),
+                    prune: match (prune_rung.get(i), prune_cut.get(i)) {
+                        (Some(rung), Some(cut)) => Some(PruneCut {
+                            rung,
+                            epoch: prune_epoch.get(i).unwrap_or_default(),
+                            value: prune_value.get(i).unwrap_or(f64::NAN),
+                            cut,
+                        }),
+                        _ => None,
+                    },
+                    threads: threads.get(i),
+                    tags: tags
+                        .get(i)
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    notes: notes.get(i).map(str::to_string),
                     params: params
                         .iter()
                         .filter_map(|(k, c)| c.get(i).map(|v| (k.clone(), v.to_string())))

@@ -50,6 +50,10 @@ pub fn start_event(trial_id: &str, attempt: u32, model: &str, fold: u32, seed: u
         split_id: None,
         split_json: None,
         select_metric: None,
+        prune: None,
+        threads: None,
+        tags: Vec::new(),
+        notes: None,
     }
 }
 

@@ -348,6 +348,10 @@ mod tests {
             split_id: None,
             split_json: None,
             select_metric: None,
+            prune: None,
+            threads: None,
+            tags: Vec::new(),
+            notes: None,
         }
     }
 
