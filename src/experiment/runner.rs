@@ -356,6 +356,9 @@ fn spawn_worker(
     if opts.no_prune {
         cmd.arg("--no-prune");
     }
+    let threads = worker_threads(rayon::current_num_threads(), opts.jobs).to_string();
+    cmd.env(RAYON_THREADS_VAR, &threads)
+        .env(POLARS_THREADS_VAR, &threads);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2));
@@ -379,6 +382,19 @@ fn spawn_worker(
         started_ms: now_ms(),
         device,
     })
+}
+
+/// The environment variable that sizes rayon's global pool: the threads of seglab's kernels
+/// and of burn's CPU backend (`main.rs` builds the pool with rayon's defaults, which read it).
+const RAYON_THREADS_VAR: &str = "RAYON_NUM_THREADS";
+/// The environment variable that sizes polars' thread pool (the store's queries).
+const POLARS_THREADS_VAR: &str = "POLARS_MAX_THREADS";
+
+/// The threads each of `jobs` workers computes with: the `threads` of the sweep's own pool
+/// (the available cores, or `RAYON_NUM_THREADS` when set) split evenly, at least 1 each, so
+/// that `--jobs N` workers together use the cores once instead of N times over.
+pub fn worker_threads(threads: usize, jobs: usize) -> usize {
+    (threads / jobs.max(1)).max(1)
 }
 
 /// Makes sure a worker that exited left a terminal event; returns the attempt's final status.
@@ -759,6 +775,7 @@ pub fn run_task(
     let device = crate::models::parse_device(&opts.device);
     let mut running = trial.event(attempt, TrialStatus::Running, started, &opts.device, &prov);
     running.preprocess_check = Preflight::stored(&opts.sweep_dir, &trial.trial_id);
+    running.threads = Some(rayon::current_num_threads() as u32);
     if let Ok(d) = &device {
         running.device_name = crate::backend::device_name(d);
         running.compute_path = crate::kernels::ComputePath::on(d).name().to_string();
@@ -980,6 +997,16 @@ pub fn sweep_state(
 #[cfg(test)]
 mod tests {
     use super::free_device;
+
+    #[test]
+    fn workers_split_the_threads() {
+        use super::worker_threads;
+        assert_eq!(worker_threads(8, 1), 8);
+        assert_eq!(worker_threads(8, 2), 4);
+        assert_eq!(worker_threads(8, 3), 2);
+        assert_eq!(worker_threads(2, 4), 1, "at least one thread");
+        assert_eq!(worker_threads(2, 0), 2);
+    }
 
     #[test]
     fn workers_spread_over_the_devices() {
