@@ -8,21 +8,22 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::runs::render_table;
+use super::runs::{format_duration, format_utc, render_table};
 use crate::dataset::clipping::DEFAULT_MAX_ZEROED;
 use crate::experiment::ExperimentError;
 use crate::experiment::filter::TrialFilter;
 use crate::experiment::overrides::{self, SpecOverrides};
 use crate::experiment::paths::SweepPaths;
 use crate::experiment::preflight::Preflight;
+use crate::experiment::progress::sweep_progress;
 use crate::experiment::prune::{PruneSpec, Pruner};
 use crate::experiment::runner::{
-    RunOptions, TaskOptions, TaskSignals, run_sweep, run_task, sweep_state,
+    RunOptions, TaskOptions, TaskSignals, TrialState, run_sweep, run_task, sweep_state,
 };
 use crate::experiment::slurm::{self, Manifest, SlurmJobs, SlurmOptions, TimeLimit};
 use crate::experiment::spec::{SweepRecord, SweepSpec};
 use crate::experiment::trial::{Trial, expand};
-use crate::tracking::TrialStatus;
+use crate::tracking::{TrialStatus, now_ms};
 use crate::tracking::mlflow::{Artifacts, MirrorOptions};
 
 #[derive(Debug, Args)]
@@ -547,6 +548,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         states.len(),
         summary.join(", ")
     );
+    print_progress(&states, &dir)?;
     let (total, checkpoints) = disk_use(&dir);
     println!(
         "disk: {} in {} ({} of it in checkpoints)",
@@ -561,6 +563,49 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The running trials' progress and the sweep's estimated end (`experiment::progress`);
+/// nothing when no trial runs.
+fn print_progress(states: &[TrialState], dir: &Path) -> anyhow::Result<()> {
+    let now = now_ms();
+    let p = sweep_progress(states, dir, now)?;
+    if p.running.is_empty() {
+        return Ok(());
+    }
+    let left = |s: Option<f64>| {
+        s.map_or("time left unknown".into(), |s| {
+            format!("~{} left", format_duration((s * 1000.0) as i64))
+        })
+    };
+    println!("running:");
+    for r in &p.running {
+        let mut parts = Vec::new();
+        if r.epochs > 0 {
+            parts.push(format!("epoch {}/{}", r.epoch, r.epochs));
+        }
+        if let Some((metric, value)) = &r.score {
+            parts.push(format!("{metric} {value:.4}"));
+        }
+        parts.push(left(r.left_s));
+        println!("  {}: {}", r.trial_id, parts.join(", "));
+    }
+    let end = match p.left_s {
+        Some(s) => format!(
+            "{}, ends about {} UTC",
+            left(Some(s)),
+            format_utc(now + (s * 1000.0) as i64)
+        ),
+        None => "end unknown (no finished trial to time the rest by yet)".into(),
+    };
+    println!(
+        "sweep: {end} ({} running, {} to run; from {} finished trial(s)' wall times and the \
+         running trials' epochs)",
+        p.running.len(),
+        p.pending,
+        p.finished
+    );
+    Ok(())
 }
 
 fn task(args: TaskArgs) -> anyhow::Result<ExitCode> {

@@ -3,7 +3,7 @@
 //! every trial ([`provenance::Provenance`]) and the local runner behind `seglab sweep`
 //! ([`runner`]: one worker process per trial, resumable, the store as the record), the
 //! points of a `[search]` ([`search`], quasi-random ones from [`sobol`]), pruning on epoch
-//! rungs ([`prune`]) and the
+//! rungs ([`prune`]), the progress of a running sweep ([`progress`]) and the
 //! SLURM backend ([`slurm`]: a job array whose tasks take the runner's trial code path).
 //! [`paths::SweepPaths`] is the one builder of sweep and trial paths.
 //!
@@ -16,6 +16,7 @@ pub mod filter;
 pub mod overrides;
 pub mod paths;
 pub mod preflight;
+pub mod progress;
 pub mod provenance;
 pub mod prune;
 pub mod runner;
