@@ -197,6 +197,8 @@ fn trial_value(ev: &TrialEvent, key: &str) -> Option<String> {
         "host" => ev.host.clone(),
         "device" => ev.device.clone(),
         "git_commit" => ev.git_commit.clone(),
+        "tags" => ev.tags.join(","),
+        "threads" => ev.threads.map(|t| t.to_string()).unwrap_or_default(),
         _ => {
             let k = key.strip_prefix("param.").unwrap_or(key);
             return ev.params.get(k).cloned();
@@ -221,6 +223,8 @@ fn known_keys(events: &[TrialEvent]) -> Vec<String> {
         "device",
         "git_commit",
         "trial_id",
+        "tags",
+        "threads",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -332,6 +336,7 @@ fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     }
     let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     println!("{} trials: {}", trials.len(), parts.join(", "));
+    print_notes(&events);
     let errors: Vec<&TrialEvent> = events.iter().filter(|e| e.error.is_some()).collect();
     if !errors.is_empty() {
         println!("\nerrors:");
@@ -393,6 +398,24 @@ impl LsExtras {
             });
         }
         c
+    }
+}
+
+/// Each distinct `notes` text of the listed trials once, with how many trials carry it.
+fn print_notes(events: &[TrialEvent]) {
+    let mut notes: Vec<(&str, usize)> = Vec::new();
+    for n in events.iter().filter_map(|e| e.notes.as_deref()) {
+        match notes.iter_mut().find(|(t, _)| *t == n) {
+            Some((_, count)) => *count += 1,
+            None => notes.push((n, 1)),
+        }
+    }
+    if notes.is_empty() {
+        return;
+    }
+    println!("\nnotes:");
+    for (text, count) in notes {
+        println!("  ({count} trial(s)) {}", text.replace('\n', "\n    "));
     }
 }
 

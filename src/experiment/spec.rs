@@ -93,6 +93,8 @@ pub struct SweepSpec {
     pub search: Option<SearchSpec>,
     /// `[prune]`: successive halving on epoch rungs ([`super::prune`]).
     pub prune: Option<PruneSpec>,
+    /// Free-text `tags` and `notes` of the whole spec ([`Labels`]).
+    pub labels: Labels,
 }
 
 /// What a sweep folder records of the spec that fills it (`sweep.json`, written by `sweep
@@ -162,6 +164,58 @@ pub struct GridBlock {
     pub scales: Option<Vec<ModelScale>>,
     /// Dotted config keys and their candidate values, in key order.
     pub axes: Vec<(String, Vec<serde_json::Value>)>,
+    /// The block's own `tags` and `notes`, added to the spec's.
+    pub labels: Labels,
+}
+
+/// Free-text `tags` (short labels such as "baseline") and `notes` of a spec or a grid block.
+/// Each trial records the spec's and its block's in the store, the report and MLflow; they
+/// are not part of the trial id, so editing them re-runs nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Labels {
+    pub tags: Vec<String>,
+    pub notes: Option<String>,
+}
+
+impl Labels {
+    /// Reads `tags` (a string or a list of strings: non-empty, no commas, which separate
+    /// them in the store) and `notes` (a string).
+    fn parse(tags: Option<&toml::Value>, notes: Option<&toml::Value>) -> Result<Labels, String> {
+        let tags = match tags {
+            None => Vec::new(),
+            Some(v) => strings(v, "tags")?,
+        };
+        for (i, t) in tags.iter().enumerate() {
+            if t.trim().is_empty() || t.contains(',') || t.trim() != t {
+                return Err(format!(
+                    "tags[{i}]: {t:?}: expected a non-empty label without commas or surrounding \
+                     spaces"
+                ));
+            }
+        }
+        let notes = match notes {
+            None => None,
+            Some(toml::Value::String(n)) => Some(n.clone()),
+            Some(v) => return Err(format!("notes: expected a string, got {v}")),
+        };
+        Ok(Labels { tags, notes })
+    }
+
+    /// These labels followed by `inner`'s (a grid block's): tags once each in order of first
+    /// appearance, notes separated by a blank line.
+    pub fn with(&self, inner: &Labels) -> Labels {
+        let mut tags = self.tags.clone();
+        for t in &inner.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        let notes = match (&self.notes, &inner.notes) {
+            (Some(a), Some(b)) => Some(format!("{a}\n\n{b}")),
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        Labels { tags, notes }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +244,10 @@ struct RawSpec {
     search: Option<toml::Table>,
     #[serde(default)]
     prune: Option<toml::Table>,
+    #[serde(default)]
+    tags: Option<toml::Value>,
+    #[serde(default)]
+    notes: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +358,7 @@ impl SweepSpec {
             Some(t) => Some(PruneSpec::parse(t).map_err(fail)?),
             None => None,
         };
+        let labels = Labels::parse(raw.tags.as_ref(), raw.notes.as_ref()).map_err(fail)?;
         let mut grids = Vec::new();
         for (i, table) in raw.grid.iter().enumerate() {
             let block = parse_grid(table).map_err(|m| fail(format!("grid[{i}]: {m}")))?;
@@ -334,6 +393,7 @@ impl SweepSpec {
             allow_clipping,
             search,
             prune,
+            labels,
         })
     }
 
@@ -499,9 +559,13 @@ fn first_duplicate<T: PartialEq + Copy>(items: &[T]) -> Option<T> {
 }
 
 fn parse_grid(table: &toml::Table) -> Result<GridBlock, String> {
-    let mut block = GridBlock::default();
+    let mut block = GridBlock {
+        labels: Labels::parse(table.get("tags"), table.get("notes"))?,
+        ..GridBlock::default()
+    };
     for (key, value) in flatten(table, "") {
         match key.as_str() {
+            "tags" | "notes" => {}
             "model" => {
                 block.models = Some(
                     strings(&value, "model")?

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use super::ExperimentError;
 use super::provenance::{Provenance, hex};
-use super::spec::{GridBlock, SweepSpec};
+use super::spec::{GridBlock, Labels, SweepSpec};
 use crate::dataset::Dataset;
 use crate::dataset::splits::{Fold, SplitScheme, make_splits};
 use crate::tracking::{TrialEvent, TrialStatus};
@@ -63,6 +63,10 @@ pub struct Trial {
     pub dataset_fingerprint: String,
     /// The swept and `[set]` keys of this trial with their values (the `param.*` columns).
     pub params: BTreeMap<String, String>,
+    /// The free-text `tags` of the spec and of the trial's grid block (not part of the id).
+    pub tags: Vec<String>,
+    /// The `notes` of the spec and of the trial's grid block.
+    pub notes: Option<String>,
 }
 
 impl Trial {
@@ -112,8 +116,8 @@ impl Trial {
             select_metric: self.select_metric.clone(),
             prune: None,
             threads: None,
-            tags: Vec::new(),
-            notes: None,
+            tags: self.tags.clone(),
+            notes: self.notes.clone(),
         }
     }
 }
@@ -251,6 +255,7 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
             .unwrap_or_else(|| vec![spec.classes.clone()]);
         let presets = block.presets.clone().unwrap_or_else(|| vec![spec.preset]);
         let scales = block.scales.clone().unwrap_or_else(|| vec![spec.scale]);
+        let labels = spec.labels.with(&block.labels);
         for model in &models {
             for cls in &classes {
                 folds.check_classes(spec, cls)?;
@@ -273,7 +278,12 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
                                 .iter()
                                 .map(|(k, _)| (k.clone(), param_text(&config, k)))
                                 .collect();
-                            folds.add_trials(spec, &config, &params, &mut trials);
+                            let cell = TrialCell {
+                                config: &config,
+                                params: &params,
+                                labels: &labels,
+                            };
+                            folds.add_trials(spec, &cell, &mut trials);
                         }
                     }
                 }
@@ -282,6 +292,13 @@ pub fn expand(spec: &SweepSpec) -> Result<Vec<Trial>, ExperimentError> {
     }
     used.check(spec)?;
     Ok(trials.trials)
+}
+
+/// One configuration of a grid cell with what its trials record besides it.
+struct TrialCell<'a> {
+    config: &'a TrialConfig,
+    params: &'a BTreeMap<String, String>,
+    labels: &'a Labels,
 }
 
 /// A spec error of `spec` with `message`.
@@ -361,14 +378,9 @@ impl SweepFolds {
         }
     }
 
-    /// The trials of `config`, one per seed and fold, each added unless its id is there.
-    fn add_trials(
-        &self,
-        spec: &SweepSpec,
-        config: &TrialConfig,
-        params: &BTreeMap<String, String>,
-        trials: &mut TrialList,
-    ) {
+    /// The trials of `cell`, one per seed and fold, each added unless its id is there.
+    fn add_trials(&self, spec: &SweepSpec, cell: &TrialCell, trials: &mut TrialList) {
+        let config = cell.config;
         let split_seed = spec.cv.split_seed;
         for &seed in &spec.cv.seeds {
             for &fold in &self.run {
@@ -391,7 +403,9 @@ impl SweepFolds {
                     select_metric: spec.cv.select_metric.clone(),
                     dataset: spec.dataset.clone(),
                     dataset_fingerprint: self.fingerprint.clone(),
-                    params: params.clone(),
+                    params: cell.params.clone(),
+                    tags: cell.labels.tags.clone(),
+                    notes: cell.labels.notes.clone(),
                 });
             }
         }

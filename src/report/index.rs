@@ -146,6 +146,10 @@ pub(crate) fn build_into(
     learning_curves_section(&mut b, &cx)?;
     timing_section(&mut b, &cx)?;
     slices_section(&mut b, &cx, &mut warnings)?;
+    if let Some(t) = tables::labels_table(&prep.trials, &prep.configs) {
+        b.section("Tags and notes", "tags-and-notes");
+        b.table(t)?;
+    }
     if let Some(t) = tables::missing_table(&prep.missing) {
         b.section("Missing and incomplete trials", "missing");
         b.table(t)?;

@@ -22,6 +22,10 @@ pub(crate) struct Trial {
     /// Configuration keys that may vary between trials (`param.*`, `preset`, `scale`).
     pub params: BTreeMap<String, String>,
     pub error: Option<String>,
+    /// The free-text labels and notes of the trial's spec and grid block (empty, None in
+    /// stores written before them).
+    pub tags: Vec<String>,
+    pub notes: Option<String>,
     /// Index into [`Prepared::configs`].
     pub config: usize,
 }
@@ -258,10 +262,11 @@ fn read_trials(df: &DataFrame) -> Result<Vec<Trial>, ReportError> {
     let classes = string_column(df, "classes").map_err(&err)?;
     let fold = u64_column(df, "fold").map_err(&err)?;
     let seed = u64_column(df, "seed").map_err(&err)?;
-    let error = match df.column("error") {
-        Ok(_) => string_column(df, "error").map_err(&err)?,
-        Err(_) => vec![None; df.height()],
+    let optional = |name: &str| match df.column(name) {
+        Ok(_) => string_column(df, name).map_err(&err),
+        Err(_) => Ok(vec![None; df.height()]),
     };
+    let (error, tags, notes) = (optional("error")?, optional("tags")?, optional("notes")?);
     let param_names: Vec<String> = df
         .get_column_names()
         .iter()
@@ -292,6 +297,14 @@ fn read_trials(df: &DataFrame) -> Result<Vec<Trial>, ReportError> {
             seed: seed[i],
             params: p,
             error: error[i].clone().filter(|e| !e.is_empty()),
+            tags: tags[i]
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            notes: notes[i].clone().filter(|n| !n.is_empty()),
             config: 0,
         });
     }

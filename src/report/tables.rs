@@ -14,8 +14,8 @@ use super::ReportError;
 use super::aggregate::{Aggregation, aggregate, polars_error};
 use super::input::{f64_column, string_column, u64_column};
 use super::prepare::{
-    Config, Missing, Prepared, Task, class_label, compare_values, higher_is_better, metric_label,
-    model_label,
+    Config, Missing, Prepared, Task, Trial, class_label, compare_values, higher_is_better,
+    metric_label, model_label,
 };
 
 /// A table: columns (optionally grouped under a spanning header), rows of cells, a caption
@@ -1122,6 +1122,59 @@ pub(crate) fn missing_table(missing: &[Missing]) -> Option<Table> {
                     Cell::Text(m.trial_id.clone().unwrap_or_else(|| "–".into())),
                     Cell::Text(m.status.clone()),
                     Cell::Text(m.detail.clone()),
+                ],
+                rule_above: false,
+            })
+            .collect(),
+        notes: Vec::new(),
+    })
+}
+
+/// The free-text tags and notes of the trials, one row per configuration and distinct
+/// (tags, notes) pair with its trial count; None when no trial has any.
+pub(crate) fn labels_table(trials: &[Trial], configs: &[Config]) -> Option<Table> {
+    let mut rows: Vec<(String, String, String, usize)> = Vec::new();
+    for t in trials
+        .iter()
+        .filter(|t| !t.tags.is_empty() || t.notes.is_some())
+    {
+        let key = (
+            configs[t.config].label.clone(),
+            t.tags.join(", "),
+            t.notes.clone().unwrap_or_default(),
+        );
+        match rows
+            .iter_mut()
+            .find(|r| (&r.0, &r.1, &r.2) == (&key.0, &key.1, &key.2))
+        {
+            Some(r) => r.3 += 1,
+            None => rows.push((key.0, key.1, key.2, 1)),
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let col = |label: &str, key: &str, align| ColumnSpec::new(label, key, align);
+    Some(Table {
+        name: "tags-and-notes".into(),
+        title: "Tags and notes".into(),
+        caption: "The free-text tags and notes of the spec and its grid blocks, per \
+                  configuration (they are not part of a trial's identity)."
+            .into(),
+        columns: vec![
+            col("Model", "model", Align::Left),
+            col("Tags", "tags", Align::Left),
+            col("Notes", "notes", Align::Left),
+            col("Trials", "trials", Align::Right),
+        ],
+        rows: rows
+            .into_iter()
+            .map(|(config, tags, notes, n)| Row {
+                cells: vec![
+                    Cell::Text(config),
+                    Cell::Text(tags),
+                    Cell::Text(notes.replace('\n', " ")),
+                    Cell::Text(n.to_string()),
                 ],
                 rule_above: false,
             })

@@ -133,7 +133,19 @@ pub fn trial_tags(ev: &TrialEvent, parent_run_id: &str, chosen: bool) -> Vec<Tag
         Tag::new("seglab.version", &ev.seglab_version),
         Tag::new("seglab.burn_version", &ev.burn_version),
         Tag::new("seglab.dataset_fingerprint", &ev.dataset_fingerprint),
+        Tag::new("seglab.compute_path", &ev.compute_path),
     ]);
+    if let Some(t) = ev.threads {
+        tags.push(Tag::new("seglab.threads", t.to_string()));
+    }
+    if let Some(p) = &ev.prune {
+        tags.extend([
+            Tag::new("seglab.prune_rung", p.rung.to_string()),
+            Tag::new("seglab.prune_epoch", p.epoch.to_string()),
+            Tag::new("seglab.prune_value", p.value.to_string()),
+            Tag::new("seglab.prune_cut", p.cut.to_string()),
+        ]);
+    }
     if let Some(d) = &ev.git_diff_sha256 {
         tags.push(Tag::new("seglab.git_diff_sha256", d));
     }
@@ -141,9 +153,28 @@ pub fn trial_tags(ev: &TrialEvent, parent_run_id: &str, chosen: bool) -> Vec<Tag
         tags.push(Tag::new("seglab.error", e));
     }
     tags.extend(preprocess_tags(ev));
+    tags.extend(label_tags(ev));
     tags.retain(|t| !t.value.is_empty() || t.key == TAG_PARENT);
     for t in &mut tags {
         t.value = truncate_chars(&t.value, MAX_TAG_VALUE_CHARS);
+    }
+    tags
+}
+
+/// The spec's free-text labels and notes: `seglab.tags` (all labels), one
+/// `seglab.tag.<label>` = `true` per label (so `tags.\`seglab.tag.baseline\` = 'true'` finds
+/// the runs of a label), and the notes as `mlflow.note.content` (the run's description in
+/// MLflow's UI).
+fn label_tags(ev: &TrialEvent) -> Vec<Tag> {
+    let mut tags = Vec::new();
+    if !ev.tags.is_empty() {
+        tags.push(Tag::new("seglab.tags", ev.tags.join(", ")));
+        for t in &ev.tags {
+            tags.push(Tag::new(sanitize_key(&format!("seglab.tag.{t}")), "true"));
+        }
+    }
+    if let Some(n) = &ev.notes {
+        tags.push(Tag::new("mlflow.note.content", n));
     }
     tags
 }
@@ -349,10 +380,22 @@ mod tests {
             split_json: None,
             select_metric: None,
             prune: None,
-            threads: None,
-            tags: Vec::new(),
-            notes: None,
+            threads: Some(2),
+            tags: vec!["baseline".into(), "lr sweep".into()],
+            notes: Some("first night".into()),
         }
+    }
+
+    #[test]
+    fn labels_notes_and_threads_become_tags() {
+        let tags = trial_tags(&event(None), "p", true);
+        let value = |key: &str| tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
+        assert_eq!(value("seglab.tags").as_deref(), Some("baseline, lr sweep"));
+        assert_eq!(value("seglab.tag.baseline").as_deref(), Some("true"));
+        assert_eq!(value("seglab.tag.lr sweep").as_deref(), Some("true"));
+        assert_eq!(value("mlflow.note.content").as_deref(), Some("first night"));
+        assert_eq!(value("seglab.threads").as_deref(), Some("2"));
+        assert_eq!(value("seglab.compute_path").as_deref(), Some("kernels"));
     }
 
     #[test]
