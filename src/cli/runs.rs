@@ -1,7 +1,7 @@
 //! `seglab runs ls` and `seglab runs compare`: readable tables straight from a sweep's store
 //! (the canonical view: one row per trial, its chosen attempt).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,9 +61,11 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The sweep folder (experiments/<name>/) or its store/ folder.
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    /// The sweep folder (experiments/<name>/) or its store/ folder; several
+    /// sweeps of the same dataset and classes (a baseline and its ablation)
+    /// compare side by side, grouped by sweep first.
+    #[arg(value_name = "DIR", required = true, num_args = 1..)]
+    pub dirs: Vec<PathBuf>,
     /// Test metrics to compare, comma-separated.
     #[arg(
         long,
@@ -419,8 +421,85 @@ fn print_notes(events: &[TrialEvent]) {
     }
 }
 
+/// One sweep of `runs compare`: its folder, its chosen trials (filtered) and its canonical
+/// view.
+struct ComparedSweep {
+    paths: SweepPaths,
+    trials: Vec<(TrialEvent, u32)>,
+    canonical: crate::tracking::Canonical,
+}
+
+/// Opens the sweeps of `dirs` and checks that they can be compared: the same dataset
+/// (content fingerprint) and the same task classes.
+fn compared_sweeps(dirs: &[PathBuf], filter: &TrialFilter) -> anyhow::Result<Vec<ComparedSweep>> {
+    let mut out: Vec<ComparedSweep> = Vec::new();
+    for dir in dirs {
+        let (paths, store) = open_sweep(dir)?;
+        let trials = chosen_trials(&store, filter)?;
+        let canonical = store.canonical()?;
+        out.push(ComparedSweep {
+            paths,
+            trials,
+            canonical,
+        });
+    }
+    let identity = |s: &ComparedSweep| -> (BTreeSet<String>, BTreeSet<String>) {
+        s.trials
+            .iter()
+            .map(|(e, _)| (e.dataset_fingerprint.clone(), e.classes.join(",")))
+            .unzip()
+    };
+    if let Some((first, rest)) = out.split_first() {
+        let (data0, classes0) = identity(first);
+        for other in rest {
+            let (data, classes) = identity(other);
+            let (a, b) = (first.paths.root().display(), other.paths.root().display());
+            if data != data0 {
+                bail!(
+                    "runs compare: {b} ran on other data than {a} (dataset fingerprints {} vs \
+                     {}); compare sweeps of the same dataset",
+                    join_set(&data),
+                    join_set(&data0)
+                );
+            }
+            if classes != classes0 {
+                bail!(
+                    "runs compare: {b} has task classes {} where {a} has {}; compare sweeps of \
+                     the same classes",
+                    join_set(&classes),
+                    join_set(&classes0)
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn join_set(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "(none)".into()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+/// `trials` with a null text column for each of `names` it lacks (a param only another
+/// compared sweep has).
+fn with_missing_columns(trials: &DataFrame, names: &[String]) -> anyhow::Result<DataFrame> {
+    let mut df = trials.clone();
+    for name in names {
+        if df.column(name).is_err() {
+            df.with_column(Column::full_null(
+                name.as_str().into(),
+                df.height(),
+                &DataType::String,
+            ))?;
+        }
+    }
+    Ok(df)
+}
+
 fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let (paths, store) = open_sweep(&args.dir)?;
     let mut filter_status = args.filter.status.clone();
     if filter_status.is_none() {
         filter_status = Some(TrialStatus::Finished.to_string());
@@ -429,23 +508,31 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         filters: args.filter.filters.clone(),
         status: filter_status,
     };
-    let trials = chosen_trials(&store, &filter)?;
-    let canonical = store.canonical()?;
+    let sweeps = compared_sweeps(&args.dirs, &filter)?;
     if args.paired {
-        return compare_paired(&args, &trials, &canonical);
+        if sweeps.len() > 1 {
+            bail!("--paired compares the arms of one sweep: give one DIR");
+        }
+        return compare_paired(&args, &sweeps[0].trials, &sweeps[0].canonical);
     }
-    let trial_cols: Vec<String> = canonical
-        .trials
-        .get_column_names()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut trial_cols: Vec<String> = Vec::new();
+    for s in &sweeps {
+        for c in s.canonical.trials.get_column_names() {
+            if !trial_cols.iter().any(|t| t == c.as_str()) {
+                trial_cols.push(c.to_string());
+            }
+        }
+    }
+    let mut by_keys: Vec<String> = args.by.iter().map(|k| k.trim().to_string()).collect();
+    if sweeps.len() > 1 && !by_keys.iter().any(|k| k == "sweep") {
+        by_keys.insert(0, "sweep".into());
+    }
     let result_cols = ["volume", "class", "metric"];
     // Resolve --by keys to result columns or trial columns (a bare param name is fine).
     let mut by_cols: Vec<String> = Vec::new();
     let mut join_cols: Vec<String> = Vec::new();
-    for key in &args.by {
-        let key = key.trim();
+    for key in &by_keys {
+        let key = key.as_str();
         let col = if result_cols.contains(&key) {
             key.to_string()
         } else if trial_cols.iter().any(|c| c == key) && !key.starts_with("__") {
@@ -460,7 +547,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                 .filter_map(|c| c.strip_prefix("param."))
                 .collect();
             bail!(
-                "--by {key}: unknown key (use volume, class, model, fold, seed, preset, scale, classes, dataset{}{})",
+                "--by {key}: unknown key (use volume, class, model, fold, seed, preset, scale, classes, dataset, sweep{}{})",
                 if params.is_empty() {
                     ""
                 } else {
@@ -477,26 +564,42 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         join_cols.push("fold".into());
     }
     let join_refs: Vec<&str> = join_cols.iter().map(String::as_str).collect();
-    let results = canonical.results_with(&join_refs)?;
-    let ids: HashSet<&str> = trials.iter().map(|(e, _)| e.trial_id.as_str()).collect();
     let metrics: HashSet<&str> = args.metric.iter().map(|m| m.trim()).collect();
-    let keep: BooleanChunked = results
-        .column("trial_id")?
-        .str()?
+    let mut parts: Vec<DataFrame> = Vec::new();
+    for s in &sweeps {
+        let mut canonical = s.canonical.clone();
+        canonical.trials = with_missing_columns(&canonical.trials, &join_cols)?;
+        let results = canonical.results_with(&join_refs)?;
+        let ids: HashSet<&str> = s.trials.iter().map(|(e, _)| e.trial_id.as_str()).collect();
+        let keep: BooleanChunked = results
+            .column("trial_id")?
+            .str()?
+            .iter()
+            .zip(results.column("metric")?.str()?.iter())
+            .map(|pair| match pair {
+                (Some(t), Some(m)) => ids.contains(t) && metrics.contains(m),
+                _ => false,
+            })
+            .collect();
+        parts.push(results.filter(&keep)?);
+    }
+    // Every part has the same columns: the results' and the joined trial columns.
+    let mut parts = parts.into_iter();
+    let mut rows = parts.next().expect("at least one sweep");
+    for part in parts {
+        rows.vstack_mut_owned(part)?;
+    }
+    let trials: Vec<&(TrialEvent, u32)> = sweeps.iter().flat_map(|s| &s.trials).collect();
+    let places: Vec<String> = sweeps
         .iter()
-        .zip(results.column("metric")?.str()?.iter())
-        .map(|pair| match pair {
-            (Some(t), Some(m)) => ids.contains(t) && metrics.contains(m),
-            _ => false,
-        })
+        .map(|s| s.paths.root().display().to_string())
         .collect();
-    let rows = results.filter(&keep)?;
+    let places = places.join(", ");
     if rows.height() == 0 {
         println!(
-            "no results for metric(s) {} among the {} matching trial(s) in {}",
+            "no results for metric(s) {} among the {} matching trial(s) in {places}",
             args.metric.join(", "),
             trials.len(),
-            paths.root().display()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -538,8 +641,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     println!(
-        "{}: test metrics of {} {} trial(s), pooled over every (trial, test volume) row; NaN rows are left out of mean ± std (sample std) and counted",
-        paths.root().display(),
+        "{places}: test metrics of {} {} trial(s), pooled over every (trial, test volume) row; NaN rows are left out of mean ± std (sample std) and counted",
         trials.len(),
         filter.status.as_deref().unwrap_or("")
     );

@@ -1,0 +1,111 @@
+//! `seglab runs compare` across sweeps (a baseline and its ablation, side by side; sweeps of
+//! other data or classes refused). The trials are the threshold baseline, which runs in a
+//! second.
+
+mod util;
+use util::text;
+
+use std::path::{Path, PathBuf};
+
+fn spec(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join("experiments").join(format!("{name}.toml"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn head(dataset: &str, classes: &str) -> String {
+    format!(
+        "dataset = \"{dataset}\"\nclasses = [{classes}]\nscale = \"cpu-small\"\n\
+         models = [\"threshold\"]\n{}[cv]\nscheme = \"nested\"\nfolds = 3\n",
+        util::ALLOW_CLIPPING
+    )
+}
+
+/// Runs the sweep of `spec` to the end; returns its folder.
+fn run(spec: &Path) -> PathBuf {
+    let o = util::run_seglab(&["sweep", "run", spec.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    spec.with_extension("")
+}
+
+fn compare(dirs: &[&Path], extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["runs", "compare"];
+    args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+    args.extend(extra);
+    util::run_seglab(&args)
+}
+
+#[test]
+fn a_baseline_and_its_ablation_compare_side_by_side() {
+    let dir = util::temp_dir();
+    util::easy_phantom(dir.path());
+    let two = "\"golgi\", \"nuclei\"";
+    let base = run(&spec(dir.path(), "base", &head("../data", two)));
+    let ablation = run(&spec(
+        dir.path(),
+        "ablation",
+        &format!(
+            "{}[set]\n\"eval.dice_smoothing\" = 1.0\n",
+            head("../data", two)
+        ),
+    ));
+    let o = compare(&[&base, &ablation], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let header = out
+        .lines()
+        .find(|l| l.contains("mean ± std"))
+        .unwrap_or_else(|| panic!("no table in\n{out}"));
+    assert!(header.trim_start().starts_with("sweep"), "{header}");
+    // Per sweep and class one row over the 3 folds' test volumes: the sweeps share trial ids
+    // (same configurations) and still keep their own rows.
+    for sweep in ["base", "ablation"] {
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with(&format!("{sweep} ")))
+            .collect();
+        assert_eq!(rows.len(), 2, "{sweep}: {rows:?}\n{out}");
+        for r in rows {
+            let cells: Vec<&str> = r.split_whitespace().collect();
+            // …, n, NaN, trials
+            assert_eq!(cells[cells.len() - 1], "3", "{r}");
+        }
+    }
+
+    // Other classes, other data: refused with both sweeps named.
+    let nuclei = run(&spec(dir.path(), "nuclei", &head("../data", "\"nuclei\"")));
+    let o = compare(&[&base, &nuclei], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("task classes")
+            && err.contains(nuclei.to_str().unwrap())
+            && err.contains(base.to_str().unwrap()),
+        "{err}"
+    );
+    let other = dir.path().join("other");
+    let o = util::run_seglab(&[
+        "synth",
+        "phantom",
+        "--preset",
+        "easy",
+        "--volumes",
+        "3",
+        "--shape",
+        "16x48x48",
+        "--seed",
+        "7",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let elsewhere = run(&spec(dir.path(), "elsewhere", &head("../other", two)));
+    let o = compare(&[&base, &elsewhere], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("other data") && err.contains("fingerprint"),
+        "{err}"
+    );
+}
