@@ -1,6 +1,7 @@
 //! `seglab runs compare` across sweeps (a baseline and its ablation, side by side; sweeps of
-//! other data or classes refused). The trials are the threshold baseline, which runs in a
-//! second.
+//! other data or classes refused) and with a continuous key drawn by a `[search]` (one row of
+//! range, points and rank correlation instead of one row per drawn value). The trials are the
+//! threshold baseline, which runs in a second.
 
 mod util;
 use util::text;
@@ -108,4 +109,38 @@ fn a_baseline_and_its_ablation_compare_side_by_side() {
         err.contains("other data") && err.contains("fingerprint"),
         "{err}"
     );
+}
+
+#[test]
+fn a_continuous_key_compares_as_a_scatter_summary() {
+    let dir = util::temp_dir();
+    util::easy_phantom(dir.path());
+    let body = format!(
+        "{}[search]\nkind = \"sobol\"\nn = 8\n[search.space]\n\
+         \"eval.dice_smoothing\" = {{ uniform = [0.0, 50.0] }}\n",
+        head("../data", "\"golgi\", \"nuclei\"")
+            .replace("folds = 3\n", "folds = 3\nrun_folds = [0]\n")
+    );
+    let sweep = run(&spec(dir.path(), "drawn", &body));
+    let o = compare(&[&sweep], &["--by", "model,class,eval.dice_smoothing"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("a continuous key"), "{out}");
+    let header = out
+        .lines()
+        .find(|l| l.contains("Spearman ρ"))
+        .unwrap_or_else(|| panic!("no scatter summary in\n{out}"));
+    assert!(
+        header.contains("dice_smoothing range") && header.contains("points"),
+        "{header}"
+    );
+    // One row per class (not one per drawn value), each over the 8 points.
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("threshold"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for r in rows {
+        assert!(r.split_whitespace().any(|c| c == "8"), "{r}");
+    }
 }

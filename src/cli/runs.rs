@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use polars::prelude::*;
 
 use crate::experiment::paths::SweepPaths;
+use crate::report::plots::sweep::CONTINUOUS_VALUES;
 use crate::report::{Aggregation, aggregate};
 use crate::tracking::{Store, TrialEvent, TrialStatus};
 
@@ -603,6 +604,14 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(key) = continuous_key(&rows, &by_cols)? {
+        println!(
+            "{places}: test metrics of {} trial(s) against {} (a continuous key)",
+            trials.len(),
+            key.strip_prefix("param.").unwrap_or(&key)
+        );
+        return compare_continuous(&args, &rows, &by_cols, &key);
+    }
     let mut group: Vec<&str> = by_cols.iter().map(String::as_str).collect();
     group.push("metric");
     let summary = aggregate(&rows, &group, args.aggregation)?;
@@ -647,6 +656,126 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     );
     print!("{}", render_table(&headers, &table, &numeric));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first `--by` param whose values in `rows` are numbers, at least
+/// [`CONTINUOUS_VALUES`] of them (a key drawn by a random or Sobol `[search]`).
+fn continuous_key(rows: &DataFrame, by_cols: &[String]) -> anyhow::Result<Option<String>> {
+    for c in by_cols.iter().filter(|c| c.starts_with("param.")) {
+        let values: BTreeSet<&str> = rows.column(c)?.str()?.iter().flatten().collect();
+        if values.len() >= CONTINUOUS_VALUES && values.iter().all(|v| v.parse::<f64>().is_ok()) {
+            return Ok(Some(c.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// The values of the other `--by` keys and the metric, with the points of that group.
+type ScatterGroup = (Vec<String>, Vec<(f64, f64)>);
+
+/// `runs compare` with a continuous `key`: instead of one row per value (one per drawn
+/// point), one row per group of the other keys with the points' range, their count,
+/// Spearman's ρ between the key and the score (each point's mean), and the best point.
+fn compare_continuous(
+    args: &CompareArgs,
+    rows: &DataFrame,
+    by_cols: &[String],
+    key: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut group: Vec<&str> = by_cols
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != key)
+        .collect();
+    group.push("metric");
+    let mut per_point = group.clone();
+    per_point.insert(per_point.len() - 1, key);
+    let points = aggregate(rows, &per_point, args.aggregation)?;
+    // (the other keys' values, then the metric) → the points (key value, mean).
+    let mut groups: Vec<ScatterGroup> = Vec::new();
+    for i in 0..points.height() {
+        let g: Vec<String> = group
+            .iter()
+            .map(|c| Ok(cell_text(points.column(c)?.get(i)?)))
+            .collect::<anyhow::Result<_>>()?;
+        let x = cell_text(points.column(key)?.get(i)?).parse::<f64>();
+        let (Ok(x), Some(mean)) = (x, points.column("mean")?.f64()?.get(i)) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(k, _)| *k == g) {
+            Some((_, p)) => p.push((x, mean)),
+            None => groups.push((g, vec![(x, mean)])),
+        }
+    }
+    let name = key.strip_prefix("param.").unwrap_or(key);
+    let mut headers: Vec<String> = group
+        .iter()
+        .map(|c| c.strip_prefix("param.").unwrap_or(c).to_string())
+        .collect();
+    headers.extend([
+        format!("{name} range"),
+        "points".into(),
+        "Spearman ρ".into(),
+        format!("best {name}"),
+        "best mean".into(),
+    ]);
+    let mut table = Vec::new();
+    for (g, pts) in &groups {
+        let metric = g.last().map(String::as_str).unwrap_or_default();
+        let higher = crate::report::higher_is_better(metric);
+        let (xs, ys): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
+        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let best = pts
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .max_by(|a, b| {
+                if higher {
+                    a.1.total_cmp(&b.1)
+                } else {
+                    b.1.total_cmp(&a.1)
+                }
+            })
+            .copied();
+        let rho = crate::stats::spearman::spearman(&xs, &ys);
+        let mut row = g.clone();
+        row.push(format!("{} – {}", style_number(lo), style_number(hi)));
+        row.push(pts.len().to_string());
+        row.push(if rho.is_nan() {
+            "–".into()
+        } else {
+            format!("{rho:+.3}")
+        });
+        match best {
+            Some((x, y)) => row.extend([style_number(x), format!("{y:.4}")]),
+            None => row.extend(["–".to_string(), "–".to_string()]),
+        }
+        table.push(row);
+    }
+    let numeric: Vec<bool> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, _)| i >= group.len())
+        .collect();
+    println!(
+        "each point: one value of {name} with its mean over the rows ({}); ρ: Spearman's rank \
+         correlation of {name} and that mean",
+        args.aggregation.describe()
+    );
+    print!("{}", render_table(&headers, &table, &numeric));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A key value as written in specs: up to 6 significant digits, no trailing zeros.
+fn style_number(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    let s = format!("{v:.5e}");
+    s.parse::<f64>().map_or(s, |x| {
+        let t = format!("{x}");
+        if t.len() > 12 { format!("{x:.4e}") } else { t }
+    })
 }
 
 /// `runs compare --paired`: the comparisons of `report::paired` for the chosen trials.

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 pub use aggregate::{Aggregation, Distribution, aggregate, distribution};
 pub use input::{ReportInput, SliceSet, read_store};
+pub(crate) use prepare::higher_is_better;
 
 /// Errors of report generation.
 #[derive(Debug, thiserror::Error)]

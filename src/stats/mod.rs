@@ -1,8 +1,8 @@
 //! Statistics for comparing segmentation models on the same test cases, one concept per
 //! module: [`wilcoxon`] (signed-rank test), [`sign_flip`] (paired permutation test),
 //! [`bootstrap`] (stratified percentile confidence interval), [`holm`] (multiple-comparison
-//! adjustment), [`ttest`] (paired and corrected resampled t-tests), [`special`] (the normal and
-//! t distributions), and [`paired`], which runs them all on one set of paired differences.
+//! adjustment), [`ttest`] (paired and corrected resampled t-tests), [`spearman`] (rank
+//! correlation), [`special`] (the normal and t distributions), and [`paired`], which runs them all on one set of paired differences.
 //!
 //! Every function follows the scipy 1.17 convention it names, and `tests/stats_parity.rs`
 //! holds fixed data with scipy's values (`scripts/stats_reference.py` regenerates them).
@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod holm;
 pub mod paired;
 pub mod sign_flip;
+pub mod spearman;
 pub mod special;
 pub mod ttest;
 pub mod wilcoxon;

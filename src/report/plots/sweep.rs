@@ -1,6 +1,13 @@
 //! Metric versus a swept parameter (e.g. Dice per class vs the CycleGAN Golgi weight or the
 //! Vox2Vox Dice β): one panel per (metric, class), one line per model (and value of any other
 //! swept key), mean with ± std error bars from [`aggregate`].
+//!
+//! A continuous key (drawn by a random or Sobol `[search]`: numbers, at least
+//! [`CONTINUOUS_VALUES`] of them, or no value shared by two configurations of a model while
+//! other keys vary with it) is a
+//! scatter instead: one point per configuration (its mean over folds and seeds) against the
+//! key, one colour per model, no lines and no error bars — the other drawn keys vary from point
+//! to point, so neither a line through the points nor a spread per value means anything.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +20,7 @@ use crate::report::ReportError;
 use crate::report::aggregate::{Aggregation, aggregate, polars_error};
 use crate::report::input::{f64_column, string_column};
 use crate::report::prepare::{
-    Prepared, Task, class_label, compare_values, metric_label, model_label,
+    Config, Prepared, Task, class_label, compare_values, metric_label, model_label,
 };
 
 #[derive(Clone, Debug)]
@@ -41,6 +48,34 @@ pub struct SweepPlot {
     pub panels: Vec<SweepPanel>,
     pub cols: usize,
     pub legend: Vec<(String, RGBColor)>,
+    /// A continuous key (module doc): points only.
+    pub scatter: bool,
+}
+
+/// Distinct numeric values from which a swept key counts as continuous.
+pub const CONTINUOUS_VALUES: usize = 8;
+
+/// Whether the numeric values of `key` over `configs` make a continuous key (module doc).
+fn is_continuous(values: &[String], numeric: bool, configs: &[&Config], key: &str) -> bool {
+    if !numeric || values.len() < 2 {
+        return false;
+    }
+    if values.len() >= CONTINUOUS_VALUES {
+        return true;
+    }
+    // No value of the key shared by two configurations of one model …
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for c in configs {
+        if let Some((_, v)) = c.params.iter().find(|(k, _)| k == key) {
+            let pair = (c.model.as_str(), v.as_str());
+            if seen.contains(&pair) {
+                return false;
+            }
+            seen.push(pair);
+        }
+    }
+    // … and other keys vary with it (a one-key grid also lists each value once).
+    configs.iter().any(|c| c.params.len() > 1)
 }
 
 const PANEL_W: u32 = 420;
@@ -96,6 +131,7 @@ impl SweepPlot {
         values.sort_by(|a, b| compare_values(a, b));
         values.dedup();
         let numeric = values.iter().all(|v| v.parse::<f64>().is_ok());
+        let scatter = is_continuous(&values, numeric, &configs, key);
         let x_of = |v: &str| -> f64 {
             if numeric {
                 v.parse().unwrap_or(0.0)
@@ -113,7 +149,7 @@ impl SweepPlot {
                 .filter(|(k, _)| k != key)
                 .map(|(k, v)| format!("{k} = {v}"))
                 .collect();
-            let label = if others.is_empty() {
+            let label = if others.is_empty() || scatter {
                 model_label(&c.model)
             } else {
                 format!("{} ({})", model_label(&c.model), others.join(", "))
@@ -146,7 +182,7 @@ impl SweepPlot {
                                 && s_metric[i].as_deref() == Some(m.as_str())
                         }) && let Some(mean) = s_mean[i]
                         {
-                            points.push((x, mean, s_std[i]));
+                            points.push((x, mean, if scatter { None } else { s_std[i] }));
                         }
                     }
                     points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -168,9 +204,14 @@ impl SweepPlot {
         if panels.is_empty() {
             return Ok(None);
         }
+        let what = if scatter {
+            "one point per configuration: its mean"
+        } else {
+            "mean ± std"
+        };
         Ok(Some(Self {
             title: format!(
-                "Metric vs {key} — {} (mean ± std, {})",
+                "Metric vs {key} — {} ({what}, {})",
                 task.name,
                 aggregation.name()
             ),
@@ -183,6 +224,7 @@ impl SweepPlot {
                 .enumerate()
                 .map(|(i, l)| (l.clone(), style::color(i)))
                 .collect(),
+            scatter,
         }))
     }
 
@@ -262,6 +304,16 @@ impl SweepPlot {
             .draw()
             .map_err(err)?;
         for s in &panel.series {
+            if self.scatter {
+                chart
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .map(|&(x, m, _)| Circle::new((x, m), 4, s.color.filled())),
+                    )
+                    .map_err(err)?;
+                continue;
+            }
             chart
                 .draw_series(LineSeries::new(
                     s.points.iter().map(|&(x, m, _)| (x, m)),
@@ -284,5 +336,82 @@ impl SweepPlot {
                 .map_err(err)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ReportOptions, fixture};
+
+    /// The fixture's CycleGAN trials with a Golgi weight drawn per trial, as a random search
+    /// draws it.
+    fn drawn_weights() -> crate::report::input::ReportInput {
+        let mut input = fixture::small_sweep();
+        let key = "param.loss.golgi_weight";
+        let old = input.trials.column(key).unwrap().str().unwrap().clone();
+        let drawn: StringChunked = old
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.map(|_| format!("{:.3}", 1.0 + 0.37 * i as f64)))
+            .collect();
+        input
+            .trials
+            .with_column(drawn.with_name(key.into()).into_column())
+            .unwrap();
+        input
+    }
+
+    #[test]
+    fn a_continuous_key_is_a_scatter_of_one_point_per_configuration() {
+        let input = drawn_weights();
+        let prep = Prepared::new(&input, &ReportOptions::default()).unwrap();
+        let task = prep.tasks[0].clone();
+        let metrics = vec!["dice".to_string()];
+        let plot = SweepPlot::build(
+            &prep,
+            &task,
+            "golgi_weight",
+            &metrics,
+            Aggregation::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(plot.scatter);
+        assert!(plot.categories.is_none());
+        let panel = &plot.panels[0];
+        assert_eq!(panel.series.len(), 1, "one series per model");
+        let configs = prep
+            .configs_of(&task.key)
+            .into_iter()
+            .filter(|c| c.model == "cyclegan")
+            .count();
+        assert!(configs >= CONTINUOUS_VALUES);
+        let points = &panel.series[0].points;
+        assert!(points.len() >= CONTINUOUS_VALUES, "{points:?}");
+        assert!(points.iter().all(|p| p.2.is_none()), "no error bars");
+        // The figure renders.
+        let dir = tempfile::tempdir().unwrap();
+        style::render(&plot, dir.path(), "scatter").unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("scatter.svg")).unwrap();
+        assert!(svg.contains("<circle"));
+    }
+
+    #[test]
+    fn a_grid_key_stays_a_line_with_error_bars() {
+        let input = fixture::small_sweep();
+        let prep = Prepared::new(&input, &ReportOptions::default()).unwrap();
+        let task = prep.tasks[0].clone();
+        let metrics = vec!["dice".to_string()];
+        let plot = SweepPlot::build(
+            &prep,
+            &task,
+            "golgi_weight",
+            &metrics,
+            Aggregation::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!plot.scatter);
     }
 }
