@@ -864,3 +864,98 @@ fn a_sweep_runs_as_a_slurm_array_and_a_warned_task_requeues_and_resumes() {
     assert_eq!(unique.len(), result_keys.len(), "duplicated result rows");
     eprintln!("Slurm test: {:?}", started.elapsed());
 }
+
+#[test]
+fn slurm_resource_flags_are_written_into_the_scripts() {
+    let dir = util::temp_dir();
+    let root = dir.path();
+    util::easy_phantom(root);
+    let path = spec(root, "resources", "\"threshold\"", 0);
+    let p = path.to_str().unwrap();
+    let o = seglab_in(
+        root,
+        &[],
+        &[
+            "sweep",
+            "slurm",
+            p,
+            "--cpus-per-task",
+            "8",
+            "--mem",
+            "16G",
+            "--account",
+            "lab-42",
+            "--qos",
+            "long",
+            "--constraint",
+            "a100|h100",
+            "--gpus-per-task",
+            "1",
+            // This build may lack the cuda feature, which `--device cuda:0` needs.
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let slurm = root.join("experiments/resources/slurm");
+    let array = std::fs::read_to_string(slurm.join("array.sbatch")).unwrap();
+    for wanted in [
+        "#SBATCH --cpus-per-task=8\n",
+        "#SBATCH --mem=16G\n",
+        "#SBATCH --account=lab-42\n",
+        "#SBATCH --qos=long\n",
+        "#SBATCH --constraint=a100|h100\n",
+        "#SBATCH --gpus-per-task=1\n",
+        // seglab's threads follow the task's CPUs.
+        "export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\" POLARS_MAX_THREADS=\"$SLURM_CPUS_PER_TASK\"",
+    ] {
+        assert!(array.contains(wanted), "{wanted:?} missing in\n{array}");
+    }
+    assert!(!array.contains("#SBATCH --gpus="), "{array}");
+    // The report job is charged to the same account and QoS and asks for nothing else.
+    let report = std::fs::read_to_string(slurm.join("report.sbatch")).unwrap();
+    assert!(
+        report.contains("#SBATCH --account=lab-42\n") && report.contains("#SBATCH --qos=long\n"),
+        "{report}"
+    );
+    for absent in ["--cpus-per-task", "--mem", "--constraint", "--gpus"] {
+        assert!(!report.contains(absent), "{absent} in\n{report}");
+    }
+
+    // Bad values name the flag and what was expected; nothing is written.
+    std::fs::remove_dir_all(&slurm).unwrap();
+    let cases: [(&[&str], &[&str]); 7] = [
+        (
+            &["--cpus-per-task", "0"],
+            &["--cpus-per-task", "at least 1"],
+        ),
+        (
+            &["--gpus-per-task", "0"],
+            &["--gpus-per-task", "at least 1"],
+        ),
+        (&["--mem", "16 GB"], &["--mem", "16G", "`16 GB`"]),
+        (&["--mem", "lots"], &["--mem", "`lots`"]),
+        (&["--account", "a b"], &["--account", "`a b`"]),
+        (&["--qos", ""], &["--qos"]),
+        (
+            &["--constraint", "a100 h100"],
+            &["--constraint", "no spaces"],
+        ),
+    ];
+    for (flags, wanted) in cases {
+        let o = seglab_in(root, &[], &[&["sweep", "slurm", p], flags].concat());
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        for w in wanted {
+            assert!(err.contains(w), "{flags:?}: {w:?} missing in {err}");
+        }
+    }
+    // --gpus and --gpus-per-task are one request or the other.
+    let o = seglab_in(
+        root,
+        &[],
+        &["sweep", "slurm", p, "--gpus", "1", "--gpus-per-task", "1"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!slurm.exists());
+}

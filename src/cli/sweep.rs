@@ -20,11 +20,13 @@ use crate::experiment::prune::{PruneSpec, Pruner};
 use crate::experiment::runner::{
     RunOptions, TaskOptions, TaskSignals, TrialState, run_sweep, run_task, sweep_state,
 };
-use crate::experiment::slurm::{self, Manifest, SlurmJobs, SlurmOptions, TimeLimit};
+use crate::experiment::slurm::{
+    self, Manifest, SlurmJobs, SlurmOptions, SlurmResources, TimeLimit,
+};
 use crate::experiment::spec::{SweepRecord, SweepSpec};
 use crate::experiment::trial::{Trial, expand};
-use crate::tracking::{TrialStatus, now_ms};
 use crate::tracking::mlflow::{Artifacts, MirrorOptions};
+use crate::tracking::{TrialStatus, now_ms};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -208,8 +210,27 @@ pub struct SlurmArgs {
     #[arg(long, value_name = "HH:MM:SS")]
     pub time: Option<String>,
     /// GPUs per array task (the tasks then run on --device cuda:0).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "gpus_per_task")]
     pub gpus: Option<u32>,
+    /// GPUs per task (sbatch --gpus-per-task), for clusters that ask for it
+    /// instead of --gpus (the tasks then run on --device cuda:0).
+    #[arg(long, value_name = "N")]
+    pub gpus_per_task: Option<u32>,
+    /// CPUs per array task (sbatch --cpus-per-task); seglab's threads follow.
+    #[arg(long, value_name = "N")]
+    pub cpus_per_task: Option<u32>,
+    /// Memory per array task's node (sbatch --mem), e.g. 16G.
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+    /// The account to charge (sbatch --account), for both jobs.
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Quality of service (sbatch --qos), for both jobs.
+    #[arg(long, value_name = "NAME")]
+    pub qos: Option<String>,
+    /// Node features the tasks need (sbatch --constraint), e.g. a100|h100.
+    #[arg(long, value_name = "FEATURES")]
+    pub constraint: Option<String>,
     /// Array tasks running at once (the %K of --array=0-N%K) [default: no cap].
     #[arg(long, value_name = "K")]
     pub max_parallel: Option<u32>,
@@ -847,10 +868,20 @@ fn slurm_options(args: &SlurmArgs) -> anyhow::Result<SlurmOptions> {
     {
         anyhow::bail!("--partition: expected a partition name as `sinfo` lists it, got `{p}`");
     }
+    let resources = SlurmResources {
+        cpus_per_task: args.cpus_per_task,
+        mem: args.mem.clone(),
+        account: args.account.clone(),
+        qos: args.qos.clone(),
+        constraint: args.constraint.clone(),
+        gpus_per_task: args.gpus_per_task,
+    };
+    resources.check().map_err(anyhow::Error::msg)?;
+    let with_gpus = args.gpus.is_some() || args.gpus_per_task.is_some();
     let device = args
         .device
         .clone()
-        .unwrap_or_else(|| if args.gpus.is_some() { "cuda:0" } else { "cpu" }.to_string());
+        .unwrap_or_else(|| if with_gpus { "cuda:0" } else { "cpu" }.to_string());
     crate::models::parse_device(&device).context("--device")?;
     Ok(SlurmOptions {
         sweep_dir: PathBuf::new(),
@@ -862,6 +893,7 @@ fn slurm_options(args: &SlurmArgs) -> anyhow::Result<SlurmOptions> {
         max_parallel: args.max_parallel,
         device,
         retry_failed: args.retry_failed,
+        resources,
     })
 }
 

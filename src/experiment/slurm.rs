@@ -119,6 +119,72 @@ pub struct SlurmOptions {
     pub device: String,
     /// Put failed trials in the manifest too (as `sweep run --retry-failed`).
     pub retry_failed: bool,
+    /// What each array task asks of the cluster besides time and GPUs.
+    pub resources: SlurmResources,
+}
+
+/// The resource and accounting requests of `sweep slurm` (each an `#SBATCH` line of the same
+/// name when given; the cluster's defaults otherwise).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlurmResources {
+    /// CPUs per array task (`--cpus-per-task`); seglab's threads follow it.
+    pub cpus_per_task: Option<u32>,
+    /// Memory per node (`--mem`, e.g. `16G`).
+    pub mem: Option<String>,
+    /// The account the jobs are charged to (`--account`; both scripts).
+    pub account: Option<String>,
+    /// Quality of service (`--qos`; both scripts).
+    pub qos: Option<String>,
+    /// Node features (`--constraint`, e.g. `a100|h100`).
+    pub constraint: Option<String>,
+    /// GPUs per task (`--gpus-per-task`), the alternative to `--gpus` that some clusters
+    /// require.
+    pub gpus_per_task: Option<u32>,
+}
+
+impl SlurmResources {
+    /// Checks the values as sbatch would take them; errors name the flag and what was
+    /// expected.
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = |v: &str, extra: &str| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c) || extra.contains(c))
+        };
+        if self.cpus_per_task == Some(0) {
+            return Err("--cpus-per-task: expected at least 1".into());
+        }
+        if self.gpus_per_task == Some(0) {
+            return Err("--gpus-per-task: expected at least 1 (leave it out for CPU)".into());
+        }
+        if let Some(m) = &self.mem {
+            let digits = m.trim_end_matches(['K', 'M', 'G', 'T']);
+            let suffix = m.len() - digits.len();
+            if digits.is_empty() || suffix > 1 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "--mem: expected a size such as 16G, 8000M or 1T (sbatch's --mem), got `{m}`"
+                ));
+            }
+        }
+        for (flag, value) in [("--account", &self.account), ("--qos", &self.qos)] {
+            if let Some(v) = value
+                && !name_ok(v, "")
+            {
+                return Err(format!(
+                    "{flag}: expected a name as `sacctmgr` lists it (letters, digits, -_.), got `{v}`"
+                ));
+            }
+        }
+        if let Some(c) = &self.constraint
+            && !name_ok(c, "&|[]*:,()!")
+        {
+            return Err(format!(
+                "--constraint: expected node features such as `a100` or `a100|h100` (no spaces), \
+                 got `{c}`"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One row of the manifest: what array task `index` runs.
@@ -334,7 +400,36 @@ fn common_directives(opts: &SlurmOptions) -> Result<String, ExperimentError> {
     if let Some(p) = &opts.partition {
         writeln!(s, "#SBATCH --partition={p}").unwrap();
     }
+    let r = &opts.resources;
+    if let Some(a) = &r.account {
+        writeln!(s, "#SBATCH --account={a}").unwrap();
+    }
+    if let Some(q) = &r.qos {
+        writeln!(s, "#SBATCH --qos={q}").unwrap();
+    }
     Ok(s)
+}
+
+/// The array task's own requests: CPUs, memory, node features, GPUs.
+fn task_directives(opts: &SlurmOptions) -> String {
+    let mut s = String::new();
+    let r = &opts.resources;
+    if let Some(c) = r.cpus_per_task {
+        writeln!(s, "#SBATCH --cpus-per-task={c}").unwrap();
+    }
+    if let Some(m) = &r.mem {
+        writeln!(s, "#SBATCH --mem={m}").unwrap();
+    }
+    if let Some(c) = &r.constraint {
+        writeln!(s, "#SBATCH --constraint={c}").unwrap();
+    }
+    if let Some(g) = opts.gpus {
+        writeln!(s, "#SBATCH --gpus={g}").unwrap();
+    }
+    if let Some(g) = r.gpus_per_task {
+        writeln!(s, "#SBATCH --gpus-per-task={g}").unwrap();
+    }
+    s
 }
 
 /// The job array script (module doc): task i runs manifest row i.
@@ -383,8 +478,14 @@ pub fn array_script(
     if let Some(t) = opts.time {
         writeln!(s, "#SBATCH --time={}", t.sbatch_value()).unwrap();
     }
-    if let Some(g) = opts.gpus {
-        writeln!(s, "#SBATCH --gpus={g}").unwrap();
+    s.push_str(&task_directives(opts));
+    if opts.resources.cpus_per_task.is_some() {
+        // seglab's threads (rayon: its kernels and burn's CPU backend; polars) match the
+        // task's CPUs rather than the node's.
+        s.push_str(
+            "\nexport RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\" \
+             POLARS_MAX_THREADS=\"$SLURM_CPUS_PER_TASK\"",
+        );
     }
     writeln!(
         s,
