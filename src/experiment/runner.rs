@@ -172,15 +172,7 @@ pub fn run_sweep(spec: &SweepSpec, opts: &RunOptions) -> Result<SweepSummary, Ex
     let paths = SweepPaths::new(&opts.sweep_dir);
     let store = Store::create(paths.store())?;
     let _lock = SweepLock::acquire(&paths.store())?;
-    let mut mirror = match &opts.mlflow_uri {
-        Some(uri) => Some(MlflowMirror::new(
-            uri,
-            &spec.name,
-            &spec.name,
-            Some(paths.clone()),
-        )?),
-        None => None,
-    };
+    let mut mirror = open_mirror(opts.mlflow_uri.as_deref(), spec, &paths)?;
     mark_dead_attempts(&store, mirror.as_mut())?;
     if let Some(m) = mirror.as_mut() {
         m.start_sweep();
@@ -731,6 +723,18 @@ impl TaskSignals {
     }
 }
 
+/// The MLflow mirror of the sweep `spec` in `paths` when an MLflow URI is given: one
+/// experiment per sweep, named after it, with uploads of the sweep folder's trial files.
+fn open_mirror(
+    uri: Option<&str>,
+    spec: &SweepSpec,
+    paths: &SweepPaths,
+) -> Result<Option<MlflowMirror>, ExperimentError> {
+    uri.map(|uri| MlflowMirror::new(uri, &spec.name, &spec.name, Some(paths.clone())))
+        .transpose()
+        .map_err(Into::into)
+}
+
 /// Runs one attempt of `trial` (a worker's job; see the module doc). Returns the attempt's
 /// terminal status; errors only when the store cannot be written.
 pub fn run_task(
@@ -772,15 +776,7 @@ pub fn run_task(
         running.compute_path = crate::kernels::ComputePath::on(d).name().to_string();
     }
     store.write_trial_event(&running)?;
-    let mut mirror = match &opts.mlflow_uri {
-        Some(uri) => Some(MlflowMirror::new(
-            uri,
-            &spec.name,
-            &spec.name,
-            Some(paths.clone()),
-        )?),
-        None => None,
-    };
+    let mut mirror = open_mirror(opts.mlflow_uri.as_deref(), spec, &paths)?;
     if let Some(m) = mirror.as_mut() {
         m.trial_event(&running);
     }
