@@ -566,15 +566,7 @@ fn write_index(dir: &Path, input: &ReportInput, sections: Vec<Section>) -> Resul
 }
 
 fn distinct_count(prep: &Prepared, task: &str, column: &str) -> Result<usize, ReportError> {
-    use polars::prelude::*;
-    let df = prep
-        .cases
-        .clone()
-        .lazy()
-        .filter(col("task").eq(lit(task.to_string())))
-        .select([col(column)])
-        .collect()
-        .map_err(super::aggregate::polars_error("results"))?;
+    let df = prep.task_cases(task, polars::prelude::lit(true))?;
     let values = u64_column(&df, column).map_err(super::aggregate::polars_error("results"))?;
     Ok(values.into_iter().collect::<BTreeSet<_>>().len())
 }
