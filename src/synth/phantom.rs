@@ -5,7 +5,6 @@
 #![doc = include_str!("phantom.md")]
 
 use std::f64::consts::{PI, TAU};
-use std::fmt;
 use std::str::FromStr;
 
 use rand::RngExt;
@@ -53,11 +52,7 @@ impl PhantomPreset {
     }
 }
 
-impl fmt::Display for PhantomPreset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(PhantomPreset);
 
 impl FromStr for PhantomPreset {
     type Err = String;

@@ -102,11 +102,7 @@ impl Table {
     }
 }
 
-impl std::fmt::Display for Table {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Table);
 
 /// The prefix of the flattened config columns of the `trials` table.
 pub const PARAM_PREFIX: &str = "param.";
@@ -160,11 +156,7 @@ impl TrialStatus {
     }
 }
 
-impl std::fmt::Display for TrialStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_by_name!(TrialStatus, as_str);
 
 impl std::str::FromStr for TrialStatus {
     type Err = TrackingError;
