@@ -177,7 +177,6 @@ impl MlflowMirror {
         }
     }
 
-    /// Runs one mirror step unless the server is paused; turns errors into warnings.
     /// Logs the metric points `points(started_ms)` of attempt `key` on its run; nothing for an
     /// attempt the mirror has seen no start event of ([`Self::run_for`]).
     fn log_on_run(&mut self, key: &(String, u32), points: impl FnOnce(i64) -> Vec<Metric>) {
@@ -190,6 +189,7 @@ impl MlflowMirror {
         });
     }
 
+    /// Runs one mirror step unless the server is paused; turns errors into warnings.
     fn guarded(&mut self, step: impl FnOnce(&mut Self) -> Result<()>) {
         if let Some(until) = self.paused_until {
             if Instant::now() < until {
