@@ -554,7 +554,6 @@ fn check_config_key(key: &str) -> Result<(), String> {
     ))
 }
 
-/// One string or a list of strings.
 /// The names in `value` (one or a list, see [`strings`]) parsed as `T`; errors name `key`.
 fn parsed<T: std::str::FromStr<Err = String>>(
     value: &toml::Value,
@@ -566,6 +565,7 @@ fn parsed<T: std::str::FromStr<Err = String>>(
         .collect()
 }
 
+/// One string or a list of strings.
 fn strings(value: &toml::Value, key: &str) -> Result<Vec<String>, String> {
     let one = |v: &toml::Value| {
         v.as_str()

@@ -398,7 +398,6 @@ pub(crate) mod nan_serde {
     }
 }
 
-/// Serde for `Vec<(String, T)>` as a JSON object that keeps the order.
 /// Panics unless `len` values fill a volume of `shape` (Z, Y, X); `what` names the values in
 /// the message. Callers pass channels of a checked [`crate::volume::Volume`], so a mismatch is
 /// a bug.
@@ -410,6 +409,7 @@ pub(crate) fn assert_fills(len: usize, shape: [usize; 3], what: &str) {
     );
 }
 
+/// Serde for `Vec<(String, T)>` as a JSON object that keeps the order.
 mod ordered_map {
     use std::fmt;
     use std::marker::PhantomData;

@@ -480,7 +480,6 @@ fn make_configs(
     (configs, swept)
 }
 
-/// Orders parameter values numerically where both parse as numbers.
 /// The rows of `frame` (the `what` table) of task `task` where `filter` also holds.
 fn task_rows(
     frame: &DataFrame,
@@ -496,6 +495,7 @@ fn task_rows(
         .map_err(polars_error(what))
 }
 
+/// Orders parameter values numerically where both parse as numbers.
 pub(crate) fn compare_values(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.parse::<f64>(), b.parse::<f64>()) {
         (Ok(x), Ok(y)) => x.total_cmp(&y),
