@@ -49,11 +49,7 @@ impl Backend {
     }
 }
 
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Backend);
 
 /// A parsed `--device` value: a backend and, for GPUs, the device index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

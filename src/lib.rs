@@ -9,6 +9,21 @@
 //! synthetic masks and phantom datasets; [`experiment`] expands sweep specs into trials and
 //! runs them. [`cli`] is the command line on top.
 
+/// `Display` for a type with a fixed name per value (presets, model kinds, policies,
+/// statuses): it writes `self.name()` (or the method given), the word the type is parsed from.
+macro_rules! display_by_name {
+    ($t:ty) => {
+        display_by_name!($t, name);
+    };
+    ($t:ty, $method:ident) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.$method())
+            }
+        }
+    };
+}
+
 pub mod atomic;
 pub mod backend;
 pub mod cli;

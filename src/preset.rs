@@ -3,7 +3,6 @@
 //! consistent set of those values; every module maps the preset to its own settings and every
 //! single value stays overridable. See docs/published-code.md §10 for the disagreements.
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -33,11 +32,7 @@ impl Preset {
     }
 }
 
-impl fmt::Display for Preset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Preset);
 
 impl FromStr for Preset {
     type Err = String;

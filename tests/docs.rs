@@ -267,13 +267,15 @@ enum Cited {
     PublishedCode,
     /// docs/design.md.
     Design,
+    /// docs/mlflow.md.
+    Mlflow,
     /// The thesis or the paper (shared/papers/), cited by their own numbers.
     Papers,
 }
 
 /// The `§` citations of a text. The document is the word before the `§` (on the line, or at the
-/// end of the line before): `design.md`, `thesis` or `paper`, or followed by "of the thesis";
-/// anything else cites docs/published-code.md.
+/// end of the line before): `design.md`, `mlflow.md`, `thesis` or `paper`, or followed by "of
+/// the thesis"; anything else cites docs/published-code.md.
 fn citations(text: &str) -> Vec<Citation> {
     let mut found = Vec::new();
     let mut previous_line = "";
@@ -307,6 +309,8 @@ fn citations(text: &str) -> Vec<Citation> {
                 .trim_matches(|c: char| !c.is_alphanumeric() && c != '.');
             let document = if word.ends_with("design.md") {
                 Cited::Design
+            } else if word.ends_with("mlflow.md") {
+                Cited::Mlflow
             } else if word == "thesis" || word == "paper" || tail.starts_with(" of the thesis") {
                 Cited::Papers
             } else {
@@ -355,6 +359,7 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_cited_section_is_a_heading_of_its_page() {
     let published = sections(&repo().join("docs/published-code.md"));
     let design = sections(&repo().join("docs/design.md"));
+    let mlflow = sections(&repo().join("docs/mlflow.md"));
     let mut files = Vec::new();
     source_files(&repo().join("src"), &mut files);
     files.sort();
@@ -365,6 +370,7 @@ fn every_cited_section_is_a_heading_of_its_page() {
             let page = match citation.document {
                 Cited::PublishedCode => ("docs/published-code.md", &published),
                 Cited::Design => ("docs/design.md", &design),
+                Cited::Mlflow => ("docs/mlflow.md", &mlflow),
                 Cited::Papers => continue,
             };
             checked += 1;

@@ -476,18 +476,26 @@ mask = "m.tif"
         assert!(v.mask.is_none());
     }
 
+    /// The error message of assembling the first volume of `s` from `image` and `mask`.
+    fn assemble_error(
+        s: &DatasetSpec,
+        image: (AnyVolume, &Path),
+        mask: Option<(&AnyVolume, &Path)>,
+    ) -> String {
+        assemble(s, &s.volumes[0], image, mask)
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn mask_shape_mismatch_names_the_mask_file_and_both_shapes() {
         let s = spec(None);
         let m = mask(2, 2, 3, 5);
-        let err = assemble(
+        let err = assemble_error(
             &s,
-            &s.volumes[0],
             (image(2, 2, 3, 4), Path::new("data/i.tif")),
             Some((&m, Path::new("data/m.tif"))),
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert_eq!(
             err,
             "data/m.tif: mask of volume `v1` is 2×3×5 (Z×Y×X) but its image data/i.tif is 2×3×4"
@@ -497,38 +505,21 @@ mask = "m.tif"
     #[test]
     fn channel_count_mismatches_are_errors() {
         let s = spec(None);
-        let err = assemble(
-            &s,
-            &s.volumes[0],
-            (image(3, 1, 2, 2), Path::new("i.tif")),
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = assemble_error(&s, (image(3, 1, 2, 2), Path::new("i.tif")), None);
         assert!(
             err.starts_with("i.tif: image file has 3 channel(s) but dataset.toml declares 2"),
             "{err}"
         );
         let s = spec(Some(vec![0, 3]));
-        let err = assemble(
-            &s,
-            &s.volumes[0],
-            (image(3, 1, 2, 2), Path::new("i.tif")),
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = assemble_error(&s, (image(3, 1, 2, 2), Path::new("i.tif")), None);
         assert!(err.contains("asks for channel 3"), "{err}");
         let s = spec(None);
         let m = mask(3, 1, 2, 2);
-        let err = assemble(
+        let err = assemble_error(
             &s,
-            &s.volumes[0],
             (image(2, 1, 2, 2), Path::new("i.tif")),
             Some((&m, Path::new("m.tif"))),
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(
             err.starts_with("m.tif: mask file has 3 channel(s)"),
             "{err}"

@@ -566,30 +566,9 @@ fn parse_grid(table: &toml::Table) -> Result<GridBlock, String> {
     for (key, value) in flatten(table, "") {
         match key.as_str() {
             "tags" | "notes" => {}
-            "model" => {
-                block.models = Some(
-                    strings(&value, "model")?
-                        .iter()
-                        .map(|m| m.parse::<ModelKind>().map_err(|e| format!("model: {e}")))
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-            "preset" => {
-                block.presets = Some(
-                    strings(&value, "preset")?
-                        .iter()
-                        .map(|p| p.parse::<Preset>().map_err(|e| format!("preset: {e}")))
-                        .collect::<Result<_, _>>()?,
-                )
-            }
-            "scale" => {
-                block.scales = Some(
-                    strings(&value, "scale")?
-                        .iter()
-                        .map(|s| s.parse::<ModelScale>().map_err(|e| format!("scale: {e}")))
-                        .collect::<Result<_, _>>()?,
-                )
-            }
+            "model" => block.models = Some(parsed(&value, "model")?),
+            "preset" => block.presets = Some(parsed(&value, "preset")?),
+            "scale" => block.scales = Some(parsed(&value, "scale")?),
             "classes" => {
                 let lists = match &value {
                     toml::Value::Array(a) if a.iter().all(|v| v.is_array()) && !a.is_empty() => a
@@ -637,6 +616,17 @@ fn check_config_key(key: &str) -> Result<(), String> {
         "unknown key `{key}`: expected model, classes, preset, scale or a dotted config key such \
          as \"train.epochs\"{hint}"
     ))
+}
+
+/// The names in `value` (one or a list, see [`strings`]) parsed as `T`; errors name `key`.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    value: &toml::Value,
+    key: &str,
+) -> Result<Vec<T>, String> {
+    strings(value, key)?
+        .iter()
+        .map(|s| s.parse::<T>().map_err(|e| format!("{key}: {e}")))
+        .collect()
 }
 
 /// One string or a list of strings.

@@ -20,10 +20,11 @@
 //! the split changes them.
 //!
 //! The partition is seeded by `cv.split_seed`, not by the trial seed (the trial seed varies
-//! initialisation and sampling only), so all seeds of a spec see the same folds. Before
-//! `cv.split_seed` existed the trial seed seeded the split; a trial whose seed equals the split
-//! seed behaves as before and keeps its id, any other gets `split_seed` in its cv identity
-//! ([`cv_identity_for_seed`]). Each trial records its fold as [`split_identity`].
+//! initialisation and sampling only), so all seeds of a spec see the same folds. The cv
+//! identity names `split_seed` only where it differs from the trial seed
+//! ([`cv_identity_for_seed`]), so that a trial whose seed equals the split seed has the id
+//! that stores written without `cv.split_seed` hold for it (docs/sweeps.md). Each trial
+//! records its fold as [`split_identity`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

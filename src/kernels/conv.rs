@@ -48,21 +48,19 @@ pub fn conv3d(
     stride: usize,
     pads: [(usize, usize); 3],
 ) -> Tensor<5> {
-    let [cout, _, k, _, _] = weight.dims();
+    let k = weight.dims()[2];
     let y = if stride == 1 {
         let sym = symmetric_pad(pads);
-        padded_conv3d(pad_asymmetric(x, pads, sym), weight, sym)
+        padded_conv3d(pad_beyond(x, pads, [sym; 3]), weight, sym)
     } else {
         let [_, _, d, h, w] = x.dims();
-        let volume = [d, h, w];
-        let out: [usize; 3] =
-            std::array::from_fn(|i| (volume[i] + pads[i].0 + pads[i].1 - k) / stride + 1);
+        let out = output_size([d, h, w], k, stride, pads);
         let (xs, ws) = polyphase(x, weight, stride, pads);
         let y = padded_conv3d(xs, ws, 0); // [batch, out, ⌈n/s⌉ − ⌈k/s⌉ + 1, …]
         let [n, c, ..] = y.dims();
         y.slice([0..n, 0..c, 0..out[0], 0..out[1], 0..out[2]]) // [batch, out, d', h', w']
     };
-    add_bias(y, bias, cout)
+    add_bias(y, bias)
 }
 
 /// Whether [`conv3d_bias_relu`] takes a stride-1 convolution of `x` with a k³ kernel and
@@ -82,7 +80,7 @@ pub fn conv3d_bias_relu(
     pads: [(usize, usize); 3],
 ) -> Tensor<5> {
     let sym = symmetric_pad(pads);
-    padded_conv3d_bias_relu(pad_asymmetric(x, pads, sym), weight, bias, sym, true)
+    padded_conv3d_bias_relu(pad_beyond(x, pads, [sym; 3]), weight, bias, sym, true)
 }
 
 /// Whether [`conv_transpose3d`] takes a transposed convolution of `x` with a k³ kernel and
@@ -105,11 +103,11 @@ pub fn conv_transpose3d(
     crop: (usize, usize),
 ) -> Tensor<5> {
     let [_, _, d, h, w] = x.dims();
-    let [_, cout, k, _, _] = weight.dims();
+    let k = weight.dims()[2];
     let s = stride;
     let kk = k.div_ceil(s);
-    let (before, after) = crop;
-    let size = [d, h, w].map(|m| (m - 1) * s + k - before - after);
+    let (before, _) = crop;
+    let size = transposed_output_size([d, h, w], k, s, crop);
     // Output o = s·m + β collects taps a = s·α + β from input m − α: a stride-1 correlation
     // of the input padded by kk − 1 with the sub-kernel w[s·(kk − 1 − α) + β].
     let wt = phases::kernel_phases(weight, s, KernelUse::Transposed); // [out·s³, in, kk, kk, kk]
@@ -125,13 +123,38 @@ pub fn conv_transpose3d(
             phases: [md, mh, mw],
         },
     ); // [batch, out, size…]
-    add_bias(y, bias, cout)
+    add_bias(y, bias)
+}
+
+/// The output size per axis of a convolution of a `volume` with a k³ kernel, stride `stride`
+/// and zero padding `pads`: n' = (n + before + after − k) / stride + 1.
+pub fn output_size(
+    volume: [usize; 3],
+    k: usize,
+    stride: usize,
+    pads: [(usize, usize); 3],
+) -> [usize; 3] {
+    std::array::from_fn(|i| (volume[i] + pads[i].0 + pads[i].1 - k) / stride + 1)
+}
+
+/// The output size per axis of a transposed convolution of a `volume` with a k³ kernel and
+/// stride `s`, its full output (n − 1)·s + k cropped by `crop = (before, after)`.
+pub fn transposed_output_size(
+    volume: [usize; 3],
+    k: usize,
+    s: usize,
+    crop: (usize, usize),
+) -> [usize; 3] {
+    volume.map(|m| (m - 1) * s + k - crop.0 - crop.1)
 }
 
 /// `y + bias` per output channel, when there is a bias.
-fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>, cout: usize) -> Tensor<5> {
+pub fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     match bias {
-        Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
+        Some(bias) => {
+            let cout = bias.dims()[0];
+            y + bias.reshape([1, cout, 1, 1, 1])
+        }
         None => y,
     }
 }
@@ -141,9 +164,11 @@ fn symmetric_pad(pads: [(usize, usize); 3]) -> usize {
     pads.iter().map(|&(b, a)| b.min(a)).min().unwrap_or(0)
 }
 
-/// `x` zero-padded by what `pads` asks beyond the symmetric `sym` the kernel pads itself.
-fn pad_asymmetric(x: Tensor<5>, pads: [(usize, usize); 3], sym: usize) -> Tensor<5> {
-    let extra = pads.map(|(b, a)| (b - sym, a - sym));
+/// `x` zero-padded by what `pads` asks beyond the `sym` voxels per axis that the convolution
+/// pads on both sides itself.
+pub fn pad_beyond(x: Tensor<5>, pads: [(usize, usize); 3], sym: [usize; 3]) -> Tensor<5> {
+    let extra: [(usize, usize); 3] =
+        std::array::from_fn(|i| (pads[i].0 - sym[i], pads[i].1 - sym[i]));
     if extra.iter().any(|&(b, a)| b + a > 0) {
         x.pad(extra, PadMode::Constant(0.0))
     } else {

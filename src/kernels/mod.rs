@@ -105,11 +105,7 @@ impl ComputePath {
     }
 }
 
-impl std::fmt::Display for ComputePath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(ComputePath);
 
 /// Whether the kernels can take `x` at all: float32 on a Flex device, whatever
 /// `SEGLAB_KERNELS` says (the tests run both paths in one process).

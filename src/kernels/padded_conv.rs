@@ -791,7 +791,7 @@ enum WeightGradientLayout {
     /// training step), but takes its dot-product kernels for blocks of ≤ 256 values (both
     /// operands contiguous along the positions) and never copies dY value by value into
     /// zero-padded panels (with 2 or 4 output channels in the lanes a CycleGAN `cpu-small`
-    /// step took 2.4× as long).
+    /// step takes 2.4× as long).
     InInLanes,
 }
 

@@ -149,11 +149,7 @@ impl Labels {
 /// pass channels of a checked [`crate::volume::Volume`]).
 pub fn label(mask: &[u8], shape: [usize; 3], connectivity: Connectivity) -> Labels {
     let [nz, ny, nx] = shape;
-    assert_eq!(
-        mask.len(),
-        nz * ny * nx,
-        "mask length does not match {shape:?}"
-    );
+    super::assert_fills(mask.len(), shape, "mask length");
     assert!(u32::try_from(nx).is_ok(), "rows longer than u32::MAX");
     let (row_start, mut runs) = extract_runs(mask, shape);
 

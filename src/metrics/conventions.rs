@@ -49,11 +49,7 @@ impl EmptyPolicy {
     }
 }
 
-impl fmt::Display for EmptyPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(EmptyPolicy);
 
 impl FromStr for EmptyPolicy {
     type Err = String;
@@ -164,11 +160,7 @@ impl ObjectMatching {
     }
 }
 
-impl fmt::Display for ObjectMatching {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(ObjectMatching);
 
 impl FromStr for ObjectMatching {
     type Err = String;

@@ -55,11 +55,7 @@ fn transform(
 ) -> Vec<f64> {
     let [nz, ny, nx] = shape;
     let slab = ny * nx;
-    assert_eq!(
-        features.len(),
-        nz * slab,
-        "feature mask does not match {shape:?}"
-    );
+    super::assert_fills(features.len(), shape, "feature mask");
     if features.is_empty() {
         return Vec::new();
     }

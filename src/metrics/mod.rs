@@ -398,6 +398,17 @@ pub(crate) mod nan_serde {
     }
 }
 
+/// Panics unless `len` values fill a volume of `shape` (Z, Y, X); `what` names the values in
+/// the message. Callers pass channels of a checked [`crate::volume::Volume`], so a mismatch is
+/// a bug.
+pub(crate) fn assert_fills(len: usize, shape: [usize; 3], what: &str) {
+    assert_eq!(
+        len,
+        shape.iter().product::<usize>(),
+        "{what} does not match {shape:?}"
+    );
+}
+
 /// Serde for `Vec<(String, T)>` as a JSON object that keeps the order.
 mod ordered_map {
     use std::fmt;

@@ -36,11 +36,7 @@ pub struct SurfaceDistances {
 pub fn surface(mask: &[u8], shape: [usize; 3]) -> Vec<u8> {
     let [nz, ny, nx] = shape;
     let slab = ny * nx;
-    assert_eq!(
-        mask.len(),
-        nz * slab,
-        "mask length does not match {shape:?}"
-    );
+    super::assert_fills(mask.len(), shape, "mask length");
     let mut out = vec![0u8; mask.len()];
     if slab == 0 {
         return out;
@@ -83,13 +79,8 @@ pub fn surface_distances(
     shape: [usize; 3],
     spacing: Spacing,
 ) -> SurfaceDistances {
-    let n: usize = shape.iter().product();
-    assert_eq!(pred.len(), n, "prediction length does not match {shape:?}");
-    assert_eq!(
-        reference.len(),
-        n,
-        "reference length does not match {shape:?}"
-    );
+    super::assert_fills(pred.len(), shape, "prediction length");
+    super::assert_fills(reference.len(), shape, "reference length");
     let (bp, br) = (bounding_box(pred, shape), bounding_box(reference, shape));
     let (Some(bp), Some(br)) = (bp, br) else {
         return SurfaceDistances {

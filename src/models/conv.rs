@@ -82,23 +82,17 @@ pub fn conv_transpose3d(
     crop: (usize, usize),
     path: ComputePath,
 ) -> Tensor<5> {
-    let [n, _, d, h, w] = x.dims();
-    let [_, cout, k, _, _] = weight.dims();
+    let [_, _, d, h, w] = x.dims();
+    let k = weight.dims()[2];
     if path == ComputePath::Kernels && kernels::conv::conv_transpose3d_supported(&x, k, stride) {
         return kernels::conv_transpose3d(x, weight, bias, stride, crop);
     }
     let s = stride;
     let (before, after) = crop;
-    let size = [d, h, w].map(|m| (m - 1) * s + k - before - after);
+    let size = kernels::conv::transposed_output_size([d, h, w], k, s, crop);
     if conv_split::needed(&x, d * h * w) {
         let y = conv_split::conv_transpose3d_in_slabs(x, weight, bias, s);
-        return y.slice([
-            0..n,
-            0..cout,
-            before..before + size[0],
-            before..before + size[1],
-            before..before + size[2],
-        ]);
+        return crop_from(y, before, size);
     }
     // burn crops `padding` voxels on both sides; the remainder by slicing.
     let sym = before.min(after);
@@ -108,13 +102,18 @@ pub fn conv_transpose3d(
         bias,
         ConvTransposeOptions::new([s; 3], [sym; 3], [0; 3], [1; 3], 1),
     );
-    let b0 = before - sym;
+    crop_from(y, before - sym, size)
+}
+
+/// The `size` voxels per axis of `y` from `offset` on, every sample and channel.
+fn crop_from(y: Tensor<5>, offset: usize, size: [usize; 3]) -> Tensor<5> {
+    let [n, c, ..] = y.dims();
     y.slice([
         0..n,
-        0..cout,
-        b0..b0 + size[0],
-        b0..b0 + size[1],
-        b0..b0 + size[2],
+        0..c,
+        offset..offset + size[0],
+        offset..offset + size[1],
+        offset..offset + size[2],
     ])
 }
 
@@ -130,22 +129,13 @@ fn burn_conv(
 ) -> Tensor<5> {
     let k = weight.dims()[2];
     let [_, _, d, h, w] = x.dims();
-    let out: usize = [(d, pads[0]), (h, pads[1]), (w, pads[2])]
-        .iter()
-        .map(|&(n, (b, a))| (n + b + a - k) / stride + 1)
-        .product();
-    if conv_split::needed(&x, out) {
+    let out = kernels::conv::output_size([d, h, w], k, stride, pads);
+    if conv_split::needed(&x, out.iter().product()) {
         let x = x.pad(pads, PadMode::Constant(0.0));
         return conv_split::conv3d_in_slabs(x, weight, bias, stride);
     }
     let sym = pads.map(|(b, a)| b.min(a));
-    let extra: [(usize, usize); 3] =
-        std::array::from_fn(|i| (pads[i].0 - sym[i], pads[i].1 - sym[i]));
-    let x = if extra.iter().any(|&(b, a)| b + a > 0) {
-        x.pad(extra, PadMode::Constant(0.0)) // [batch, in, d+…, h+…, w+…]
-    } else {
-        x
-    };
+    let x = kernels::conv::pad_beyond(x, pads, sym); // [batch, in, d+…, h+…, w+…]
     burn_conv3d(
         x,
         weight,
@@ -185,10 +175,7 @@ pub fn conv_transpose3d_blocks(
         .reshape([n, cout, s, s, s, d, h, w])
         .permute([0, 1, 5, 2, 6, 3, 7, 4]) // [batch, out, d, s, h, s, w, s]
         .reshape([n, cout, d * s, h * s, w * s]);
-    match bias {
-        Some(bias) => y + bias.reshape([1, cout, 1, 1, 1]),
-        None => y,
-    }
+    kernels::conv::add_bias(y, bias)
 }
 
 #[cfg(test)]

@@ -71,17 +71,15 @@ pub fn conv3d_in_slabs(
     stride: usize,
 ) -> Tensor<5> {
     let y = conv_slabs(x, &weight, stride, 2);
-    add_bias(y, bias)
+    crate::kernels::conv::add_bias(y, bias)
 }
 
 /// Splits along spatial `axis` (2, 3 or 4) into output rows whose voxels per sample stay
 /// within [`max_voxels`]; a single row still over it is split along the next axis.
 fn conv_slabs(x: Tensor<5>, weight: &Tensor<5>, stride: usize, axis: usize) -> Tensor<5> {
     let k = weight.dims()[2];
-    let out: Vec<usize> = x.dims()[2..]
-        .iter()
-        .map(|&n| (n - k) / stride + 1)
-        .collect();
+    let [_, _, d, h, w] = x.dims();
+    let out = crate::kernels::conv::output_size([d, h, w], k, stride, [(0, 0); 3]);
     let voxels: usize = out.iter().product();
     let limit = max_voxels(x.dims()[0]);
     if voxels <= limit || axis > 4 {
@@ -119,7 +117,7 @@ pub fn conv_transpose3d_in_slabs(
     stride: usize,
 ) -> Tensor<5> {
     let y = transpose_slabs(x, &weight, stride, 2);
-    add_bias(y, bias)
+    crate::kernels::conv::add_bias(y, bias)
 }
 
 /// Splits the input along spatial `axis` into rows whose voxels per sample stay within
@@ -154,14 +152,4 @@ fn transpose_slabs(x: Tensor<5>, weight: &Tensor<5>, stride: usize, axis: usize)
         })
         .reduce(|sum, y| sum + y)
         .expect("a tensor has at least one row")
-}
-
-fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
-    match bias {
-        Some(bias) => {
-            let cout = bias.dims()[0];
-            y + bias.reshape([1, cout, 1, 1, 1])
-        }
-        None => y,
-    }
 }

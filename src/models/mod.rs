@@ -95,11 +95,7 @@ impl ModelKind {
     }
 }
 
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(ModelKind);
 
 impl FromStr for ModelKind {
     type Err = String;
@@ -162,11 +158,7 @@ impl ModelScale {
     }
 }
 
-impl fmt::Display for ModelScale {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(ModelScale);
 
 impl FromStr for ModelScale {
     type Err = String;

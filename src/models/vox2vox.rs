@@ -207,6 +207,26 @@ impl Vox2VoxConfig {
         }
     }
 
+    /// The stride-2 'same' down blocks from `cin` channels through `widths`, each with dropout
+    /// and all but the first with a norm: the generator's encoder and the discriminator's
+    /// first three blocks.
+    fn encoder(
+        &self,
+        cin: usize,
+        widths: [usize; 3],
+        rng: &DropoutRng,
+        seeds: &mut SeedStream,
+        device: &Device,
+    ) -> Vec<DownBlock> {
+        let mut cin = cin;
+        let mut blocks = Vec::new();
+        for (i, w) in widths.into_iter().enumerate() {
+            blocks.push(self.down([cin, w], 2, Padding::Same, i > 0, Some(rng), seeds, device));
+            cin = w;
+        }
+        blocks
+    }
+
     /// Builds the generator; kernels come from streams derived from `seed`, dropout masks from
     /// a stream the training step reseeds (see [`DropoutRng`]).
     pub fn init_generator(&self, seed: u64, device: &Device) -> Vox2VoxGenerator {
@@ -214,20 +234,8 @@ impl Vox2VoxConfig {
         let rng = DropoutRng::new(seeds.next_seed());
         let f = self.generator_filters;
         let widths = [f, 2 * f, 4 * f];
-        let mut encoders = Vec::new();
-        let mut cin = self.in_channels;
-        for (i, &w) in widths.iter().enumerate() {
-            encoders.push(self.down(
-                [cin, w],
-                2,
-                Padding::Same,
-                i > 0,
-                Some(&rng),
-                &mut seeds,
-                device,
-            ));
-            cin = w;
-        }
+        let encoders = self.encoder(self.in_channels, widths, &rng, &mut seeds, device);
+        let cin = widths[2];
         let b = 8 * f;
         let bottleneck_in = self.down([cin, b], 2, Padding::Same, true, None, &mut seeds, device);
         let mut bottleneck = Vec::new();
@@ -281,20 +289,9 @@ impl Vox2VoxConfig {
         let mut seeds = SeedStream::new(seed);
         let rng = DropoutRng::new(seeds.next_seed());
         let f = self.discriminator_filters;
-        let mut blocks = Vec::new();
-        let mut cin = self.in_channels + self.out_channels;
-        for (i, w) in [f, 2 * f, 4 * f].into_iter().enumerate() {
-            blocks.push(self.down(
-                [cin, w],
-                2,
-                Padding::Same,
-                i > 0,
-                Some(&rng),
-                &mut seeds,
-                device,
-            ));
-            cin = w;
-        }
+        let cin = self.in_channels + self.out_channels;
+        let blocks = self.encoder(cin, [f, 2 * f, 4 * f], &rng, &mut seeds, device);
+        let cin = 4 * f;
         let conv4 = self.down(
             [cin, 8 * f],
             1,

@@ -15,7 +15,6 @@
 //! - averages are never averaged silently: the two-stage aggregations first take the mean of
 //!   the rows of each unit (a fold, or a trial), then the statistics over units.
 
-use std::fmt;
 use std::str::FromStr;
 
 use polars::prelude::*;
@@ -102,11 +101,7 @@ impl Aggregation {
     }
 }
 
-impl fmt::Display for Aggregation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Aggregation);
 
 impl FromStr for Aggregation {
     type Err = String;

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::input::{ReportInput, u64_column};
-use super::plots::{self, BoxPlot, LearningCurves, SliceFigure, SweepPlot, TimingBars};
+use super::plots::{self, BoxPlot, Figure, LearningCurves, SliceFigure, SweepPlot, TimingBars};
 use super::prepare::{Prepared, Task, model_label, model_rank};
 use super::published;
 use super::tables::{self, Rows, Table};
@@ -104,6 +104,24 @@ impl<'a> Builder<'a> {
         }));
     }
 
+    /// Renders `fig` as `figures/<name>.png` and `.svg` and adds it with `title` and `caption`.
+    fn plot(
+        &mut self,
+        fig: &impl Figure,
+        name: &str,
+        title: String,
+        caption: String,
+    ) -> Result<(), ReportError> {
+        let files = plots::render(fig, &self.figures_dir(), name)?;
+        self.figure(title, caption, files);
+        Ok(())
+    }
+
+    /// The folder the figures are written to.
+    fn figures_dir(&self) -> PathBuf {
+        ReportPaths::new(self.dir).figures()
+    }
+
     fn next_table_number(&self) -> usize {
         self.tables + 1
     }
@@ -114,7 +132,6 @@ struct Context<'a> {
     input: &'a ReportInput,
     prep: &'a Prepared,
     options: &'a ReportOptions,
-    figures_dir: PathBuf,
 }
 
 /// Builds the report of `input` into `dir` (which has `tables/` and `figures/`): the sections
@@ -129,7 +146,6 @@ pub(crate) fn build_into(
         input,
         prep: &prep,
         options,
-        figures_dir: ReportPaths::new(dir).figures(),
     };
     let mut b = Builder {
         dir,
@@ -271,7 +287,7 @@ fn task_results(
         input,
         prep,
         options,
-        figures_dir,
+        ..
     } = cx;
     let agg = options.aggregation;
     let comparisons = super::comparisons::task_comparisons(input, task, &options.metrics)?;
@@ -311,8 +327,9 @@ fn task_results(
     }
     if let Some(fig) = BoxPlot::build(prep, task, primary)? {
         let name = format!("boxplot-{}-{}", task.slug, super::prepare::slug(primary));
-        let files = plots::render(&fig, figures_dir, &name)?;
-        b.figure(
+        b.plot(
+            &fig,
+            &name,
             fig.title.clone(),
             format!(
                 "{} of every test case (one value per trial and test volume), per \
@@ -323,8 +340,7 @@ fn task_results(
                 super::prepare::metric_label(primary),
                 super::prepare::metric_label(primary)
             ),
-            files,
-        );
+        )?;
     }
     if let Some(t) = super::selection::selection_table(input, task, primary, options.decimals)? {
         b.table(t)?;
@@ -338,8 +354,9 @@ fn task_results(
     }
     if let Some(fig) = super::comparisons::forest_plot(task, primary, &comparisons) {
         let name = format!("forest-{}-{}", task.slug, super::prepare::slug(primary));
-        let files = plots::render(&fig, figures_dir, &name)?;
-        b.figure(
+        b.plot(
+            &fig,
+            &name,
             fig.title.clone(),
             format!(
                 "Paired differences A − B in {} between configurations, one row per class \
@@ -350,14 +367,14 @@ fn task_results(
                 super::prepare::metric_label(primary),
                 super::paired::CASE_UNIT
             ),
-            files,
-        );
+        )?;
     }
     for key in prep.swept.get(&task.key).cloned().unwrap_or_default() {
         if let Some(fig) = SweepPlot::build(prep, task, &key, &options.metrics, agg)? {
             let name = format!("sweep-{}-{}", task.slug, super::prepare::slug(&key));
-            let files = plots::render(&fig, figures_dir, &name)?;
-            b.figure(
+            b.plot(
+                &fig,
+                &name,
                 fig.title.clone(),
                 format!(
                     "Metrics versus the swept `{key}`, one panel per metric and class, one \
@@ -366,8 +383,7 @@ fn task_results(
                      a single unit remains).",
                     agg.describe()
                 ),
-                files,
-            );
+            )?;
         }
     }
     Ok(())
@@ -375,12 +391,7 @@ fn task_results(
 
 /// Learning curves: one figure per task and model.
 fn learning_curves_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
-    let Context {
-        prep,
-        options,
-        figures_dir,
-        ..
-    } = cx;
+    let Context { prep, options, .. } = cx;
     let agg = options.aggregation;
     if prep.curves.height() > 0 {
         b.section("Learning curves", "learning-curves");
@@ -400,8 +411,9 @@ fn learning_curves_section(b: &mut Builder, cx: &Context) -> Result<(), ReportEr
                         task.slug,
                         super::prepare::slug(&model)
                     );
-                    let files = plots::render(&fig, figures_dir, &name)?;
-                    b.figure(
+                    b.plot(
+                        &fig,
+                        &name,
                         fig.title.clone(),
                         format!(
                             "Learning curves of {} ({}): one panel per training loss term \
@@ -414,8 +426,7 @@ fn learning_curves_section(b: &mut Builder, cx: &Context) -> Result<(), ReportEr
                             task.name,
                             agg.describe_per_epoch().1
                         ),
-                        files,
-                    );
+                    )?;
                 }
             }
         }
@@ -431,7 +442,7 @@ fn timing_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
         input,
         prep,
         options,
-        figures_dir,
+        ..
     } = cx;
     let mut timing_done = false;
     for task in &prep.tasks {
@@ -479,8 +490,9 @@ fn timing_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
         }
         let bars = TimingBars::new(format!("Where the hours go — {}", task.name), &table);
         let name = format!("timing-{}", task.slug);
-        let files = plots::render(&bars, figures_dir, &name)?;
-        b.figure(
+        b.plot(
+            &bars,
+            &name,
             bars.title.clone(),
             format!(
                 "Stacked time per model (hours): annotation of the training volumes, \
@@ -488,8 +500,7 @@ fn timing_section(b: &mut Builder, cx: &Context) -> Result<(), ReportError> {
                  testing compute; the total is printed at the end of each bar. x axis: time \
                  (h). The numbers are those of Table {number}."
             ),
-            files,
-        );
+        )?;
     }
 
     Ok(())
@@ -501,9 +512,7 @@ fn slices_section(
     cx: &Context,
     warnings: &mut Vec<String>,
 ) -> Result<(), ReportError> {
-    let Context {
-        input, figures_dir, ..
-    } = cx;
+    let Context { input, .. } = cx;
     if !input.slices.is_empty() {
         b.section("Slice overlays", "slices");
         for set in &input.slices {
@@ -516,7 +525,7 @@ fn slices_section(
                 }
             };
             let name = format!("slices-{}", super::prepare::slug(&set.name));
-            let file = plots::render_png(&fig, figures_dir, &name)?;
+            let file = plots::render_png(&fig, &b.figures_dir(), &name)?;
             let [nz, ny, nx] = set.image.spatial();
             b.figure(
                 format!("Test volume {}, slice z = {}", set.name, fig.z()),
@@ -561,15 +570,7 @@ fn write_index(dir: &Path, input: &ReportInput, sections: Vec<Section>) -> Resul
 }
 
 fn distinct_count(prep: &Prepared, task: &str, column: &str) -> Result<usize, ReportError> {
-    use polars::prelude::*;
-    let df = prep
-        .cases
-        .clone()
-        .lazy()
-        .filter(col("task").eq(lit(task.to_string())))
-        .select([col(column)])
-        .collect()
-        .map_err(super::aggregate::polars_error("results"))?;
+    let df = prep.task_cases(task, polars::prelude::lit(true))?;
     let values = u64_column(&df, column).map_err(super::aggregate::polars_error("results"))?;
     Ok(values.into_iter().collect::<BTreeSet<_>>().len())
 }

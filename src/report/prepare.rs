@@ -245,6 +245,16 @@ impl Prepared {
         self.configs.iter().filter(|c| c.task == task).collect()
     }
 
+    /// The per-case result rows of `task` where `filter` also holds (`lit(true)`: all of them).
+    pub fn task_cases(&self, task: &str, filter: Expr) -> Result<DataFrame, ReportError> {
+        task_rows(&self.cases, task, filter, "results")
+    }
+
+    /// The per-epoch rows of `task` where `filter` also holds.
+    pub fn task_curves(&self, task: &str, filter: Expr) -> Result<DataFrame, ReportError> {
+        task_rows(&self.curves, task, filter, "epochs")
+    }
+
     /// Number of trials whose rows are in the tables.
     pub fn finished_count(&self) -> usize {
         let ids: HashSet<String> = string_column(&self.cases, "trial_id")
@@ -481,6 +491,21 @@ fn make_configs(
     }
     let configs = order.into_iter().map(|i| configs[i].clone()).collect();
     (configs, swept)
+}
+
+/// The rows of `frame` (the `what` table) of task `task` where `filter` also holds.
+fn task_rows(
+    frame: &DataFrame,
+    task: &str,
+    filter: Expr,
+    what: &'static str,
+) -> Result<DataFrame, ReportError> {
+    frame
+        .clone()
+        .lazy()
+        .filter(col("task").eq(lit(task.to_string())).and(filter))
+        .collect()
+        .map_err(polars_error(what))
 }
 
 /// Orders parameter values numerically where both parse as numbers.

@@ -576,13 +576,7 @@ pub(crate) fn metric_table(
         with_ci,
         comparisons,
     } = inference;
-    let cases = prep
-        .cases
-        .clone()
-        .lazy()
-        .filter(col("task").eq(lit(task.key.clone())))
-        .collect()
-        .map_err(polars_error("results"))?;
+    let cases = prep.task_cases(&task.key, lit(true))?;
     if cases.height() == 0 {
         return Ok(None);
     }

@@ -5,7 +5,6 @@
 #![doc = include_str!("phantom.md")]
 
 use std::f64::consts::{PI, TAU};
-use std::fmt;
 use std::str::FromStr;
 
 use rand::RngExt;
@@ -53,11 +52,7 @@ impl PhantomPreset {
     }
 }
 
-impl fmt::Display for PhantomPreset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(PhantomPreset);
 
 impl FromStr for PhantomPreset {
     type Err = String;
@@ -775,97 +770,89 @@ fn place_nuclei(
     let grid = &field.grid;
     let mut nuclei = vec![0u16; grid.len()];
     let mut nucleus_list: Vec<Nucleus> = Vec::new();
-    let mut unplaced = 0;
 
     let wanted = (c.density.sample(rng) * area).round() as usize;
-    for _ in 0..wanted {
-        let mut placed = false;
-        for _ in 0..c.max_attempts {
-            let on_vessel = !vessels.is_empty() && rng.random_bool(c.on_vessel);
-            let axes = [
-                c.long_axis.sample(rng),
-                c.mid_axis.sample(rng),
-                c.short_axis.sample(rng),
-            ];
-            let (centre, rotation, upstream) = if on_vessel {
-                let v = &vessels[rng.random_range(0..vessels.len())];
-                let t = rng.random_range(0.0..1.0);
-                let tangent = v.tangent(t);
-                let (n1, n2) = orthonormal(tangent);
-                let phi = rng.random_range(0.0..TAU);
-                let radial: Vec3 = std::array::from_fn(|d| phi.cos() * n1[d] + phi.sin() * n2[d]);
-                let r = c.vessel_radius.sample(rng);
-                let p = v.point(t);
-                let centre = std::array::from_fn(|d| p[d] + r * radial[d]);
-                let mid = normalise(cross(radial, tangent));
-                let upstream = tangent.map(|x| -v.flow * x);
-                (
-                    centre,
-                    Rotation::from_axes(tangent, mid, radial),
-                    Some(upstream),
-                )
-            } else {
-                let theta = rng.random_range(0.0..PI);
-                let tilt = rng
-                    .random_range(-c.max_tilt_degrees..=c.max_tilt_degrees)
-                    .to_radians();
-                let long = [
-                    tilt.cos() * theta.cos(),
-                    tilt.cos() * theta.sin(),
-                    tilt.sin(),
-                ];
-                let mid = normalise([-theta.sin(), theta.cos(), 0.0]);
-                let short = cross(long, mid);
-                let centre = [
-                    rng.random_range(0.0..fx),
-                    rng.random_range(0.0..fy),
-                    rng.random_range(0.2..0.8) * fz,
-                ];
-                (centre, Rotation::from_axes(long, mid, short), None)
-            };
-            let bumps: Vec<(Vec3, f64, f64, f64)> = (0..5)
-                .map(|_| {
-                    let dir = normalise([gauss(rng), gauss(rng), gauss(rng)]);
-                    let freq = rng.random_range(1.5..3.5);
-                    let phase = rng.random_range(0.0..TAU);
-                    let amp = (c.irregularity * gauss(rng) / 5f64.sqrt())
-                        .clamp(-c.irregularity, c.irregularity);
-                    (dir, freq, phase, amp)
-                })
-                .collect();
-            let bump_max = bumps.iter().map(|b| b.3.abs()).sum::<f64>().min(0.9);
-            let n = Nucleus {
+    let unplaced = count_unplaced(wanted, c.max_attempts, || {
+        let on_vessel = !vessels.is_empty() && rng.random_bool(c.on_vessel);
+        let axes = [
+            c.long_axis.sample(rng),
+            c.mid_axis.sample(rng),
+            c.short_axis.sample(rng),
+        ];
+        let (centre, rotation, upstream) = if on_vessel {
+            let v = &vessels[rng.random_range(0..vessels.len())];
+            let t = rng.random_range(0.0..1.0);
+            let tangent = v.tangent(t);
+            let (n1, n2) = orthonormal(tangent);
+            let phi = rng.random_range(0.0..TAU);
+            let radial: Vec3 = std::array::from_fn(|d| phi.cos() * n1[d] + phi.sin() * n2[d]);
+            let r = c.vessel_radius.sample(rng);
+            let p = v.point(t);
+            let centre = std::array::from_fn(|d| p[d] + r * radial[d]);
+            let mid = normalise(cross(radial, tangent));
+            let upstream = tangent.map(|x| -v.flow * x);
+            (
                 centre,
-                rotation,
-                axes,
-                bumps,
-                bump_max,
-                upstream,
-            };
-            // Reject when the grown nucleus touches another one.
-            let mut clash = false;
-            grid.for_box(centre, n.bounding_radius(c.min_gap), |i, p| {
-                if !clash && nuclei[i] != 0 && n.contains(p, c.min_gap) {
-                    clash = true;
-                }
-            });
-            if clash {
-                continue;
+                Rotation::from_axes(tangent, mid, radial),
+                Some(upstream),
+            )
+        } else {
+            let theta = rng.random_range(0.0..PI);
+            let tilt = rng
+                .random_range(-c.max_tilt_degrees..=c.max_tilt_degrees)
+                .to_radians();
+            let long = [
+                tilt.cos() * theta.cos(),
+                tilt.cos() * theta.sin(),
+                tilt.sin(),
+            ];
+            let mid = normalise([-theta.sin(), theta.cos(), 0.0]);
+            let short = cross(long, mid);
+            let centre = [
+                rng.random_range(0.0..fx),
+                rng.random_range(0.0..fy),
+                rng.random_range(0.2..0.8) * fz,
+            ];
+            (centre, Rotation::from_axes(long, mid, short), None)
+        };
+        let bumps: Vec<(Vec3, f64, f64, f64)> = (0..5)
+            .map(|_| {
+                let dir = normalise([gauss(rng), gauss(rng), gauss(rng)]);
+                let freq = rng.random_range(1.5..3.5);
+                let phase = rng.random_range(0.0..TAU);
+                let amp = (c.irregularity * gauss(rng) / 5f64.sqrt())
+                    .clamp(-c.irregularity, c.irregularity);
+                (dir, freq, phase, amp)
+            })
+            .collect();
+        let bump_max = bumps.iter().map(|b| b.3.abs()).sum::<f64>().min(0.9);
+        let n = Nucleus {
+            centre,
+            rotation,
+            axes,
+            bumps,
+            bump_max,
+            upstream,
+        };
+        // Reject when the grown nucleus touches another one.
+        let mut clash = false;
+        grid.for_box(centre, n.bounding_radius(c.min_gap), |i, p| {
+            if !clash && nuclei[i] != 0 && n.contains(p, c.min_gap) {
+                clash = true;
             }
-            let label = (nucleus_list.len() + 1) as u16;
-            grid.for_box(centre, n.bounding_radius(0.0), |i, p| {
-                if n.contains(p, 0.0) {
-                    nuclei[i] = label;
-                }
-            });
-            nucleus_list.push(n);
-            placed = true;
-            break;
+        });
+        if clash {
+            return false;
         }
-        if !placed {
-            unplaced += 1;
-        }
-    }
+        let label = (nucleus_list.len() + 1) as u16;
+        grid.for_box(centre, n.bounding_radius(0.0), |i, p| {
+            if n.contains(p, 0.0) {
+                nuclei[i] = label;
+            }
+        });
+        nucleus_list.push(n);
+        true
+    });
 
     (nuclei, nucleus_list, unplaced)
 }
@@ -892,7 +879,6 @@ fn place_golgi(
     } = *field;
     let grid = &field.grid;
     let mut golgi = vec![0u16; grid.len()];
-    let mut unplaced = 0;
     let g = &cfg.golgi;
     let mut clusters: Vec<Cluster> = Vec::new();
     let make_blobs = |rng: &mut rand::rngs::ChaCha8Rng, centre: Vec3, d: Vec3| {
@@ -938,31 +924,24 @@ fn place_golgi(
         });
     }
     let lone = (g.lone_density.sample(rng) * area).round() as usize;
-    for _ in 0..lone {
-        let mut placed = false;
-        for _ in 0..c.max_attempts {
-            let centre = [
-                rng.random_range(0.0..fx),
-                rng.random_range(0.0..fy),
-                rng.random_range(0.2..0.8) * fz,
-            ];
-            let i = voxel_index(shape, centre);
-            if i.is_some_and(|i| nuclei[i] != 0) {
-                continue;
-            }
-            let d = random_direction(rng);
-            let blobs = make_blobs(rng, centre, d);
-            clusters.push(Cluster {
-                blobs,
-                nucleus: None,
-            });
-            placed = true;
-            break;
+    let unplaced = count_unplaced(lone, c.max_attempts, || {
+        let centre = [
+            rng.random_range(0.0..fx),
+            rng.random_range(0.0..fy),
+            rng.random_range(0.2..0.8) * fz,
+        ];
+        let i = voxel_index(shape, centre);
+        if i.is_some_and(|i| nuclei[i] != 0) {
+            return false;
         }
-        if !placed {
-            unplaced += 1;
-        }
-    }
+        let d = random_direction(rng);
+        let blobs = make_blobs(rng, centre, d);
+        clusters.push(Cluster {
+            blobs,
+            nucleus: None,
+        });
+        true
+    });
     // Rasterise clusters; Golgi never inside a nucleus.
     for (k, cl) in clusters.iter().enumerate() {
         let label = (k + 1) as u16;
@@ -991,39 +970,40 @@ fn place_dust(
         fx, fy, fz, area, ..
     } = *field;
     let grid = &field.grid;
-    let mut unplaced = 0;
     let dd = &cfg.dust;
     let mut dust = Vec::new();
     let wanted = (dd.density.sample(rng) * area).round() as usize;
-    for _ in 0..wanted {
-        let mut placed = false;
-        for _ in 0..c.max_attempts {
-            let centre = [
-                rng.random_range(0.0..fx),
-                rng.random_range(0.0..fy),
-                rng.random_range(0.0..fz),
-            ];
-            let r = dd.radius.sample(rng);
-            let reach = r + dd.min_distance;
-            let mut clash = false;
-            grid.for_box(centre, reach + 1.0, |i, p| {
-                if !clash && golgi[i] != 0 && norm(sub(p, centre)) <= reach {
-                    clash = true;
-                }
-            });
-            if clash {
-                continue;
+    let unplaced = count_unplaced(wanted, c.max_attempts, || {
+        let centre = [
+            rng.random_range(0.0..fx),
+            rng.random_range(0.0..fy),
+            rng.random_range(0.0..fz),
+        ];
+        let r = dd.radius.sample(rng);
+        let reach = r + dd.min_distance;
+        let mut clash = false;
+        grid.for_box(centre, reach + 1.0, |i, p| {
+            if !clash && golgi[i] != 0 && norm(sub(p, centre)) <= reach {
+                clash = true;
             }
-            dust.push((centre, r));
-            placed = true;
-            break;
+        });
+        if clash {
+            return false;
         }
-        if !placed {
-            unplaced += 1;
-        }
-    }
+        dust.push((centre, r));
+        true
+    });
 
     (dust, unplaced)
+}
+
+/// How many of `wanted` objects find no place by rejection sampling: each gets up to
+/// `attempts` calls of `attempt`, which draws a candidate, places it when it fits and says
+/// whether it did.
+fn count_unplaced(wanted: usize, attempts: u32, mut attempt: impl FnMut() -> bool) -> usize {
+    (0..wanted)
+        .filter(|_| !(0..attempts).any(|_| attempt()))
+        .count()
 }
 
 fn voxel_index(shape: [usize; 3], p: Vec3) -> Option<usize> {

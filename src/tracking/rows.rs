@@ -109,11 +109,7 @@ impl Table {
     }
 }
 
-impl std::fmt::Display for Table {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Table);
 
 /// The prefix of the flattened config columns of the `trials` table.
 pub const PARAM_PREFIX: &str = "param.";
@@ -167,11 +163,7 @@ impl TrialStatus {
     }
 }
 
-impl std::fmt::Display for TrialStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_by_name!(TrialStatus, as_str);
 
 impl std::str::FromStr for TrialStatus {
     type Err = TrackingError;
@@ -273,6 +265,11 @@ pub struct PruneCut {
     pub cut: f64,
 }
 
+/// One column of a frame of `events`: `f` of each event.
+fn column<'a, T>(events: &'a [TrialEvent], f: impl Fn(&'a TrialEvent) -> T) -> Vec<T> {
+    events.iter().map(f).collect()
+}
+
 impl TrialEvent {
     /// The same attempt in a new status at `at_ms`: terminal statuses set `ended_ms`, `error`
     /// is replaced.
@@ -293,61 +290,31 @@ impl TrialEvent {
     /// The events as a `trials` frame (without `seq`, which the store assigns).
     pub(crate) fn to_frame(events: &[TrialEvent], seq: u32) -> Result<DataFrame> {
         let n = events.len();
-        let s = |f: fn(&TrialEvent) -> &str| events.iter().map(f).collect::<Vec<_>>();
+        let s = |f: fn(&TrialEvent) -> &str| column(events, f);
         let mut cols = Cols::default();
         cols.push("sweep", s(|e| &e.sweep));
         cols.push("trial_id", s(|e| &e.trial_id));
-        cols.push(
-            "attempt",
-            events.iter().map(|e| e.attempt).collect::<Vec<_>>(),
-        );
+        cols.push("attempt", column(events, |e| e.attempt));
         cols.push("seq", vec![seq; n]);
         cols.push("status", s(|e| e.status.as_str()));
-        cols.push(
-            "event_ms",
-            events.iter().map(|e| e.event_ms).collect::<Vec<_>>(),
-        );
+        cols.push("event_ms", column(events, |e| e.event_ms));
         cols.push("model", s(|e| &e.model));
-        cols.push(
-            "classes",
-            events
-                .iter()
-                .map(|e| e.classes.join(","))
-                .collect::<Vec<_>>(),
-        );
-        cols.push("fold", events.iter().map(|e| e.fold).collect::<Vec<_>>());
-        cols.push("seed", events.iter().map(|e| e.seed).collect::<Vec<_>>());
+        cols.push("classes", column(events, |e| e.classes.join(",")));
+        cols.push("fold", column(events, |e| e.fold));
+        cols.push("seed", column(events, |e| e.seed));
         cols.push("preset", s(|e| &e.preset));
         cols.push("scale", s(|e| &e.scale));
         cols.push("dataset", s(|e| &e.dataset));
         cols.push("dataset_fingerprint", s(|e| &e.dataset_fingerprint));
         cols.push("config_json", s(|e| &e.config_json));
-        cols.push(
-            "error",
-            events
-                .iter()
-                .map(|e| e.error.as_deref())
-                .collect::<Vec<_>>(),
-        );
-        cols.push(
-            "started_ms",
-            events.iter().map(|e| e.started_ms).collect::<Vec<_>>(),
-        );
-        cols.push(
-            "ended_ms",
-            events.iter().map(|e| e.ended_ms).collect::<Vec<_>>(),
-        );
+        cols.push("error", column(events, |e| e.error.as_deref()));
+        cols.push("started_ms", column(events, |e| e.started_ms));
+        cols.push("ended_ms", column(events, |e| e.ended_ms));
         cols.push("git_commit", s(|e| &e.git_commit));
-        cols.push(
-            "git_dirty",
-            events.iter().map(|e| e.git_dirty).collect::<Vec<_>>(),
-        );
+        cols.push("git_dirty", column(events, |e| e.git_dirty));
         cols.push(
             "git_diff_sha256",
-            events
-                .iter()
-                .map(|e| e.git_diff_sha256.as_deref())
-                .collect::<Vec<_>>(),
+            column(events, |e| e.git_diff_sha256.as_deref()),
         );
         cols.push("user", s(|e| &e.user));
         cols.push("host", s(|e| &e.host));
@@ -357,33 +324,15 @@ impl TrialEvent {
         cols.push("seglab_version", s(|e| &e.seglab_version));
         cols.push("burn_version", s(|e| &e.burn_version));
         cols.push("command", s(|e| &e.command));
-        cols.push(
-            "split_id",
-            events
-                .iter()
-                .map(|e| e.split_id.as_deref())
-                .collect::<Vec<_>>(),
-        );
-        cols.push(
-            "split_json",
-            events
-                .iter()
-                .map(|e| e.split_json.as_deref())
-                .collect::<Vec<_>>(),
-        );
+        cols.push("split_id", column(events, |e| e.split_id.as_deref()));
+        cols.push("split_json", column(events, |e| e.split_json.as_deref()));
         cols.push(
             "select_metric",
-            events
-                .iter()
-                .map(|e| e.select_metric.as_deref())
-                .collect::<Vec<_>>(),
+            column(events, |e| e.select_metric.as_deref()),
         );
         cols.push(
             "preprocess_check",
-            events
-                .iter()
-                .map(|e| e.preprocess_check.as_deref())
-                .collect::<Vec<_>>(),
+            column(events, |e| e.preprocess_check.as_deref()),
         );
         let prune = |f: fn(&PruneCut) -> u32| {
             events

@@ -613,8 +613,8 @@ const ROW_GROUP_ROWS: usize = 512 * 512;
 /// 1 million metric rows written and aggregated in under 2 s). Parts below
 /// [`DICTIONARY_MIN_ROWS`] rows are therefore plain-encoded: Snappy still shrinks their
 /// repeated ids and names. Readers see the same columns and types either way: the encoding is
-/// a property of each column chunk that every Parquet reader handles, and parts written by
-/// earlier versions (all dictionary-encoded) read as before.
+/// a property of each column chunk that every Parquet reader handles, so dictionary-encoded
+/// parts (polars' own `ParquetWriter`) read the same.
 fn encode_part(
     df: &mut DataFrame,
     metadata: Option<Vec<(String, String)>>,
@@ -951,7 +951,7 @@ mod tests {
 
     #[test]
     fn parts_written_by_polars_own_writer_read_as_before() {
-        // Parts of earlier versions came from polars' `ParquetWriter` (dictionary-encoded).
+        // Parts written by polars' `ParquetWriter` are dictionary-encoded throughout.
         use polars_io::parquet::write::{ParquetCompression, ParquetWriter};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap().with_durable(false);

@@ -130,8 +130,21 @@ pub(crate) fn overlay(base: &mut serde_json::Value, top: &serde_json::Value) {
     }
 }
 
+/// Reads the header of the checkpoint in `dir` ([`read_info`]) and checks that it belongs to
+/// `model` and a trainer with the model configuration `model_config`.
+pub(crate) fn read_compatible<M: Serialize>(
+    dir: &Path,
+    model: ModelKind,
+    model_config: &M,
+) -> Result<CheckpointInfo, TrainError> {
+    let info = read_info(dir)?;
+    let model_config = serde_json::to_value(model_config).expect("config serialises");
+    check_compatible(&info, dir, model, &model_config)?;
+    Ok(info)
+}
+
 /// Checks that the checkpoint in `dir` belongs to `model` and a trainer with these configs.
-pub(crate) fn check_compatible(
+fn check_compatible(
     info: &CheckpointInfo,
     dir: &Path,
     model: ModelKind,

@@ -31,7 +31,7 @@ use rand::{Rng, RngExt, SeedableRng};
 
 use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, Contents};
 use super::losses::{channel_weights, lsgan, weighted_l1};
-use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer, step_seed};
+use super::{AdamSettings, Batch, Progress, StepLosses, TrainError, Trainer};
 use crate::models::init::derive_seed;
 use crate::models::materialize;
 use crate::models::{
@@ -78,16 +78,7 @@ impl CycleGanTrainConfig {
         match preset {
             Preset::Code | Preset::Paper => cfg,
             Preset::Thesis => {
-                let (g, d) = (
-                    AdamSettings {
-                        lr: 1e-3,
-                        ..cfg.opt_g.clone()
-                    },
-                    AdamSettings {
-                        lr: 5e-3,
-                        ..cfg.opt_d.clone()
-                    },
-                );
+                let (g, d) = (cfg.opt_g.at_lr(1e-3), cfg.opt_d.at_lr(5e-3));
                 cfg.with_opt_g(g).with_opt_d(d)
             }
         }
@@ -211,9 +202,7 @@ pub struct CycleGanTrainer {
     mask_weights: Vec<f64>,
     model_config: CycleGanConfig,
     config: CycleGanTrainConfig,
-    device: Device,
-    seed: u64,
-    steps: u64,
+    progress: Progress,
 }
 
 /// The terms of one generator composite.
@@ -259,12 +248,12 @@ impl CycleGanTrainer {
                 .into());
             }
         }
-        super::keep_freed_memory();
-        let device = device.clone().autodiff();
-        let g_ab = model_config.init_segmenter(derive_seed(seed, 0), &device);
-        let g_ba = model_config.init_painter(derive_seed(seed, 1), &device);
-        let d_a = model_config.init_image_discriminator(derive_seed(seed, 2), &device);
-        let d_b = model_config.init_mask_discriminator(derive_seed(seed, 3), &device);
+        let progress = Progress::start(seed, device);
+        let device = &progress.device;
+        let g_ab = model_config.init_segmenter(derive_seed(seed, 0), device);
+        let g_ba = model_config.init_painter(derive_seed(seed, 1), device);
+        let d_a = model_config.init_image_discriminator(derive_seed(seed, 2), device);
+        let d_b = model_config.init_mask_discriminator(derive_seed(seed, 3), device);
         materialize(&g_ab);
         materialize(&g_ba);
         materialize(&d_a);
@@ -284,9 +273,7 @@ impl CycleGanTrainer {
             mask_weights: channel_weights(mask_names, config.golgi_weight),
             model_config,
             config,
-            device,
-            seed,
-            steps: 0,
+            progress,
         })
     }
 
@@ -395,7 +382,7 @@ impl Trainer for CycleGanTrainer {
         let (wa, wb) = (self.image_weights.clone(), self.mask_weights.clone());
 
         // 2–3. Fakes of the pre-update generators, through the pools.
-        let mut rng = ChaCha8Rng::seed_from_u64(step_seed(self.seed, STREAM_POOL, self.steps));
+        let mut rng = ChaCha8Rng::seed_from_u64(self.progress.step_seed(STREAM_POOL));
         let fake_a = self.g_ba.valid().forward(b.clone().inner());
         let fake_b = self.as_mask(self.g_ab.valid().forward(a.clone().inner()));
         let pooled_a = self.pool_a.query(fake_a, &mut rng).autodiff();
@@ -454,7 +441,7 @@ impl Trainer for CycleGanTrainer {
         out.push("d_b_real", real);
         out.push("d_b_fake", fake);
 
-        self.steps += 1;
+        self.progress.steps += 1;
         out
     }
 
@@ -485,12 +472,8 @@ impl Trainer for CycleGanTrainer {
         (y + 1.0) / 2.0 // tanh → [0, 1] (§6 step 3)
     }
 
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     fn write_checkpoint(&self, folder: &Path, contents: Contents) -> Result<(), TrainError> {
@@ -528,8 +511,7 @@ impl Trainer for CycleGanTrainer {
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<(), TrainError> {
-        let info = checkpoint::read_info(dir)?;
-        checkpoint::check_compatible(&info, dir, ModelKind::CycleGan, &self.info().model_config)?;
+        let info = checkpoint::read_compatible(dir, ModelKind::CycleGan, &self.model_config)?;
         let g_ab = checkpoint::load_module(dir, "g_ab", self.g_ab.clone())?;
         let g_ba = checkpoint::load_module(dir, "g_ba", self.g_ba.clone())?;
         let d_a = checkpoint::load_module(dir, "d_a", self.d_a.clone())?;
@@ -538,7 +520,7 @@ impl Trainer for CycleGanTrainer {
         let opt_g_ba = checkpoint::load_optimizer(dir, &info, "g_ba", self.config.opt_g.init())?;
         let opt_d_a = checkpoint::load_optimizer(dir, &info, "d_a", self.config.opt_d.init())?;
         let opt_d_b = checkpoint::load_optimizer(dir, &info, "d_b", self.config.opt_d.init())?;
-        let plain = self.device.clone().inner();
+        let plain = self.progress.device.clone().inner();
         let mut pools = [
             ImagePool::new(self.config.pool_size),
             ImagePool::new(self.config.pool_size),
@@ -569,22 +551,15 @@ impl Trainer for CycleGanTrainer {
         (self.opt_g_ab, self.opt_g_ba, self.opt_d_a, self.opt_d_b) =
             (opt_g_ab, opt_g_ba, opt_d_a, opt_d_b);
         (self.pool_a, self.pool_b) = (pool_a, pool_b);
-        self.steps = info.steps;
-        // The image pools' draws derive from the seed and the step.
-        self.seed = info.seed;
+        self.progress.resume(&info);
         Ok(())
     }
 }
 
 impl CycleGanTrainer {
     fn info(&self) -> CheckpointInfo {
-        CheckpointInfo::new(
-            ModelKind::CycleGan,
-            self.steps,
-            self.seed,
-            &self.model_config,
-            &self.config,
-        )
+        self.progress
+            .header(ModelKind::CycleGan, &self.model_config, &self.config)
     }
 }
 

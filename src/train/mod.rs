@@ -194,6 +194,11 @@ impl AdamSettings {
         Ok(())
     }
 
+    /// These settings with learning rate `lr`.
+    pub fn at_lr(&self, lr: f64) -> Self {
+        Self { lr, ..self.clone() }
+    }
+
     /// A fresh optimizer with these settings ([`crate::kernels::FusedAdam`]: burn's update and state,
     /// one pass per parameter on the CPU).
     pub fn init(&self) -> ModuleOptimizer {
@@ -239,11 +244,18 @@ pub trait Trainer {
     /// - output: `[batch, mask_channels, n, n, n]` on a plain (non-autodiff) device
     fn predict(&self, images: Tensor<5>) -> Tensor<5>;
 
+    /// Where the trainer stands: device, seed and steps taken.
+    fn progress(&self) -> &Progress;
+
     /// Optimisation steps taken so far.
-    fn steps(&self) -> u64;
+    fn steps(&self) -> u64 {
+        self.progress().steps
+    }
 
     /// The autodiff device the trainer trains on; batches must live there.
-    fn device(&self) -> &Device;
+    fn device(&self) -> &Device {
+        &self.progress().device
+    }
 
     /// Writes the training state (`contents`: all of it, or the weights only) into the empty
     /// folder `folder` (not atomically: callers build `folder` through
@@ -268,10 +280,56 @@ pub trait Trainer {
     fn load_checkpoint(&mut self, dir: &std::path::Path) -> Result<(), TrainError>;
 }
 
+/// Where a trainer stands, whatever its networks: the autodiff device it trains on, the seed
+/// every random draw derives from, and the optimisation steps taken. A checkpoint's header
+/// records the seed and steps, so a resumed run continues the same random streams.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub device: Device,
+    pub seed: u64,
+    pub steps: u64,
+}
+
+impl Progress {
+    /// A fresh trainer's start on the autodiff version of `device`; keeps freed memory in the
+    /// process ([`keep_freed_memory`]) first.
+    pub(crate) fn start(seed: u64, device: &Device) -> Self {
+        keep_freed_memory();
+        Self {
+            device: device.clone().autodiff(),
+            seed,
+            steps: 0,
+        }
+    }
+
+    /// The checkpoint header of a trainer of `model` with these configurations.
+    pub(crate) fn header<M: serde::Serialize, T: serde::Serialize>(
+        &self,
+        model: ModelKind,
+        model_config: &M,
+        train_config: &T,
+    ) -> CheckpointInfo {
+        CheckpointInfo::new(model, self.steps, self.seed, model_config, train_config)
+    }
+
+    /// The seed of the per-step random stream `stream` at the current step.
+    pub(crate) fn step_seed(&self, stream: u64) -> u64 {
+        use crate::models::init::derive_seed;
+        derive_seed(derive_seed(self.seed, stream), self.steps)
+    }
+
+    /// Continues from the checkpoint with header `info`: its step counter and the run's seed,
+    /// which the per-step random streams derive from.
+    pub(crate) fn resume(&mut self, info: &CheckpointInfo) {
+        self.steps = info.steps;
+        self.seed = info.seed;
+    }
+}
+
 /// Keeps freed memory in the process instead of handing it back to the kernel after every
 /// tensor (glibc): no `mmap` for large blocks and the largest trim threshold (2 GiB). Called
-/// by every trainer's constructor, once per process; a user who sets `MALLOC_MMAP_MAX_` or
-/// `MALLOC_TRIM_THRESHOLD_` keeps their own value.
+/// by every trainer's constructor ([`Progress::start`]), once per process; a user who sets
+/// `MALLOC_MMAP_MAX_` or `MALLOC_TRIM_THRESHOLD_` keeps their own value.
 ///
 /// Training allocates and frees tensors of 100+ MB in every layer (the `paper` U-Net's
 /// activations are 134 MB). glibc maps every block above its mmap threshold (at most 32 MiB)
@@ -301,9 +359,4 @@ pub fn keep_freed_memory() {
             }
         });
     }
-}
-
-/// Seed of the per-step random stream `stream` of a trainer seeded with `seed`.
-pub(crate) fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
-    crate::models::init::derive_seed(crate::models::init::derive_seed(seed, stream), step)
 }

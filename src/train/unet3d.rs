@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, Contents};
 use super::losses::{DiceLossConfig, dice_loss};
-use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer};
+use super::{AdamSettings, Batch, Progress, StepLosses, TrainError, Trainer};
 use crate::models::init::derive_seed;
 use crate::models::materialize;
 use crate::models::{ModelKind, Unet3d, Unet3dConfig};
@@ -36,10 +36,7 @@ impl Unet3dTrainConfig {
         match preset {
             Preset::Code | Preset::Paper => cfg,
             Preset::Thesis => {
-                let opt = AdamSettings {
-                    lr: 1e-3,
-                    ..cfg.optimizer.clone()
-                };
+                let opt = cfg.optimizer.at_lr(1e-3);
                 cfg.with_optimizer(opt)
             }
         }
@@ -59,9 +56,7 @@ pub struct Unet3dTrainer {
     optim: ModuleOptimizer,
     model_config: Unet3dConfig,
     config: Unet3dTrainConfig,
-    device: Device,
-    seed: u64,
-    steps: u64,
+    progress: Progress,
 }
 
 impl Unet3dTrainer {
@@ -74,18 +69,15 @@ impl Unet3dTrainer {
     ) -> Result<Self, TrainError> {
         model_config.validate()?;
         config.validate(model_config.out_channels)?;
-        super::keep_freed_memory();
-        let device = device.clone().autodiff();
-        let model = model_config.init(derive_seed(seed, 0), &device);
+        let progress = Progress::start(seed, device);
+        let model = model_config.init(derive_seed(seed, 0), &progress.device);
         materialize(&model);
         Ok(Self {
             model,
             optim: config.optimizer.init(),
             model_config,
             config,
-            device,
-            seed,
-            steps: 0,
+            progress,
         })
     }
 
@@ -109,7 +101,7 @@ impl Trainer for Unet3dTrainer {
         self.model = self
             .optim
             .step(self.config.optimizer.lr, self.model.clone(), grads);
-        self.steps += 1;
+        self.progress.steps += 1;
         out
     }
 
@@ -127,12 +119,8 @@ impl Trainer for Unet3dTrainer {
         self.model.valid().forward(images.inner())
     }
 
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     fn write_checkpoint(&self, folder: &Path, contents: Contents) -> Result<(), TrainError> {
@@ -143,27 +131,19 @@ impl Trainer for Unet3dTrainer {
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<(), TrainError> {
-        let info = checkpoint::read_info(dir)?;
-        checkpoint::check_compatible(&info, dir, ModelKind::Unet3d, &self.info().model_config)?;
+        let info = checkpoint::read_compatible(dir, ModelKind::Unet3d, &self.model_config)?;
         let model = checkpoint::load_module(dir, "unet3d", self.model.clone())?;
         let optim = checkpoint::load_optimizer(dir, &info, "unet3d", self.config.optimizer.init())?;
         self.model = model;
         self.optim = optim;
-        self.steps = info.steps;
-        // The run's seed, written into the checkpoints that follow.
-        self.seed = info.seed;
+        self.progress.resume(&info);
         Ok(())
     }
 }
 
 impl Unet3dTrainer {
     fn info(&self) -> CheckpointInfo {
-        CheckpointInfo::new(
-            ModelKind::Unet3d,
-            self.steps,
-            self.seed,
-            &self.model_config,
-            &self.config,
-        )
+        self.progress
+            .header(ModelKind::Unet3d, &self.model_config, &self.config)
     }
 }

@@ -22,7 +22,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::checkpoint::{self, CheckpointInfo, CheckpointWriter, Contents};
 use super::losses::{DiceLossConfig, DiceMode, dice_loss, lsgan};
-use super::{AdamSettings, Batch, StepLosses, TrainError, Trainer, step_seed};
+use super::{AdamSettings, Batch, Progress, StepLosses, TrainError, Trainer};
 use crate::models::init::derive_seed;
 use crate::models::materialize;
 use crate::models::{ModelError, ModelKind, Vox2VoxConfig, Vox2VoxDiscriminator, Vox2VoxGenerator};
@@ -71,16 +71,7 @@ impl Vox2VoxTrainConfig {
                 .with_normalize_weights(normalize)
         };
         let slow = |cfg: Self| {
-            let (g, d) = (
-                AdamSettings {
-                    lr: 2e-5,
-                    ..cfg.opt_g.clone()
-                },
-                AdamSettings {
-                    lr: 2e-5,
-                    ..cfg.opt_d.clone()
-                },
-            );
+            let (g, d) = (cfg.opt_g.at_lr(2e-5), cfg.opt_d.at_lr(2e-5));
             cfg.with_opt_g(g).with_opt_d(d)
         };
         match preset {
@@ -120,9 +111,7 @@ pub struct Vox2VoxTrainer {
     opt_d: ModuleOptimizer,
     model_config: Vox2VoxConfig,
     config: Vox2VoxTrainConfig,
-    device: Device,
-    seed: u64,
-    steps: u64,
+    progress: Progress,
 }
 
 impl Vox2VoxTrainer {
@@ -135,10 +124,10 @@ impl Vox2VoxTrainer {
     ) -> Result<Self, TrainError> {
         model_config.validate()?;
         config.validate(model_config.out_channels)?;
-        super::keep_freed_memory();
-        let device = device.clone().autodiff();
-        let generator = model_config.init_generator(derive_seed(seed, 0), &device);
-        let discriminator = model_config.init_discriminator(derive_seed(seed, 1), &device);
+        let progress = Progress::start(seed, device);
+        let device = &progress.device;
+        let generator = model_config.init_generator(derive_seed(seed, 0), device);
+        let discriminator = model_config.init_discriminator(derive_seed(seed, 1), device);
         materialize(&generator);
         materialize(&discriminator);
         Ok(Self {
@@ -148,9 +137,7 @@ impl Vox2VoxTrainer {
             opt_d: config.opt_d.init(),
             model_config,
             config,
-            device,
-            seed,
-            steps: 0,
+            progress,
         })
     }
 
@@ -183,10 +170,10 @@ impl Trainer for Vox2VoxTrainer {
         let (x, y) = (batch.images.clone(), batch.masks.clone());
         self.generator
             .dropout_rng()
-            .reseed(step_seed(self.seed, STREAM_DROPOUT_G, self.steps));
+            .reseed(self.progress.step_seed(STREAM_DROPOUT_G));
         self.discriminator
             .dropout_rng()
-            .reseed(step_seed(self.seed, STREAM_DROPOUT_D, self.steps));
+            .reseed(self.progress.step_seed(STREAM_DROPOUT_D));
 
         let fake = self.generator.forward(x.clone()); // [batch, classes, n, n, n]
         // G's loss through a frozen D: gradients reach θ_G only.
@@ -219,7 +206,7 @@ impl Trainer for Vox2VoxTrainer {
         self.discriminator =
             self.opt_d
                 .step(self.config.opt_d.lr, self.discriminator.clone(), grads_d);
-        self.steps += 1;
+        self.progress.steps += 1;
         out
     }
 
@@ -243,12 +230,8 @@ impl Trainer for Vox2VoxTrainer {
         self.generator.valid().forward(images.inner())
     }
 
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
+    fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     fn write_checkpoint(&self, folder: &Path, contents: Contents) -> Result<(), TrainError> {
@@ -261,8 +244,7 @@ impl Trainer for Vox2VoxTrainer {
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<(), TrainError> {
-        let info = checkpoint::read_info(dir)?;
-        checkpoint::check_compatible(&info, dir, ModelKind::Vox2Vox, &self.info().model_config)?;
+        let info = checkpoint::read_compatible(dir, ModelKind::Vox2Vox, &self.model_config)?;
         let generator = checkpoint::load_module(dir, "generator", self.generator.clone())?;
         let discriminator =
             checkpoint::load_module(dir, "discriminator", self.discriminator.clone())?;
@@ -273,21 +255,14 @@ impl Trainer for Vox2VoxTrainer {
         self.discriminator = discriminator;
         self.opt_g = opt_g;
         self.opt_d = opt_d;
-        self.steps = info.steps;
-        // The dropout streams derive from the seed and the step.
-        self.seed = info.seed;
+        self.progress.resume(&info);
         Ok(())
     }
 }
 
 impl Vox2VoxTrainer {
     fn info(&self) -> CheckpointInfo {
-        CheckpointInfo::new(
-            ModelKind::Vox2Vox,
-            self.steps,
-            self.seed,
-            &self.model_config,
-            &self.config,
-        )
+        self.progress
+            .header(ModelKind::Vox2Vox, &self.model_config, &self.config)
     }
 }

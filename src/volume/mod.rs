@@ -263,11 +263,7 @@ impl DType {
     }
 }
 
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(DType);
 
 /// A volume whose sample type is decided by the file it came from.
 #[derive(Clone, Debug, PartialEq)]

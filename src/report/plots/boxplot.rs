@@ -56,17 +56,7 @@ impl BoxPlot {
         task: &Task,
         metric: &str,
     ) -> Result<Option<Self>, ReportError> {
-        let rows = prep
-            .cases
-            .clone()
-            .lazy()
-            .filter(
-                col("task")
-                    .eq(lit(task.key.clone()))
-                    .and(col("metric").eq(lit(metric.to_string()))),
-            )
-            .collect()
-            .map_err(polars_error("results"))?;
+        let rows = prep.task_cases(&task.key, col("metric").eq(lit(metric.to_string())))?;
         if rows.height() == 0 {
             return Ok(None);
         }

@@ -51,17 +51,7 @@ impl LearningCurves {
         if prep.curves.height() == 0 {
             return Ok(None);
         }
-        let rows = prep
-            .curves
-            .clone()
-            .lazy()
-            .filter(
-                col("task")
-                    .eq(lit(task.key.clone()))
-                    .and(col("model").eq(lit(model.to_string()))),
-            )
-            .collect()
-            .map_err(polars_error("epochs"))?;
+        let rows = prep.task_curves(&task.key, col("model").eq(lit(model.to_string())))?;
         if rows.height() == 0 {
             return Ok(None);
         }

@@ -97,17 +97,7 @@ impl SweepPlot {
         if configs.is_empty() {
             return Ok(None);
         }
-        let rows = prep
-            .cases
-            .clone()
-            .lazy()
-            .filter(
-                col("task")
-                    .eq(lit(task.key.clone()))
-                    .and(col(format!("param:{key}")).is_not_null()),
-            )
-            .collect()
-            .map_err(polars_error("results"))?;
+        let rows = prep.task_cases(&task.key, col(format!("param:{key}")).is_not_null())?;
         if rows.height() == 0 {
             return Ok(None);
         }

@@ -22,8 +22,8 @@ pub const MAX_TAGS_PER_BATCH: usize = 100;
 pub const MAX_ENTITIES_PER_BATCH: usize = 1000;
 /// The documented request limit is 1 MB; batches stay below it with room for the envelope.
 pub const MAX_BATCH_BYTES: usize = 1_000_000 - 4096;
-/// Longer param values are truncated by the server (silently, §1.4); the mirror truncates
-/// first so that what it compares is what the server keeps.
+/// Longer param values are truncated by the server (silently, docs/mlflow.md §3); the mirror
+/// truncates first so that what it compares is what the server keeps.
 pub const MAX_PARAM_VALUE_CHARS: usize = 6000;
 pub const MAX_TAG_VALUE_CHARS: usize = 8000;
 pub const MAX_KEY_CHARS: usize = 250;
@@ -78,13 +78,15 @@ impl RetryPolicy {
     }
 }
 
-/// HTTP statuses MLflow's own client retries (`_TRANSIENT_FAILURE_RESPONSE_CODES`, §1.5).
+/// HTTP statuses MLflow's own client retries (`_TRANSIENT_FAILURE_RESPONSE_CODES`,
+/// docs/mlflow.md §4).
 pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// One metric point. `value` may be NaN or ±inf: it travels as the strings "NaN", "Infinity",
-/// "-Infinity" (a raw NaN token is silently stored as 0.0 by the server, §1.4) and is read back
+/// "-Infinity" (a raw NaN token is silently stored as 0.0 by the server,
+/// docs/mlflow.md §3) and is read back
 /// from a number or such a string.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
@@ -651,7 +653,8 @@ impl MlflowClient {
     }
 
     /// Uploads one artifact through the server's artifact proxy
-    /// (`PUT /api/2.0/mlflow-artifacts/artifacts/<exp>/<run>/artifacts/<rel_path>`, §1.3).
+    /// (`PUT /api/2.0/mlflow-artifacts/artifacts/<exp>/<run>/artifacts/<rel_path>`,
+    /// docs/mlflow.md §2).
     /// Needs a server that serves artifacts (`mlflow-artifacts:/` run artifact URIs).
     pub fn upload_artifact(&self, run: &RunInfo, rel_path: &str, bytes: &[u8]) -> Result<()> {
         let root = run
@@ -681,7 +684,8 @@ impl MlflowClient {
 }
 
 /// The params of `wanted` not yet logged on the run; a param logged with another value is an
-/// error (MLflow params are immutable, §1.4), so nothing is ever re-logged differently.
+/// error (MLflow params are immutable, docs/mlflow.md §3), so nothing is ever re-logged
+/// differently.
 pub fn params_to_log(run_id: &str, logged: &[Param], wanted: &[Param]) -> Result<Vec<Param>> {
     let mut out = Vec::new();
     for p in wanted {
@@ -800,7 +804,7 @@ fn is_not_found(e: &TrackingError) -> bool {
 
 fn http_error(method: Method, url: &str, status: u16, body: &[u8]) -> TrackingError {
     // MLflow errors are {"error_code": …, "message": …}; proxies and unknown routes answer
-    // HTML, which is reported as a snippet (§1.5).
+    // HTML, which is reported as a snippet (docs/mlflow.md §4).
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let code = parsed
         .as_ref()
@@ -942,7 +946,7 @@ pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// True when two metric values are the same point as MLflow stores them: NaN equals NaN, and
-/// ±inf come back as ±f64::MAX (§1.4).
+/// ±inf come back as ±f64::MAX (docs/mlflow.md §3).
 pub fn same_metric_value(a: f64, b: f64) -> bool {
     let norm = |v: f64| {
         if v.is_infinite() {

@@ -36,7 +36,7 @@ pub const KIND_SWEEP: &str = "sweep";
 pub const KIND_TRIAL: &str = "trial";
 
 /// Makes a metric, param or tag key acceptable to MLflow: letters, digits and `_ - . / space :`
-/// stay, anything else becomes `_`; at most 250 characters (§1.4).
+/// stay, anything else becomes `_`; at most 250 characters (docs/mlflow.md §3).
 pub fn sanitize_key(key: &str) -> String {
     let cleaned: String = key
         .chars()

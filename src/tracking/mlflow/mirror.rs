@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::client::{
-    MlflowClient, RetryPolicy, Run, is_settings_error, is_unreachable, params_to_log,
+    Metric, MlflowClient, RetryPolicy, Run, is_settings_error, is_unreachable, params_to_log,
 };
 use super::mapping::{self, TAG_CHOSEN, TAG_TRIAL};
 use super::sync::{self, Artifacts, Uploads};
@@ -171,14 +171,7 @@ impl MlflowMirror {
     /// Training-curve rows (any attempts that had a start event).
     pub fn epochs(&mut self, rows: &[EpochRow]) {
         for (key, rows) in group(rows, |r| (r.trial_id.clone(), r.attempt)) {
-            self.guarded(|m| {
-                let Some(run_id) = m.run_for(&key)? else {
-                    return Ok(());
-                };
-                let started = m.attempts[&key].event.started_ms;
-                let points = mapping::epoch_metrics(&rows, started);
-                m.client.log_batch(&run_id, &points, &[], &[]).map(|_| ())
-            });
+            self.log_on_run(&key, |started| mapping::epoch_metrics(&rows, started));
         }
     }
 
@@ -188,13 +181,8 @@ impl MlflowMirror {
             if let Some(state) = self.attempts.get_mut(&key) {
                 state.results.extend(rows.iter().cloned());
             }
-            self.guarded(|m| {
-                let Some(run_id) = m.run_for(&key)? else {
-                    return Ok(());
-                };
-                let started = m.attempts[&key].event.started_ms;
-                let points = mapping::dedup_points(mapping::result_metrics(&rows, started));
-                m.client.log_batch(&run_id, &points, &[], &[]).map(|_| ())
+            self.log_on_run(&key, |started| {
+                mapping::dedup_points(mapping::result_metrics(&rows, started))
             });
         }
     }
@@ -202,14 +190,7 @@ impl MlflowMirror {
     /// Phase timings.
     pub fn timings(&mut self, rows: &[TimingRow]) {
         for (key, rows) in group(rows, |r| (r.trial_id.clone(), r.attempt)) {
-            self.guarded(|m| {
-                let Some(run_id) = m.run_for(&key)? else {
-                    return Ok(());
-                };
-                let started = m.attempts[&key].event.started_ms;
-                let points = mapping::timing_metrics(&rows, started);
-                m.client.log_batch(&run_id, &points, &[], &[]).map(|_| ())
-            });
+            self.log_on_run(&key, |started| mapping::timing_metrics(&rows, started));
         }
     }
 
@@ -256,6 +237,18 @@ impl MlflowMirror {
                 self.missed()
             );
         }
+    }
+
+    /// Logs the metric points `points(started_ms)` of attempt `key` on its run; nothing for an
+    /// attempt the mirror has seen no start event of ([`Self::run_for`]).
+    fn log_on_run(&mut self, key: &(String, u32), points: impl FnOnce(i64) -> Vec<Metric>) {
+        self.guarded(|m| {
+            let Some(run_id) = m.run_for(key)? else {
+                return Ok(());
+            };
+            let points = points(m.attempts[key].event.started_ms);
+            m.client.log_batch(&run_id, &points, &[], &[]).map(|_| ())
+        });
     }
 
     /// Runs one mirror step unless the mirror is off or paused; turns errors into warnings.
