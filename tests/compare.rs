@@ -56,7 +56,7 @@ fn a_baseline_and_its_ablation_compare_side_by_side() {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let header = out
         .lines()
-        .find(|l| l.contains("mean ± std"))
+        .find(|l| l.trim_start().starts_with("sweep") && l.contains("mean ± std"))
         .unwrap_or_else(|| panic!("no table in\n{out}"));
     assert!(header.trim_start().starts_with("sweep"), "{header}");
     // Per sweep and class one row over the 3 folds' test volumes: the sweeps share trial ids
@@ -85,22 +85,7 @@ fn a_baseline_and_its_ablation_compare_side_by_side() {
             && err.contains(base.to_str().unwrap()),
         "{err}"
     );
-    let other = dir.path().join("other");
-    let o = util::run_seglab(&[
-        "synth",
-        "phantom",
-        "--preset",
-        "easy",
-        "--volumes",
-        "3",
-        "--shape",
-        "16x48x48",
-        "--seed",
-        "7",
-        "--out",
-        other.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    util::easy_phantom_as(dir.path(), "other", 7);
     let elsewhere = run(&spec(dir.path(), "elsewhere", &head("../other", two)));
     let o = compare(&[&base, &elsewhere], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

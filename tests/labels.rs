@@ -16,12 +16,13 @@ fn spec(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 const HEAD: &str = "dataset = \"../data\"\nclasses = [\"golgi\", \"nuclei\"]\n\
-scale = \"cpu-small\"\n[cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n";
+scale = \"cpu-small\"\n";
+const CV: &str = "[cv]\nscheme = \"nested\"\nfolds = 3\nrun_folds = [0]\n";
 
 /// Two threshold blocks (the Otsu baseline with two evaluation settings).
 fn body(labels: &str, block_labels: &str) -> String {
     format!(
-        "{labels}{HEAD}{}[[grid]]\nmodel = \"threshold\"\n{block_labels}\
+        "{labels}{HEAD}{}{CV}[[grid]]\nmodel = \"threshold\"\n{block_labels}\
          [[grid]]\nmodel = \"threshold\"\n\"eval.dice_smoothing\" = 1.0\n",
         util::ALLOW_CLIPPING
     )

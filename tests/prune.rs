@@ -271,8 +271,7 @@ fn a_trial_behind_the_cut_is_pruned_never_rerun_and_runs_on_with_no_prune() {
 fn pruning_with_two_workers_records_the_cut_and_never_reruns_or_fails() {
     let dir = util::temp_dir();
     util::easy_phantom(dir.path());
-    // At thresholds 0.9999 and 0.99999 the tiny U-Net marks no voxel (validation Dice 0);
-    // at 0.5 it marks some. The good trial runs first, alone; the two bad ones then run side
+    // At thresholds 0.9999 and 0.99999 the tiny U-Net marks no voxel; at 0.5 it marks some. The good trial runs first, alone; the two bad ones then run side
     // by side, each judged at rung 0 against the good one's value (and each other's).
     let body = tiny(
         4,
@@ -317,7 +316,7 @@ fn pruning_with_two_workers_records_the_cut_and_never_reruns_or_fails() {
         assert_eq!(*attempts, 1);
         let cut = e.prune.clone().expect("a pruned trial records its cut");
         assert_eq!((cut.rung, cut.epoch), (0, 1));
-        assert_eq!(cut.value, 0.0);
+        assert!(cut.value < cut.cut, "{cut:?}");
         assert!(good_at_rung > 0.0);
         assert!(
             (cut.cut - good_at_rung).abs() < 1e-12,
@@ -347,7 +346,7 @@ fn pruning_with_two_workers_records_the_cut_and_never_reruns_or_fails() {
     ]);
     assert!(ls.status.success(), "{}", text(&ls));
     let out = String::from_utf8_lossy(&ls.stdout).to_string();
-    let header = out.lines().find(|l| l.contains("trial")).unwrap();
+    let header = out.lines().find(|l| l.starts_with("trial ")).unwrap();
     assert!(
         header.contains("rung") && header.contains("value") && header.contains("cut"),
         "{out}"

@@ -553,6 +553,25 @@ fn a_corrupt_part_is_named_in_the_error() {
     );
 }
 
+/// Writes the store's first `trials` part again as trial `t0` without the columns `dropped`:
+/// a part as a version before those columns wrote it.
+fn write_older_part(store: &Store, dropped: &[&str]) {
+    let part = store.parts(Table::Trials).unwrap()[0].clone();
+    use polars_io::SerReader;
+    let mut df = polars_io::parquet::read::ParquetReader::new(std::fs::File::open(&part).unwrap())
+        .finish()
+        .unwrap();
+    for c in dropped {
+        df = df.drop(c).unwrap();
+    }
+    df.with_column(Column::new("trial_id".into(), ["t0"]))
+        .unwrap();
+    let old = store.table_dir(Table::Trials).join("t0-a1-000000.parquet");
+    polars_io::parquet::write::ParquetWriter::new(std::fs::File::create(&old).unwrap())
+        .finish(&mut df)
+        .unwrap();
+}
+
 /// A `trials` part written before the `compute_path` column (here: the column dropped from a
 /// part) reads back with an empty compute path beside the parts that have it.
 #[test]
@@ -562,19 +581,7 @@ fn trials_parts_without_the_compute_path_column_stay_readable() {
     store
         .write_trial_event(&start_event("t1", 1, "unet3d", 0, 0))
         .unwrap();
-    let part = store.parts(Table::Trials).unwrap()[0].clone();
-    use polars_io::SerReader;
-    let mut df = polars_io::parquet::read::ParquetReader::new(std::fs::File::open(&part).unwrap())
-        .finish()
-        .unwrap()
-        .drop("compute_path")
-        .unwrap();
-    df.with_column(Column::new("trial_id".into(), ["t0"]))
-        .unwrap();
-    let old = store.table_dir(Table::Trials).join("t0-a1-000000.parquet");
-    polars_io::parquet::write::ParquetWriter::new(std::fs::File::create(&old).unwrap())
-        .finish(&mut df)
-        .unwrap();
+    write_older_part(&store, &["compute_path"]);
     let events = TrialEvent::from_frame(&store.read(Table::Trials).unwrap()).unwrap();
     let path = |id: &str| {
         let e = events.iter().find(|e| e.trial_id == id).unwrap();
@@ -604,28 +611,18 @@ fn trials_parts_without_the_prune_thread_and_label_columns_stay_readable() {
     pruned.tags = vec!["baseline".into(), "night 1".into()];
     pruned.notes = Some("first try".into());
     store.write_trial_event(&pruned).unwrap();
-    let part = store.parts(Table::Trials).unwrap()[0].clone();
-    use polars_io::SerReader;
-    let mut df = polars_io::parquet::read::ParquetReader::new(std::fs::File::open(&part).unwrap())
-        .finish()
-        .unwrap();
-    for c in [
-        "prune_rung",
-        "prune_epoch",
-        "prune_value",
-        "prune_cut",
-        "threads",
-        "tags",
-        "notes",
-    ] {
-        df = df.drop(c).unwrap();
-    }
-    df.with_column(Column::new("trial_id".into(), ["t0"]))
-        .unwrap();
-    let old = store.table_dir(Table::Trials).join("t0-a1-000000.parquet");
-    polars_io::parquet::write::ParquetWriter::new(std::fs::File::create(&old).unwrap())
-        .finish(&mut df)
-        .unwrap();
+    write_older_part(
+        &store,
+        &[
+            "prune_rung",
+            "prune_epoch",
+            "prune_value",
+            "prune_cut",
+            "threads",
+            "tags",
+            "notes",
+        ],
+    );
     let events = TrialEvent::from_frame(&store.read(Table::Trials).unwrap()).unwrap();
     let of = |id: &str| events.iter().find(|e| e.trial_id == id).unwrap().clone();
     let (old, new) = (of("t0"), of("t1"));

@@ -1167,7 +1167,14 @@ pub(crate) fn labels_table(trials: &[Trial], configs: &[Config]) -> Option<Table
                 cells: vec![
                     Cell::Text(config),
                     Cell::Text(tags),
-                    Cell::Text(notes.replace('\n', " ")),
+                    // One line per cell: the notes' lines (blank ones dropped) side by side.
+                    Cell::Text(
+                        notes
+                            .lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
                     Cell::Text(n.to_string()),
                 ],
                 rule_above: false,

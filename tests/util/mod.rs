@@ -108,7 +108,13 @@ pub const ALLOW_CLIPPING: &str =
 /// A 3-volume easy phantom (16 × 48 × 48) in `<dir>/data`, made by the CLI as a user would;
 /// returns that folder. The small dataset of the sweep, Slurm and MLflow tests.
 pub fn easy_phantom(dir: &Path) -> PathBuf {
-    let out = dir.join("data");
+    easy_phantom_as(dir, "data", 0)
+}
+
+/// [`easy_phantom`] drawn with `seed` into `<dir>/<name>` (other data of the same shape).
+pub fn easy_phantom_as(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    let out = dir.join(name);
+    let seed = seed.to_string();
     let o = run_seglab(&[
         "synth",
         "phantom",
@@ -118,6 +124,8 @@ pub fn easy_phantom(dir: &Path) -> PathBuf {
         "3",
         "--shape",
         "16x48x48",
+        "--seed",
+        &seed,
         "--out",
         out.to_str().unwrap(),
     ]);

@@ -352,10 +352,9 @@ mod tests {
         input
     }
 
-    #[test]
-    fn a_continuous_key_is_a_scatter_of_one_point_per_configuration() {
-        let input = drawn_weights();
-        let prep = Prepared::new(&input, &ReportOptions::default()).unwrap();
+    /// The Dice figure of the Golgi weight of `input`'s 2-class task, with its preparation.
+    fn golgi_weight_plot(input: &crate::report::input::ReportInput) -> (SweepPlot, Prepared) {
+        let prep = Prepared::new(input, &ReportOptions::default()).unwrap();
         let task = prep.tasks[0].clone();
         let metrics = vec!["dice".to_string()];
         let plot = SweepPlot::build(
@@ -367,6 +366,13 @@ mod tests {
         )
         .unwrap()
         .unwrap();
+        (plot, prep)
+    }
+
+    #[test]
+    fn a_continuous_key_is_a_scatter_of_one_point_per_configuration() {
+        let (plot, prep) = golgi_weight_plot(&drawn_weights());
+        let task = &prep.tasks[0];
         assert!(plot.scatter);
         assert!(plot.categories.is_none());
         let panel = &plot.panels[0];
@@ -389,19 +395,13 @@ mod tests {
 
     #[test]
     fn a_grid_key_stays_a_line_with_error_bars() {
-        let input = fixture::small_sweep();
-        let prep = Prepared::new(&input, &ReportOptions::default()).unwrap();
-        let task = prep.tasks[0].clone();
-        let metrics = vec!["dice".to_string()];
-        let plot = SweepPlot::build(
-            &prep,
-            &task,
-            "golgi_weight",
-            &metrics,
-            Aggregation::default(),
-        )
-        .unwrap()
-        .unwrap();
+        let (plot, _) = golgi_weight_plot(&fixture::small_sweep());
         assert!(!plot.scatter);
+        assert!(
+            plot.panels[0].series[0]
+                .points
+                .iter()
+                .any(|p| p.2.is_some())
+        );
     }
 }
