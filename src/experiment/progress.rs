@@ -95,30 +95,13 @@ pub fn sweep_progress(
 fn last_epochs(store: &Store) -> Result<HashMap<String, LastEpoch>, ExperimentError> {
     let df = store.canonical()?.epochs;
     let err = |e| TrackingError::polars("epochs of running trials", e);
-    let ids = df
-        .column("trial_id")
-        .and_then(|c| c.str().cloned())
-        .map_err(err)?;
-    let epoch = df
-        .column("epoch")
-        .and_then(|c| c.u32().cloned())
-        .map_err(err)?;
-    let split = df
-        .column("split")
-        .and_then(|c| c.str().cloned())
-        .map_err(err)?;
-    let metric = df
-        .column("metric")
-        .and_then(|c| c.str().cloned())
-        .map_err(err)?;
-    let value = df
-        .column("value")
-        .and_then(|c| c.f64().cloned())
-        .map_err(err)?;
-    let wall = df
-        .column("wall_s")
-        .and_then(|c| c.f64().cloned())
-        .map_err(err)?;
+    let column = |name: &str| df.column(name).map_err(err);
+    let (ids, split) = (column("trial_id")?.str(), column("split")?.str());
+    let (ids, split) = (ids.map_err(err)?, split.map_err(err)?);
+    let metric = column("metric")?.str().map_err(err)?;
+    let epoch = column("epoch")?.u32().map_err(err)?;
+    let (value, wall) = (column("value")?.f64(), column("wall_s")?.f64());
+    let (value, wall) = (value.map_err(err)?, wall.map_err(err)?);
     let mut out: HashMap<String, LastEpoch> = HashMap::new();
     for i in 0..df.height() {
         let (Some(id), Some(e)) = (ids.get(i), epoch.get(i)) else {
