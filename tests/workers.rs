@@ -81,7 +81,8 @@ fn status_shows_running_trials_and_estimates_the_end() {
     let store = Store::create(dir.path().join("experiments/s/store")).unwrap();
     let now = now_ms();
     // A finished in 600 s; B runs, 4 of 10 epochs done in 240 s (dice_mean 0.65 after the
-    // 4th); C runs since 120 s, no epoch yet; D has not started.
+    // 4th) and half of the 5th (its progress.json); C runs since 120 s, no epoch yet; D has
+    // not started.
     let a = running(&ids[0], now - 3_600_000);
     store.write_trial_event(&a).unwrap();
     store
@@ -109,6 +110,13 @@ fn status_shows_running_trials_and_estimates_the_end() {
         })
         .collect();
     store.write_epochs(&rows).unwrap();
+    let b_dir = dir.path().join("experiments/s/trials").join(&ids[1]);
+    std::fs::create_dir_all(&b_dir).unwrap();
+    std::fs::write(
+        b_dir.join("progress.json"),
+        r#"{"epoch": 5, "step": 50, "steps": 100, "epochs": 10}"#,
+    )
+    .unwrap();
     store
         .write_trial_event(&running(&ids[2], now - 120_000))
         .unwrap();
@@ -122,21 +130,24 @@ fn status_shows_running_trials_and_estimates_the_end() {
             .unwrap_or_else(|| panic!("no progress line of {id} in\n{out}"))
             .to_string()
     };
-    // B: 6 epochs left at 60 s each.
+    // B: 5.5 epochs left at 60 s each.
     assert_eq!(
         line(&ids[1]).trim(),
-        format!("{}: epoch 4/10, dice_mean 0.6500, ~6m00s left", ids[1])
+        format!(
+            "{}: epoch 4/10, step 50/100 of epoch 5, dice_mean 0.6500, ~5m30s left",
+            ids[1]
+        )
     );
     // C: the finished trial's 600 s less the 120 s it has run.
     let c = line(&ids[2]);
     assert!(c.contains("epoch 0/10") && c.contains("left"), "{c}");
-    // The end: D goes to B's worker when it frees (360 s) and takes 600 s.
+    // The end: D goes to B's worker when it frees (330 s) and takes 600 s.
     let sweep = out
         .lines()
         .find(|l| l.starts_with("sweep: "))
         .unwrap_or_else(|| panic!("no sweep line in\n{out}"));
     assert!(
-        sweep.contains("~16m00s left") && sweep.contains("2 running, 1 to run"),
+        sweep.contains("~15m30s left") && sweep.contains("2 running, 1 to run"),
         "{sweep}"
     );
 }

@@ -605,6 +605,9 @@ fn print_progress(states: &[TrialState], dir: &Path) -> anyhow::Result<()> {
         if r.epochs > 0 {
             parts.push(format!("epoch {}/{}", r.epoch, r.epochs));
         }
+        if let Some((done, steps)) = r.step {
+            parts.push(format!("step {done}/{steps} of epoch {}", r.epoch + 1));
+        }
         if let Some((metric, value)) = &r.score {
             parts.push(format!("{metric} {value:.4}"));
         }

@@ -4,7 +4,8 @@
 //! and Slurm array tasks alike.
 //!
 //! Estimates: a running trial with finished epochs has `(epochs − done) × seconds per epoch`
-//! left (the epochs table's cumulative `wall_s`; early stopping can end it sooner). One
+//! left (the epochs table's cumulative `wall_s`; early stopping can end it sooner), less the
+//! part of the current epoch its `progress.json` (`train::progress`) says is done. One
 //! without epochs yet, and a trial still to run, takes the mean wall time of the finished
 //! trials of its model (of all finished trials when its model has none). The sweep's end
 //! hands the trials still to run, in plan order, to whichever running trial's worker frees
@@ -17,6 +18,7 @@ use super::ExperimentError;
 use super::paths::SweepPaths;
 use super::runner::TrialState;
 use crate::tracking::{Store, TrackingError, TrialEvent, TrialStatus};
+use crate::train::progress::StepProgress;
 
 /// The progress of one running trial.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +26,8 @@ pub struct TrialProgress {
     pub trial_id: String,
     /// Finished epochs (0 before the first one ends, and for the threshold baseline).
     pub epoch: u32,
+    /// Steps done and steps of the epoch in progress (its `progress.json`), when known.
+    pub step: Option<(u64, u64)>,
     /// `train.epochs` (0 for the threshold baseline).
     pub epochs: u32,
     /// The latest validation score: `dice_mean` when there is one, else the first `dice_*`
@@ -66,7 +70,8 @@ pub fn sweep_progress(
 ) -> Result<SweepProgress, ExperimentError> {
     let store_dir = SweepPaths::new(sweep_dir).store();
     if !store_dir.is_dir() {
-        return Ok(estimate(states, &HashMap::new(), &HashMap::new(), now_ms));
+        let (events, epochs) = (HashMap::new(), HashMap::new());
+        return Ok(estimate(states, &events, &epochs, &HashMap::new(), now_ms));
     }
     let store = Store::open(&store_dir)?;
     let events: HashMap<String, TrialEvent> = TrialEvent::from_frame(&store.chosen_trials()?)?
@@ -74,37 +79,29 @@ pub fn sweep_progress(
         .map(|e| (e.trial_id.clone(), e))
         .collect();
     let epochs = last_epochs(&store)?;
-    Ok(estimate(states, &events, &epochs, now_ms))
+    let paths = SweepPaths::new(sweep_dir);
+    let steps: HashMap<String, StepProgress> = states
+        .iter()
+        .filter(|s| s.status == Some(TrialStatus::Running))
+        .filter_map(|s| {
+            let p = crate::train::progress::read(paths.trial_paths(&s.trial.trial_id).dir())?;
+            Some((s.trial.trial_id.clone(), p))
+        })
+        .collect();
+    Ok(estimate(states, &events, &epochs, &steps, now_ms))
 }
 
 /// The last epoch of each trial's chosen attempt (the canonical view).
 fn last_epochs(store: &Store) -> Result<HashMap<String, LastEpoch>, ExperimentError> {
     let df = store.canonical()?.epochs;
     let err = |e| TrackingError::polars("epochs of running trials", e);
-    let ids = df
-        .column("trial_id")
-        .and_then(|c| c.str().cloned())
-        .map_err(err)?;
-    let epoch = df
-        .column("epoch")
-        .and_then(|c| c.u32().cloned())
-        .map_err(err)?;
-    let split = df
-        .column("split")
-        .and_then(|c| c.str().cloned())
-        .map_err(err)?;
-    let metric = df
-        .column("metric")
-        .and_then(|c| c.str().cloned())
-        .map_err(err)?;
-    let value = df
-        .column("value")
-        .and_then(|c| c.f64().cloned())
-        .map_err(err)?;
-    let wall = df
-        .column("wall_s")
-        .and_then(|c| c.f64().cloned())
-        .map_err(err)?;
+    let column = |name: &str| df.column(name).map_err(err);
+    let (ids, split) = (column("trial_id")?.str(), column("split")?.str());
+    let (ids, split) = (ids.map_err(err)?, split.map_err(err)?);
+    let metric = column("metric")?.str().map_err(err)?;
+    let epoch = column("epoch")?.u32().map_err(err)?;
+    let (value, wall) = (column("value")?.f64(), column("wall_s")?.f64());
+    let (value, wall) = (value.map_err(err)?, wall.map_err(err)?);
     let mut out: HashMap<String, LastEpoch> = HashMap::new();
     for i in 0..df.height() {
         let (Some(id), Some(e)) = (ids.get(i), epoch.get(i)) else {
@@ -128,11 +125,12 @@ fn last_epochs(store: &Store) -> Result<HashMap<String, LastEpoch>, ExperimentEr
     Ok(out)
 }
 
-/// The estimates of the module doc from the trials' chosen events and last epochs.
+/// The estimates of the module doc from the trials' chosen events, last epochs and steps.
 pub fn estimate(
     states: &[TrialState],
     events: &HashMap<String, TrialEvent>,
     epochs: &HashMap<String, LastEpoch>,
+    steps: &HashMap<String, StepProgress>,
     now_ms: i64,
 ) -> SweepProgress {
     let durations = finished_durations(states, events);
@@ -151,11 +149,14 @@ pub fn estimate(
         let model = s.trial.config.model.name();
         match s.status {
             Some(TrialStatus::Running) => {
-                let last = epochs.get(&s.trial.trial_id);
-                let started = events.get(&s.trial.trial_id).map(|e| e.started_ms);
-                progress
-                    .running
-                    .push(running_trial(s, last, started, typical(model), now_ms));
+                let id = &s.trial.trial_id;
+                let seen = Seen {
+                    last: epochs.get(id),
+                    step: steps.get(id),
+                    started_ms: events.get(id).map(|e| e.started_ms),
+                };
+                let trial = running_trial(s, &seen, typical(model), now_ms);
+                progress.running.push(trial);
             }
             None | Some(TrialStatus::Killed | TrialStatus::Interrupted | TrialStatus::Timeout) => {
                 pending_s.push(typical(model));
@@ -200,30 +201,46 @@ fn finished_durations(
     out
 }
 
+/// What the store and the trial folder say of a running trial.
+struct Seen<'a> {
+    last: Option<&'a LastEpoch>,
+    step: Option<&'a StepProgress>,
+    started_ms: Option<i64>,
+}
+
 /// One running trial's progress (module doc).
 fn running_trial(
     s: &TrialState,
-    last: Option<&LastEpoch>,
-    started_ms: Option<i64>,
+    seen: &Seen,
     typical_s: Option<f64>,
     now_ms: i64,
 ) -> TrialProgress {
     let epochs = s.trial.config.driver().map_or(0, |d| d.epochs);
-    let epoch = last.map_or(0, |l| l.epoch);
-    let left_s = match last {
+    let epoch = seen.last.map_or(0, |l| l.epoch);
+    // The step counts only while it is in the epoch after the last finished one.
+    let step = seen
+        .step
+        .filter(|p| p.epoch == epoch + 1 && p.steps > 0)
+        .map(|p| (p.step.min(p.steps), p.steps));
+    let in_epoch = step.map_or(0.0, |(d, n)| d as f64 / n as f64);
+    let left_s = match seen.last {
         Some(l) if l.epoch > 0 && epochs > 0 && l.wall_s.is_finite() => {
-            Some(f64::from(epochs.saturating_sub(l.epoch)) * l.wall_s / f64::from(l.epoch))
+            let left = f64::from(epochs.saturating_sub(l.epoch)) - in_epoch;
+            Some(left.max(0.0) * l.wall_s / f64::from(l.epoch))
         }
         _ => typical_s.map(|t| {
-            let elapsed = started_ms.map_or(0.0, |s| (now_ms - s).max(0) as f64 / 1000.0);
+            let elapsed = seen
+                .started_ms
+                .map_or(0.0, |s| (now_ms - s).max(0) as f64 / 1000.0);
             (t - elapsed).max(0.0)
         }),
     };
     TrialProgress {
         trial_id: s.trial.trial_id.clone(),
         epoch,
+        step,
         epochs,
-        score: last.and_then(|l| latest_score(&l.val)),
+        score: seen.last.and_then(|l| latest_score(&l.val)),
         left_s,
     }
 }

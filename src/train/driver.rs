@@ -45,7 +45,8 @@
 //! before every step). A resumed fit re-emits the stored history to the sink and continues
 //! with exactly the batches and random streams the uninterrupted fit would have used, so
 //! its losses are identical. Both files are staged beside the checkpoint and swapped in
-//! together.
+//! together. The step inside the epoch goes to `progress.json` beside it (`train::progress`)
+//! for `sweep status`.
 //!
 //! A non-finite training loss stops the fit with [`TrainError::NonFinite`].
 
@@ -59,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::Contents;
 use super::config::TrialSink;
 use super::config::{DriverConfig, PatchConfig, PatchSampling, Selection, StopFlag, StopReason};
+use super::progress::{ProgressWriter, StepProgress};
 use super::{Batch, StepLosses, TrainError, Trainer};
 use crate::dataset::augment::{AugmentConfig, ImageValues, augment_batch};
 use crate::dataset::patches::{
@@ -315,6 +317,7 @@ fn epochs(
     let mut taken = 0u64;
     let mut images = data.train.new_batch();
     let mut masks = data.synthetic.map(PatchSet::new_batch);
+    let mut progress = ProgressWriter::beside(&opts.checkpoint_latest);
     while state.epochs_done < cfg.epochs {
         let epoch = state.epochs_done;
         let steps = plan.epoch(data.train, epoch, opts.seed);
@@ -362,6 +365,12 @@ fn epochs(
             accumulate(&mut state.partial, &losses);
             state.step_in_epoch += 1;
             taken += 1;
+            progress.step(&StepProgress {
+                epoch: epoch + 1,
+                step: state.step_in_epoch,
+                steps: steps.len() as u64,
+                epochs: cfg.epochs,
+            });
         }
         state.train_s += t0.elapsed().as_secs_f64();
         let n = state.step_in_epoch.max(1) as f64;

@@ -29,6 +29,7 @@ pub mod config;
 pub mod cyclegan;
 pub mod driver;
 pub mod losses;
+pub mod progress;
 pub mod retention;
 pub mod trial;
 pub mod unet3d;

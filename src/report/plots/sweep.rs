@@ -294,29 +294,29 @@ impl SweepPlot {
             .draw()
             .map_err(err)?;
         for s in &panel.series {
-            if self.scatter {
+            // A continuous key's points stand alone (module doc): no line, no error bars.
+            if !self.scatter {
                 chart
-                    .draw_series(
-                        s.points
-                            .iter()
-                            .map(|&(x, m, _)| Circle::new((x, m), 4, s.color.filled())),
-                    )
+                    .draw_series(LineSeries::new(
+                        s.points.iter().map(|&(x, m, _)| (x, m)),
+                        s.color.stroke_width(2),
+                    ))
                     .map_err(err)?;
-                continue;
+                chart
+                    .draw_series(s.points.iter().filter_map(|&(x, m, sd)| {
+                        sd.map(|sd| {
+                            ErrorBar::new_vertical(
+                                x,
+                                m - sd,
+                                m,
+                                m + sd,
+                                s.color.stroke_width(2),
+                                10,
+                            )
+                        })
+                    }))
+                    .map_err(err)?;
             }
-            chart
-                .draw_series(LineSeries::new(
-                    s.points.iter().map(|&(x, m, _)| (x, m)),
-                    s.color.stroke_width(2),
-                ))
-                .map_err(err)?;
-            chart
-                .draw_series(s.points.iter().filter_map(|&(x, m, sd)| {
-                    sd.map(|sd| {
-                        ErrorBar::new_vertical(x, m - sd, m, m + sd, s.color.stroke_width(2), 10)
-                    })
-                }))
-                .map_err(err)?;
             chart
                 .draw_series(
                     s.points
