@@ -74,6 +74,20 @@ fn a_baseline_and_its_ablation_compare_side_by_side() {
         }
     }
 
+    // Paired: the two sweeps are two arms, compared on the test volumes both have.
+    let o = compare(&[&base, &ablation], &["--paired", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.len(), 2, "one comparison per class: {rows:?}");
+    for r in &rows {
+        // Each arm names its sweep (the ablation also its changed key).
+        let arms = [r["a"].as_str().unwrap(), r["b"].as_str().unwrap()];
+        for sweep in ["sweep=base", "sweep=ablation"] {
+            assert!(arms.iter().any(|a| a.contains(sweep)), "{sweep}: {r}");
+        }
+        assert_eq!(r["n"], 3, "the 3 folds' test volumes: {r}");
+    }
+
     // Other classes, other data: refused with both sweeps named.
     let nuclei = run(&spec(dir.path(), "nuclei", &head("../data", "\"nuclei\"")));
     let o = compare(&[&base, &nuclei], &[]);

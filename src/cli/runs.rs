@@ -511,10 +511,11 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     };
     let sweeps = compared_sweeps(&args.dirs, &filter)?;
     if args.paired {
-        if sweeps.len() > 1 {
-            bail!("--paired compares the arms of one sweep: give one DIR");
+        if let [one] = sweeps.as_slice() {
+            return compare_paired(&args, &one.trials, &one.canonical);
         }
-        return compare_paired(&args, &sweeps[0].trials, &sweeps[0].canonical);
+        let (trials, canonical) = merged_for_pairing(&sweeps)?;
+        return compare_paired(&args, &trials, &canonical);
     }
     let mut trial_cols: Vec<String> = Vec::new();
     for s in &sweeps {
@@ -776,6 +777,75 @@ fn style_number(v: f64) -> String {
         let t = format!("{x}");
         if t.len() > 12 { format!("{x:.4e}") } else { t }
     })
+}
+
+/// Several sweeps as one for `--paired`: each trial id becomes `<sweep>/<id>` (sweeps that
+/// share configurations share ids) and each trial gets the key `sweep`, so the arms are told
+/// apart (`unet3d sweep=ablation`) and pair on the test cases both sweeps have (same dataset
+/// and partition: the same split ids).
+fn merged_for_pairing(
+    sweeps: &[ComparedSweep],
+) -> anyhow::Result<(Vec<(TrialEvent, u32)>, crate::tracking::Canonical)> {
+    let mut trials = Vec::new();
+    let (mut trial_frames, mut result_frames) = (Vec::new(), Vec::new());
+    for s in sweeps {
+        let name = s
+            .paths
+            .root()
+            .file_name()
+            .map_or_else(|| "sweep".into(), |n| n.to_string_lossy().into_owned());
+        let renamed = |df: &DataFrame| -> anyhow::Result<DataFrame> {
+            let ids: StringChunked = df
+                .column("trial_id")?
+                .str()?
+                .iter()
+                .map(|v| v.map(|v| format!("{name}/{v}")))
+                .collect();
+            let mut df = df.clone();
+            df.with_column(ids.with_name("trial_id".into()).into_column())?;
+            Ok(df)
+        };
+        let mut t = renamed(&s.canonical.trials)?;
+        t.with_column(Column::new(
+            "param.sweep".into(),
+            vec![name.clone(); t.height()],
+        ))?;
+        trial_frames.push(t);
+        result_frames.push(renamed(&s.canonical.results)?);
+        trials.extend(s.trials.iter().map(|(e, n)| {
+            let mut e = e.clone();
+            e.trial_id = format!("{name}/{}", e.trial_id);
+            (e, *n)
+        }));
+    }
+    let mut canonical = sweeps[0].canonical.clone();
+    canonical.trials = stack_aligned(trial_frames)?;
+    canonical.results = stack_aligned(result_frames)?;
+    Ok((trials, canonical))
+}
+
+/// Stacks frames whose columns differ only by text columns some lack (params of one sweep):
+/// those become nulls, in the order of first appearance.
+fn stack_aligned(frames: Vec<DataFrame>) -> anyhow::Result<DataFrame> {
+    let mut names: Vec<String> = Vec::new();
+    for df in &frames {
+        for c in df.get_column_names() {
+            if !names.iter().any(|n| n == c.as_str()) {
+                names.push(c.to_string());
+            }
+        }
+    }
+    let mut out: Option<DataFrame> = None;
+    for df in frames {
+        let df = with_missing_columns(&df, &names)?.select(names.iter().map(String::as_str))?;
+        match out.as_mut() {
+            None => out = Some(df),
+            Some(o) => {
+                o.vstack_mut_owned(df)?;
+            }
+        }
+    }
+    out.ok_or_else(|| anyhow::anyhow!("no sweep to compare"))
 }
 
 /// `runs compare --paired`: the comparisons of `report::paired` for the chosen trials.
